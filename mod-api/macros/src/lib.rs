@@ -1,0 +1,70 @@
+//! The `#[service]` attribute of modkit.
+//!
+//! Use it through `modkit::service` (or `mod_api::service`); this crate only
+//! holds the procedural macro. See [`macro@service`] for what it generates.
+
+mod expand;
+mod parse;
+
+use proc_macro::TokenStream;
+
+/// Turns a trait into a modkit service: a client, a dispatcher, and an
+/// implementation of `Service` for `dyn Trait`.
+///
+/// Every method must be `async fn name(&self, arg: T, ...) -> Result<R, E>`:
+/// owned arguments, no generics, and an explicit error type `E` that implements
+/// `From<modkit::Error>` (transport failures surface in the method's own error
+/// type). Arguments, `R` and `E` must be serializable; this is checked at compile
+/// time with an error that points at the offending type.
+///
+/// ```ignore
+/// use modkit::{async_trait, service, Error};
+///
+/// #[service]                      // or #[service(name = "shop.cart")]
+/// pub trait Cart {
+///     /// Adds an item, returns the new count.
+///     async fn add(&self, item: String, qty: u32) -> Result<u32, Error>;
+///     /// Safe to retry on another instance.
+///     #[idempotent]
+///     async fn count(&self) -> Result<u32, Error>;
+/// }
+///
+/// struct MemCart;
+///
+/// #[async_trait]
+/// impl Cart for MemCart {
+///     async fn add(&self, item: String, qty: u32) -> Result<u32, Error> { Ok(qty) }
+///     async fn count(&self) -> Result<u32, Error> { Ok(0) }
+/// }
+/// ```
+///
+/// # Arguments
+///
+/// - `name = "..."`: the service's name in a deployment (default: the trait's name).
+/// - `crate = path` (or `crate = "path"`): where modkit is (default `::modkit`;
+///   `mod_api` in mod-api's own tests).
+///
+/// # What it generates
+///
+/// - The trait itself, with `Send + Sync + 'static` added to its supertraits and
+///   `#[async_trait]` applied: implement it with `#[async_trait] impl Cart for X`.
+///   Doc comments, visibility and default method bodies are kept (a default
+///   body runs on the server: the client sends the call like any other).
+/// - `CartClient`: implements the trait by encoding the arguments as a tuple and
+///   sending a `Call` over an `Arc<dyn Transport>` (`CartClient::new(transport)`),
+///   inside a `modkit.call` tracing span.
+/// - `CartDispatcher<T>`: a `Dispatch` that decodes a call's arguments, runs the
+///   method on a `T: Cart` and encodes its `Result<R, E>`. An unknown method is an
+///   `ErrorKind::NotFound` error, undecodable arguments an `ErrorKind::Codec` one.
+/// - `impl Service for dyn Cart`, with `NAME` and `METHODS` (which report the
+///   methods marked `#[idempotent]`, the only ones a transport may retry).
+///
+/// Misuse (a method that is not `async`, has no `&self`, is generic, takes a
+/// reference or `impl Trait`, or does not return `Result<T, E>`) is a compile
+/// error that points at the problem.
+#[proc_macro_attribute]
+pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand::service(attr.into(), item.into())
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}

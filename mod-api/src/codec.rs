@@ -1,0 +1,147 @@
+//! The wire codec: how values become bytes when they leave the process.
+//!
+//! The monolith never calls a codec on a hot path; the distributed backends and
+//! the RPC layer use [`DefaultCodec`]. It is bincode 2 in serde mode (pinned to an
+//! exact version, so every process of a deployment agrees on the format), or
+//! postcard with the `postcard` feature. Both sides of a deployment must be built
+//! with the same choice.
+//!
+//! bincode is marked unmaintained (RUSTSEC-2025-0141); the format is stable and the
+//! version is pinned, and postcard is offered as the maintained alternative.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// Turns serializable values into bytes and back.
+///
+/// Generic and static (not object safe) so that encoding is monomorphised on the
+/// hot path.
+pub trait Codec: Send + Sync + 'static {
+    /// A short name for logs and diagnostics.
+    const NAME: &'static str;
+
+    /// Encodes `value`, appending to `buf`.
+    fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<()>;
+
+    /// Decodes a whole `T` from `bytes`; trailing bytes are an error.
+    fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T>;
+
+    /// Encodes `value` into a new buffer.
+    fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        Self::encode_into(value, &mut buf)?;
+        Ok(buf)
+    }
+}
+
+/// bincode 2 (serde mode, standard configuration: little endian, varint).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Bincode;
+
+impl Codec for Bincode {
+    const NAME: &'static str = "bincode2";
+
+    fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<()> {
+        bincode::serde::encode_into_std_write(value, buf, bincode::config::standard())
+            .map(|_| ())
+            .map_err(|e| {
+                tracing::warn!(error = %e, "encode failed");
+                Error::codec("cannot encode value").with_source(e)
+            })
+    }
+
+    fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+        let (value, used) = bincode::serde::decode_from_slice::<T, _>(
+            bytes,
+            bincode::config::standard(),
+        )
+        .map_err(|e| {
+            tracing::warn!(error = %e, len = bytes.len(), "decode failed");
+            Error::codec(format!("cannot decode {}", std::any::type_name::<T>())).with_source(e)
+        })?;
+        if used != bytes.len() {
+            tracing::warn!(used, len = bytes.len(), "trailing bytes after value");
+            return Err(Error::codec(format!(
+                "{} trailing bytes after {}",
+                bytes.len() - used,
+                std::any::type_name::<T>()
+            )));
+        }
+        Ok(value)
+    }
+}
+
+/// postcard (with the `postcard` feature).
+#[cfg(feature = "postcard")]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Postcard;
+
+#[cfg(feature = "postcard")]
+impl Codec for Postcard {
+    const NAME: &'static str = "postcard";
+
+    fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<()> {
+        let bytes = postcard::to_allocvec(value).map_err(|e| {
+            tracing::warn!(error = %e, "encode failed");
+            Error::codec("cannot encode value").with_source(e)
+        })?;
+        buf.extend_from_slice(&bytes);
+        Ok(())
+    }
+
+    fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+        let (value, rest) = postcard::take_from_bytes::<T>(bytes).map_err(|e| {
+            tracing::warn!(error = %e, len = bytes.len(), "decode failed");
+            Error::codec(format!("cannot decode {}", std::any::type_name::<T>())).with_source(e)
+        })?;
+        if !rest.is_empty() {
+            return Err(Error::codec(format!(
+                "{} trailing bytes after {}",
+                rest.len(),
+                std::any::type_name::<T>()
+            )));
+        }
+        Ok(value)
+    }
+}
+
+/// The codec this build uses on the wire: postcard with the `postcard` feature, else bincode 2.
+#[cfg(not(feature = "postcard"))]
+pub type DefaultCodec = Bincode;
+/// The codec this build uses on the wire: postcard with the `postcard` feature, else bincode 2.
+#[cfg(feature = "postcard")]
+pub type DefaultCodec = Postcard;
+
+/// Encodes with [`DefaultCodec`].
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    DefaultCodec::encode(value)
+}
+
+/// Decodes with [`DefaultCodec`].
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    DefaultCodec::decode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn round_trip_and_garbage() {
+        let v = (7u64, String::from("seven"), vec![1u8, 2, 3]);
+        let bytes = encode(&v).unwrap();
+        let back: (u64, String, Vec<u8>) = decode(&bytes).unwrap();
+        assert_eq!(back, v);
+
+        let err = decode::<(u64, String)>(&[0xff, 0xff, 0xff]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Codec);
+
+        let mut long = bytes.clone();
+        long.push(0);
+        let err = decode::<(u64, String, Vec<u8>)>(&long).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Codec);
+    }
+}

@@ -1,0 +1,387 @@
+//! Configuration: defaults, then a TOML file, then `MODKIT_*` environment variables.
+//!
+//! ```toml
+//! mode = "monolith"            # or "distribute"; default: monolith if compiled in
+//! node_id = "node-a"           # default: "<hostname-or-node>-<pid>"
+//! data_dir = "/var/lib/shop"   # spill files of queues (default: none)
+//!
+//! [invoke]
+//! timeout = "5s"               # default deadline of a remote call
+//! host = ["Catalog", "Auth"]   # services this process serves (default: all it provides)
+//! colocate = true              # call services hosted here without the network
+//! balance = "round_robin"      # or "least_in_flight"
+//! retries = 2                  # other instances tried by idempotent calls
+//!
+//! [registry]
+//! ttl = "10s"                  # lease of a registered instance
+//! sweep = "1s"                 # how often expired instances are removed
+//!
+//! [redis]                      # distributed package
+//! url = "redis://127.0.0.1:6379"
+//! prefix = "modkit"
+//!
+//! [rpc]                        # distributed package
+//! listen = "127.0.0.1:0"
+//! advertise = "10.0.0.5:7000"  # default: the bound address
+//! max_frame_bytes = 16777216
+//! secret = "…"                 # shared-secret authentication (default: off)
+//! ```
+//!
+//! Durations are written `"250ms"`, `"5s"`, `"2m"`, `"1h"`, or a bare number of
+//! milliseconds. Environment variables override the file:
+//!
+//! | variable | field |
+//! |---|---|
+//! | `MODKIT_CONFIG` | path of the TOML file ([`Config::load`]) |
+//! | `MODKIT_MODE` | `mode` |
+//! | `MODKIT_NODE_ID` | `node_id` |
+//! | `MODKIT_DATA_DIR` | `data_dir` |
+//! | `MODKIT_INVOKE_TIMEOUT` | `invoke.timeout` |
+//! | `MODKIT_HOST` | `invoke.host` (comma-separated) |
+//! | `MODKIT_COLOCATE` | `invoke.colocate` (`true`/`false`) |
+//! | `MODKIT_REGISTRY_TTL`, `MODKIT_REGISTRY_SWEEP` | `registry.ttl`, `registry.sweep` |
+//! | `MODKIT_REDIS_URL`, `MODKIT_REDIS_PREFIX` | `redis.url`, `redis.prefix` |
+//! | `MODKIT_RPC_LISTEN`, `MODKIT_RPC_ADVERTISE`, `MODKIT_RPC_SECRET`, `MODKIT_RPC_MAX_FRAME_BYTES` | `rpc.*` |
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::BackendKind;
+use crate::error::{Error, Result};
+
+/// The whole configuration of a modkit runtime.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Which package to run; unset: the monolith when it is compiled in, else
+    /// the distributed package.
+    pub mode: Option<BackendKind>,
+    /// This node's id; default `node-<pid>`.
+    pub node_id: Option<String>,
+    /// Where queues put spill files; a queue's own `spill_dir` wins.
+    pub data_dir: Option<PathBuf>,
+    /// Invocation.
+    pub invoke: InvokeConfig,
+    /// Registry.
+    pub registry: RegistryConfig,
+    /// Redis (distributed package).
+    pub redis: RedisConfig,
+    /// RPC transport (distributed package).
+    pub rpc: RpcConfig,
+}
+
+/// Invocation settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InvokeConfig {
+    /// Default deadline of a remote call.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// Services this process serves; `None` serves every service it provides.
+    pub host: Option<Vec<String>>,
+    /// Call services hosted in this process directly, without the network.
+    pub colocate: bool,
+    /// How a client picks among a service's `Up` instances.
+    pub balance: Balance,
+    /// How many other instances an idempotent call (or one that never left the
+    /// client) is retried on after a transport failure.
+    pub retries: u32,
+}
+
+/// Load-balancing policy of remote calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Each instance in turn.
+    #[default]
+    RoundRobin,
+    /// The instance with the fewest calls in flight from this process.
+    LeastInFlight,
+}
+
+impl Default for InvokeConfig {
+    fn default() -> Self {
+        InvokeConfig {
+            timeout: Duration::from_secs(5),
+            host: None,
+            colocate: true,
+            balance: Balance::RoundRobin,
+            retries: 2,
+        }
+    }
+}
+
+impl InvokeConfig {
+    /// Whether this process hosts `service`.
+    pub fn hosts(&self, service: &str) -> bool {
+        self.host
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|s| s == service))
+    }
+}
+
+/// Registry settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Lease of a registered instance.
+    #[serde(with = "duration")]
+    pub ttl: Duration,
+    /// How often expired instances are swept.
+    #[serde(with = "duration")]
+    pub sweep: Duration,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            ttl: Duration::from_secs(10),
+            sweep: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Redis settings (distributed package).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Connection URL.
+    pub url: String,
+    /// Every key modkit writes starts with `<prefix>:`.
+    pub prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: "redis://127.0.0.1:6379".into(),
+            prefix: "modkit".into(),
+        }
+    }
+}
+
+/// RPC settings (distributed package).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RpcConfig {
+    /// Address to listen on; port 0 picks a free one.
+    pub listen: String,
+    /// Address other nodes use to reach this one; default: the bound address.
+    pub advertise: Option<String>,
+    /// Largest frame accepted or sent.
+    pub max_frame_bytes: u32,
+    /// Shared secret every connection must present; `None` disables authentication.
+    pub secret: Option<String>,
+}
+
+impl Default for RpcConfig {
+    fn default() -> Self {
+        RpcConfig {
+            listen: "127.0.0.1:0".into(),
+            advertise: None,
+            max_frame_bytes: 16 * 1024 * 1024,
+            secret: None,
+        }
+    }
+}
+
+impl Config {
+    /// Parses TOML text (missing fields take their defaults; unknown ones are errors).
+    pub fn from_toml(text: &str) -> Result<Config> {
+        toml::from_str(text).map_err(|e| Error::config(format!("invalid configuration: {e}")))
+    }
+
+    /// Reads a TOML file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Config> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::config(format!("cannot read configuration {}", path.display())).with_source(e)
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// Defaults, then the file at `path` (or at `MODKIT_CONFIG` when `path` is
+    /// `None`), then `MODKIT_*` environment variables.
+    pub fn load(path: Option<&Path>) -> Result<Config> {
+        let from_env = std::env::var_os("MODKIT_CONFIG").map(PathBuf::from);
+        let mut config = match path.map(Path::to_path_buf).or(from_env) {
+            Some(p) => Self::from_file(p)?,
+            None => Config::default(),
+        };
+        config.apply_env(|key| std::env::var(key).ok())?;
+        Ok(config)
+    }
+
+    /// Applies `MODKIT_*` overrides read through `var` (testable without touching the
+    /// process environment).
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<()> {
+        let dur = |key: &str, text: String| {
+            parse_duration(&text).map_err(|e| Error::config(format!("{key}: {e}")))
+        };
+        if let Some(v) = var("MODKIT_MODE") {
+            self.mode = Some(v.parse()?);
+        }
+        if let Some(v) = var("MODKIT_NODE_ID") {
+            self.node_id = Some(v);
+        }
+        if let Some(v) = var("MODKIT_DATA_DIR") {
+            self.data_dir = Some(v.into());
+        }
+        if let Some(v) = var("MODKIT_INVOKE_TIMEOUT") {
+            self.invoke.timeout = dur("MODKIT_INVOKE_TIMEOUT", v)?;
+        }
+        if let Some(v) = var("MODKIT_HOST") {
+            let list = v.split(',').map(str::trim).filter(|s| !s.is_empty());
+            self.invoke.host = Some(list.map(String::from).collect());
+        }
+        if let Some(v) = var("MODKIT_COLOCATE") {
+            self.invoke.colocate = v.parse().map_err(|_| {
+                Error::config(format!(
+                    "MODKIT_COLOCATE: expected true or false, got {v:?}"
+                ))
+            })?;
+        }
+        if let Some(v) = var("MODKIT_REGISTRY_TTL") {
+            self.registry.ttl = dur("MODKIT_REGISTRY_TTL", v)?;
+        }
+        if let Some(v) = var("MODKIT_REGISTRY_SWEEP") {
+            self.registry.sweep = dur("MODKIT_REGISTRY_SWEEP", v)?;
+        }
+        if let Some(v) = var("MODKIT_REDIS_URL") {
+            self.redis.url = v;
+        }
+        if let Some(v) = var("MODKIT_REDIS_PREFIX") {
+            self.redis.prefix = v;
+        }
+        if let Some(v) = var("MODKIT_RPC_LISTEN") {
+            self.rpc.listen = v;
+        }
+        if let Some(v) = var("MODKIT_RPC_ADVERTISE") {
+            self.rpc.advertise = Some(v);
+        }
+        if let Some(v) = var("MODKIT_RPC_SECRET") {
+            self.rpc.secret = Some(v);
+        }
+        if let Some(v) = var("MODKIT_RPC_MAX_FRAME_BYTES") {
+            self.rpc.max_frame_bytes = v.parse().map_err(|_| {
+                Error::config(format!("MODKIT_RPC_MAX_FRAME_BYTES: not a number: {v:?}"))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// This node's id: the configured one, or `node-<pid>`.
+    pub fn node_id(&self) -> String {
+        self.node_id
+            .clone()
+            .unwrap_or_else(|| format!("node-{}", std::process::id()))
+    }
+}
+
+/// Parses `"250ms"`, `"5s"`, `"2m"`, `"1h"`, or a bare number of milliseconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?} (use e.g. \"250ms\", \"5s\", \"2m\")"))?;
+    match unit.trim() {
+        "" | "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        "h" => Ok(Duration::from_secs(n.saturating_mul(3600))),
+        other => Err(format!(
+            "unknown duration unit {other:?} in {text:?} (ms, s, m, h)"
+        )),
+    }
+}
+
+/// Serde for a [`Duration`] written as `"5s"` / `"250ms"` / milliseconds.
+pub mod duration {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        Millis(u64),
+        Text(String),
+    }
+
+    /// Writes `"<ms>ms"`.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}ms", d.as_millis()))
+    }
+
+    /// Reads a number of milliseconds or a duration string.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        match Text::deserialize(d)? {
+            Text::Millis(ms) => Ok(Duration::from_millis(ms)),
+            Text::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Serde for an optional [`Duration`] (see [`duration`]).
+pub mod opt_duration {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    /// Writes `None` or `"<ms>ms"`.
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::duration::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Reads an optional duration.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrap(#[serde(with = "super::duration")] Duration);
+        Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_env() {
+        let mut c = Config::from_toml(
+            "mode = \"distribute\"\n[invoke]\ntimeout = \"250ms\"\n[registry]\nttl = 3000\n",
+        )
+        .unwrap();
+        assert_eq!(c.mode, Some(BackendKind::Distribute));
+        assert_eq!(c.invoke.timeout, Duration::from_millis(250));
+        assert_eq!(c.registry.ttl, Duration::from_secs(3));
+        assert_eq!(c.registry.sweep, Duration::from_secs(1));
+        c.apply_env(|k| match k {
+            "MODKIT_MODE" => Some("monolith".into()),
+            "MODKIT_HOST" => Some("Catalog, Auth".into()),
+            "MODKIT_REDIS_URL" => Some("redis://127.0.0.1:7001".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.mode, Some(BackendKind::Monolith));
+        assert!(c.invoke.hosts("Auth") && !c.invoke.hosts("Orders"));
+        assert_eq!(c.redis.url, "redis://127.0.0.1:7001");
+    }
+
+    #[test]
+    fn bad_input_is_a_config_error() {
+        assert!(Config::from_toml("nope = 1").is_err());
+        assert!(Config::from_toml("[invoke]\ntimeout = \"5 fortnights\"").is_err());
+        let mut c = Config::default();
+        let e = c
+            .apply_env(|k| (k == "MODKIT_MODE").then(|| "cloud".into()))
+            .unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Config);
+    }
+}

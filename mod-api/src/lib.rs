@@ -1,0 +1,85 @@
+//! # mod-api: the unified API of modkit
+//!
+//! The traits and types of modkit's five building blocks — [registry],
+//! [invocation](invoke), [cache], [session] and [queue] —
+//! with the one [`Error`], the wire [`codec`], [`config`]uration, and (feature
+//! `testkit`) the conformance suite every backend runs.
+//!
+//! This crate depends on no backend library. Business code uses it through the
+//! `modkit` facade; backend crates implement [`Backend`].
+
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod cache;
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod invoke;
+pub mod queue;
+pub mod registry;
+pub mod session;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use async_trait::async_trait;
+pub use backend::{Backend, BackendKind};
+pub use cache::{Cache, CacheExt, CachePolicy, NearCachePolicy};
+pub use codec::{Codec, DefaultCodec};
+pub use config::Config;
+pub use error::{Error, ErrorKind, Result};
+pub use invoke::{Call, Container, Dispatch, Loopback, MethodInfo, Remote, Service, Transport};
+pub use mod_api_macros::service;
+pub use queue::{
+    BacklogPolicy, Consumer, Delivery, MessageId, Offered, Queue, QueueConfig, QueueExt,
+};
+pub use registry::{ConsumerInfo, Instance, Lease, Registry, RegistryExt, Snapshot, Status, Watch};
+pub use session::{Session, SessionConfig, SessionId, SessionStore};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// A value that may cross a process boundary: arguments and results of service
+/// methods. Checked at compile time in every build, so a monolith build is always
+/// a valid distributed build.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot cross a modkit service boundary",
+    label = "must implement serde's `Serialize` and `DeserializeOwned`, and be `Send + 'static`",
+    note = "add `#[derive(serde::Serialize, serde::Deserialize)]` to the type"
+)]
+pub trait Wire: Serialize + DeserializeOwned + Send + 'static {}
+impl<T: Serialize + DeserializeOwned + Send + 'static> Wire for T {}
+
+/// A value kept by a building block (cache entry, session data, queue message):
+/// [`Wire`], plus `Clone + Sync` because the in-process backend hands out clones
+/// instead of serializing.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be stored by modkit",
+    label = "must implement `Serialize + DeserializeOwned + Clone + Send + Sync + 'static`",
+    note = "derive `Clone`, `serde::Serialize` and `serde::Deserialize` for it"
+)]
+pub trait Value: Wire + Clone + Sync {}
+impl<T: Wire + Clone + Sync> Value for T {}
+
+/// The error type of a service method: it must absorb transport failures
+/// (`From<modkit::Error>`) and cross the wire itself.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the error type of a modkit service method",
+    label = "must implement `From<modkit::Error>` and `Serialize + DeserializeOwned`",
+    note = "transport failures surface in the method's own error type: add `impl From<modkit::Error> for {Self}`"
+)]
+pub trait ServiceError: From<Error> + Wire {}
+impl<T: From<Error> + Wire> ServiceError for T {}
+
+/// Items used by code that `#[service]` generates. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::codec::{decode, encode};
+    pub use async_trait::async_trait;
+    pub use tracing;
+
+    /// Compile-time check that a type may cross the wire.
+    pub const fn assert_wire<T: crate::Wire>() {}
+    /// Compile-time check of a service error type.
+    pub const fn assert_service_error<T: crate::ServiceError>() {}
+}

@@ -1,0 +1,189 @@
+//! Session: login state with typed data, idle and absolute expiry.
+//!
+//! A session id is 256 bits from the operating system's CSPRNG, encoded
+//! URL-safe base64 without padding (43 characters). A session ends at whichever
+//! comes first: `idle_timeout` after its last validate/update (sliding), or
+//! `absolute_lifetime` after it was created (rotation keeps the creation time).
+//! Every update carries the version it read; a concurrent update makes it fail
+//! with [`ErrorKind::Conflict`], so no write is lost.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::Value;
+
+/// Expiry of the sessions of one store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SessionConfig {
+    /// A session unused this long ends (sliding: validate and update refresh it).
+    #[serde(with = "crate::config::duration")]
+    pub idle_timeout: Duration,
+    /// A session ends this long after creation, however busy.
+    #[serde(with = "crate::config::duration")]
+    pub absolute_lifetime: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            idle_timeout: Duration::from_secs(30 * 60),
+            absolute_lifetime: Duration::from_secs(12 * 60 * 60),
+        }
+    }
+}
+
+/// An unguessable session id.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SessionId(String);
+
+const ID_BYTES: usize = 32;
+const URL_SAFE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+impl SessionId {
+    /// A fresh id: 256 random bits from the OS CSPRNG, URL-safe.
+    pub fn generate() -> Result<SessionId> {
+        let mut bytes = [0u8; ID_BYTES];
+        getrandom::fill(&mut bytes).map_err(|e| {
+            Error::new(
+                ErrorKind::Unavailable,
+                format!("no randomness for a session id: {e}"),
+            )
+        })?;
+        Ok(SessionId(base64_url(&bytes)))
+    }
+
+    /// The id as text (safe in URLs and cookies).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Accepts an id received from a client: only checks its shape, never trusts it.
+    pub fn parse(text: &str) -> Result<SessionId> {
+        let ok = text.len() == 43 && text.bytes().all(|b| URL_SAFE.contains(&b));
+        if ok {
+            Ok(SessionId(text.to_owned()))
+        } else {
+            Err(Error::invalid_input("malformed session id"))
+        }
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for SessionId {
+    // Ids are bearer secrets: never print one whole in logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionId({}…)", &self.0[..self.0.len().min(6)])
+    }
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(URL_SAFE[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// Milliseconds since the Unix epoch, the time unit sessions store.
+pub fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// One session as read from the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session<D> {
+    /// The id (a bearer secret).
+    pub id: SessionId,
+    /// Who is logged in.
+    pub principal: String,
+    /// The application's data.
+    pub data: D,
+    /// Increases with every update; pass it back to [`SessionStore::update`].
+    pub version: u64,
+    /// Creation time, ms since the Unix epoch (kept across rotation).
+    pub created_ms: u64,
+    /// Last validate or update, ms since the Unix epoch.
+    pub last_seen_ms: u64,
+}
+
+impl<D> Session<D> {
+    /// When this session ends if unused, ms since the Unix epoch.
+    pub fn expires_ms(&self, config: &SessionConfig) -> u64 {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let idle = self.last_seen_ms.saturating_add(ms(config.idle_timeout));
+        let absolute = self.created_ms.saturating_add(ms(config.absolute_lifetime));
+        idle.min(absolute)
+    }
+}
+
+/// A store of sessions carrying data `D`.
+#[async_trait]
+pub trait SessionStore<D: Value>: Send + Sync {
+    /// Creates a session for `principal` with a fresh id.
+    async fn create(&self, principal: &str, data: D) -> Result<Session<D>>;
+
+    /// Reads a live session without refreshing it.
+    async fn get(&self, id: &SessionId) -> Result<Option<Session<D>>>;
+
+    /// Reads a live session and refreshes its idle timeout (sliding expiry).
+    async fn validate(&self, id: &SessionId) -> Result<Option<Session<D>>>;
+
+    /// Replaces the data if the stored version is still `expected_version`.
+    ///
+    /// [`ErrorKind::Conflict`] when another update came first (re-read, retry);
+    /// [`ErrorKind::NotFound`] when the session ended.
+    async fn update(&self, id: &SessionId, expected_version: u64, data: D) -> Result<Session<D>>;
+
+    /// Moves the session to a new id (same data and creation time); the old id ends.
+    async fn rotate(&self, id: &SessionId) -> Result<Session<D>>;
+
+    /// Ends a session; `true` when it was live.
+    async fn destroy(&self, id: &SessionId) -> Result<bool>;
+
+    /// Ends every session of `principal`; returns how many were live.
+    async fn destroy_principal(&self, principal: &str) -> Result<usize>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_long_url_safe_and_distinct() {
+        let a = SessionId::generate().unwrap();
+        let b = SessionId::generate().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.as_str().len(), 43);
+        assert!(SessionId::parse(a.as_str()).is_ok());
+        assert!(SessionId::parse("short").is_err());
+        assert!(SessionId::parse(&"+".repeat(43)).is_err());
+        assert!(!format!("{a:?}").contains(a.as_str()));
+    }
+
+    #[test]
+    fn base64_matches_known_vectors() {
+        assert_eq!(base64_url(b"foobar"), "Zm9vYmFy");
+        assert_eq!(base64_url(b"fo"), "Zm8");
+        assert_eq!(base64_url(&[0xfb, 0xff]), "-_8");
+    }
+}

@@ -1,0 +1,110 @@
+//! Single flight for `get_or_load`: one loader per key per cache handle.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use mod_api::Error;
+use tokio::sync::watch;
+
+/// The loader's outcome as shared with waiters (`None` while it runs).
+type Slot<V> = Option<Result<V, Error>>;
+
+/// The loads in flight of one cache handle, by key.
+pub(crate) struct Flights<V> {
+    map: Mutex<HashMap<String, watch::Receiver<Slot<V>>>>,
+    /// Loads finished so far (of any key).
+    finished: AtomicU64,
+}
+
+/// What a caller of [`Flights::join`] does.
+pub(crate) enum Role<'a, V> {
+    /// Runs the loader, then [`Leader::finish`]es.
+    Leader(Leader<'a, V>),
+    /// Waits for the leader's outcome.
+    Follower(watch::Receiver<Slot<V>>),
+}
+
+/// The one caller that loads a key; dropping it (cancellation) frees the key,
+/// and its followers retry.
+pub(crate) struct Leader<'a, V> {
+    flights: &'a Flights<V>,
+    key: String,
+    tx: watch::Sender<Slot<V>>,
+}
+
+impl<V> Default for Flights<V> {
+    fn default() -> Self {
+        Flights {
+            map: Mutex::new(HashMap::new()),
+            finished: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<V: Clone> Flights<V> {
+    /// How many loads have finished. A leader whose caller read this before
+    /// its cache miss, and finds it unchanged, knows no load stored the key
+    /// in between (a finish counts before its key is freed).
+    pub(crate) fn finished(&self) -> u64 {
+        self.finished.load(Ordering::SeqCst)
+    }
+
+    /// Joins the load of `key`, or starts it.
+    pub(crate) fn join(&self, key: &str) -> Role<'_, V> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(rx) = map.get(key) {
+            return Role::Follower(rx.clone());
+        }
+        let (tx, rx) = watch::channel(None);
+        map.insert(key.to_owned(), rx);
+        Role::Leader(Leader {
+            flights: self,
+            key: key.to_owned(),
+            tx,
+        })
+    }
+
+    /// How many loads are in flight.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+impl<V> Leader<'_, V> {
+    /// Hands the outcome to every follower (errors detached: kind, message,
+    /// retryable flag and the source's text) and frees the key.
+    pub(crate) fn finish(self, outcome: &Result<V, Error>)
+    where
+        V: Clone,
+    {
+        let shared = match outcome {
+            Ok(v) => Ok(v.clone()),
+            Err(e) => Err(e.to_detached()),
+        };
+        self.tx.send_replace(Some(shared));
+        self.flights.finished.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl<V> Drop for Leader<'_, V> {
+    fn drop(&mut self) {
+        let mut map = self.flights.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map
+            .get(&self.key)
+            .is_some_and(|rx| rx.same_channel(&self.tx.subscribe()))
+        {
+            map.remove(&self.key);
+        }
+    }
+}
+
+/// Waits for a leader; `None` when it was cancelled before finishing.
+pub(crate) async fn follow<V: Clone>(mut rx: watch::Receiver<Slot<V>>) -> Option<Result<V, Error>> {
+    let slot = rx.wait_for(Option::is_some).await.ok()?;
+    match slot.as_ref()? {
+        Ok(v) => Some(Ok(v.clone())),
+        Err(e) => Some(Err(e.to_detached())),
+    }
+}

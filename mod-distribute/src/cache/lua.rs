@@ -1,0 +1,177 @@
+//! Lua scripts of the cache and session store, and the EVALSHA helper.
+
+use std::sync::LazyLock;
+
+use redis::aio::ConnectionManager;
+use redis::{Cmd, FromRedisValue, RedisResult, RedisWrite, Script, ToRedisArgs};
+
+/// Score offset of index entries without expiry: above every real deadline
+/// (2^50 ms is year ~37000), below 2^53 so scores stay exact doubles.
+pub(crate) const NO_EXPIRY: u64 = 1 << 50;
+
+/// Server time in ms, shared by every script (one clock for the deployment).
+macro_rules! now_ms {
+    () => {
+        "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    };
+}
+pub(crate) use now_ms;
+
+/// `set` of an entry with an absolute TTL deadline in a TTI cache.
+/// KEYS: entry, index. ARGV: payload (tag '0' + codec bytes), ttl ms, tti ms,
+/// index member, channel ('' = no near cache), invalidation message.
+/// Returns 1 when the member is new in the index.
+pub(crate) static SET_DEADLINE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        now_ms!(),
+        r"
+local deadline = now + tonumber(ARGV[2])
+local exp = math.min(deadline, now + tonumber(ARGV[3]))
+redis.call('SET', KEYS[1], '1' .. string.format('%015.0f', deadline) .. string.sub(ARGV[1], 2), 'PXAT', exp)
+local new = redis.call('ZADD', KEYS[2], exp, ARGV[4])
+if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
+return new"
+    ))
+});
+
+/// A read that refreshes the idle timer: expiry = min(now + tti, TTL deadline).
+/// KEYS: entry, index. ARGV: tti ms, index member.
+/// Returns nil, or {stored bytes, remaining ms}.
+pub(crate) static GET_TTI: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        "local v = redis.call('GET', KEYS[1])\nif not v then return false end\n",
+        now_ms!(),
+        r"
+local exp = now + tonumber(ARGV[1])
+if string.byte(v, 1) == 49 then
+  local deadline = tonumber(string.sub(v, 2, 16))
+  if deadline then
+    if deadline <= now then
+      redis.call('ZREM', KEYS[2], ARGV[2])
+      redis.call('DEL', KEYS[1])
+      return false
+    end
+    if deadline < exp then exp = deadline end
+  end
+end
+redis.call('PEXPIREAT', KEYS[1], exp)
+redis.call('ZADD', KEYS[2], 'XX', exp, ARGV[2])
+return {v, exp - now}"
+    ))
+});
+
+/// Index upkeep: drops members whose entry is gone (re-scoring live ones that
+/// were due), then evicts the lowest scores above `max`.
+/// KEYS: index. ARGV: entry key base, max (0 = none), limit, channel ('' = none),
+/// key-invalidation message prefix. Returns {swept, evicted, more work 0/1}.
+pub(crate) static MAINTAIN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        now_ms!(),
+        "local no_expiry = ",
+        "1125899906842624",
+        r"
+local limit = tonumber(ARGV[3])
+local swept = 0
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
+for _, m in ipairs(due) do
+  local pttl = redis.call('PTTL', ARGV[1] .. m)
+  if pttl == -2 then
+    redis.call('ZREM', KEYS[1], m)
+    swept = swept + 1
+  elseif pttl == -1 then
+    redis.call('ZADD', KEYS[1], no_expiry + now, m)
+  else
+    redis.call('ZADD', KEYS[1], now + pttl, m)
+  end
+end
+local more = #due == limit
+local evicted = 0
+local max = tonumber(ARGV[2])
+if max > 0 then
+  local excess = redis.call('ZCARD', KEYS[1]) - max
+  if excess > 0 then
+    local popped = redis.call('ZPOPMIN', KEYS[1], math.min(excess, limit))
+    for i = 1, #popped, 2 do
+      redis.call('UNLINK', ARGV[1] .. popped[i])
+      if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5] .. popped[i]) end
+      evicted = evicted + 1
+    end
+    if excess > evicted then more = true end
+  end
+end
+return {swept, evicted, more and 1 or 0}"
+    ))
+});
+
+/// One step of `clear`: on the first step, moves the index into the
+/// `clearing` set (merging a crashed clear's leftovers); then deletes up to
+/// `limit` of its entries. Publishes the clear message when done.
+/// KEYS: index, clearing. ARGV: entry key base, limit, first ('1'/'0'),
+/// channel ('' = none), clear message. Returns how many are left.
+pub(crate) static CLEAR: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if ARGV[3] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('ZUNIONSTORE', KEYS[2], 2, KEYS[2], KEYS[1], 'AGGREGATE', 'MAX')
+  redis.call('DEL', KEYS[1])
+end
+local popped = redis.call('ZPOPMIN', KEYS[2], tonumber(ARGV[2]))
+local keys = {}
+for i = 1, #popped, 2 do keys[#keys + 1] = ARGV[1] .. popped[i] end
+if #keys > 0 then redis.call('UNLINK', unpack(keys)) end
+local left = redis.call('ZCARD', KEYS[2])
+if left == 0 and ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
+return left",
+    )
+});
+
+/// An `EVALSHA` command of `script` with `numkeys` keys; append keys then args.
+pub(crate) fn evalsha(script: &Script, numkeys: usize, capacity: usize) -> Cmd {
+    let mut cmd = Cmd::with_capacity(3 + numkeys * 2, 64 + capacity);
+    cmd.arg("EVALSHA").arg(script.get_hash()).arg(numkeys);
+    cmd
+}
+
+/// Runs an [`evalsha`] command; loads the script once if the server lacks it
+/// (after a restart or failover) and retries.
+pub(crate) async fn run<T: FromRedisValue>(
+    conn: &mut ConnectionManager,
+    script: &Script,
+    cmd: &Cmd,
+) -> RedisResult<T> {
+    match cmd.query_async(conn).await {
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            script.load_async(conn).await?;
+            cmd.query_async(conn).await
+        }
+        other => other,
+    }
+}
+
+/// Two strings written as one argument (a key base and a user key) without
+/// building the joined `String` first.
+pub(crate) struct Joined<'a>(pub &'a str, pub &'a str);
+
+impl ToRedisArgs for Joined<'_> {
+    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
+        use std::io::Write;
+        let mut w = out.writer_for_next_arg();
+        // Writing into the command's own Vec cannot fail.
+        let _ = w.write_all(self.0.as_bytes());
+        let _ = w.write_all(self.1.as_bytes());
+    }
+}
+
+/// A building block's name as one key segment: `%` and `:` are escaped so that
+/// no name can forge another's keys (`a:k:b` vs `a` + key `b:k:…`).
+pub(crate) fn segment(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            ':' => out.push_str("%3A"),
+            c => out.push(c),
+        }
+    }
+    out
+}

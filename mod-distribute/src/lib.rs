@@ -1,0 +1,161 @@
+//! # mod-distribute: modkit's distributed package
+//!
+//! The five building blocks across many processes: registry, cache, session and
+//! queue on Redis (queues on Redis Streams), invocation over a multiplexed TCP
+//! RPC transport. Business code does not name this crate: it uses the `modkit`
+//! facade with the `distribute` feature.
+#![doc = include_str!("../docs.md")]
+#![warn(missing_docs)]
+
+pub mod cache;
+pub mod invoke;
+pub mod near;
+pub mod queue;
+pub mod redis_conn;
+pub mod redis_server;
+pub mod registry;
+pub mod rpc;
+pub mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mod_api::backend::OpenBlocks;
+use mod_api::{
+    Backend, BackendKind, Cache, CachePolicy, Config, Container, Queue, QueueConfig, Registry,
+    Result, SessionConfig, SessionStore, Value,
+};
+
+pub use cache::RedisCache;
+pub use invoke::DistributedRemote;
+pub use near::NearHub;
+pub use queue::RedisQueue;
+pub use redis_conn::Redis;
+pub use redis_server::RedisServer;
+pub use registry::RedisRegistry;
+pub use session::RedisSessions;
+
+/// The distributed backend: one node of a deployment that shares Redis and
+/// calls other nodes over RPC.
+///
+/// Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Distributed {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node_id: String,
+    config: Config,
+    redis: Redis,
+    registry: Arc<RedisRegistry>,
+    near: Arc<NearHub>,
+    remote: Arc<DistributedRemote>,
+    container: Container,
+    blocks: OpenBlocks,
+}
+
+impl std::fmt::Debug for Distributed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Distributed")
+            .field("node_id", &self.inner.node_id)
+            .field("redis", &self.inner.redis)
+            .field("services", &self.inner.container.provided_names())
+            .finish()
+    }
+}
+
+impl Distributed {
+    /// Connects to Redis and starts this node's registry and near-cache listeners.
+    pub async fn start(config: Config) -> Result<Distributed> {
+        let node_id = config.node_id();
+        let redis = Redis::connect(&config.redis.url, &config.redis.prefix).await?;
+        let registry = RedisRegistry::start(redis.clone(), config.registry.sweep).await?;
+        let near = NearHub::start(redis.clone()).await?;
+        let remote = Arc::new(DistributedRemote::new(
+            node_id.clone(),
+            config.invoke.clone(),
+            config.rpc.clone(),
+            config.registry.ttl,
+            registry.clone(),
+        ));
+        tracing::info!(node_id = %node_id, redis = %config.redis.url, "distributed node started");
+        Ok(Distributed {
+            inner: Arc::new(Inner {
+                node_id,
+                redis,
+                registry,
+                near,
+                container: Container::with_remote(remote.clone()),
+                remote,
+                config,
+                blocks: OpenBlocks::default(),
+            }),
+        })
+    }
+
+    /// The configuration this node runs with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The Redis handle (for operators' tools and failover).
+    pub fn redis(&self) -> &Redis {
+        &self.inner.redis
+    }
+
+    /// The address of this node's RPC server, once it serves a service.
+    pub async fn rpc_address(&self) -> Option<String> {
+        self.inner.remote.rpc_address().await
+    }
+
+    /// Graceful shutdown: deregister hosted services, let in-flight calls finish
+    /// (up to `grace`), close the RPC server.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.remote.shutdown(grace).await;
+    }
+}
+
+impl Backend for Distributed {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Distribute
+    }
+
+    fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+
+    fn registry(&self) -> Arc<dyn Registry> {
+        self.inner.registry.clone()
+    }
+
+    fn container(&self) -> &Container {
+        &self.inner.container
+    }
+
+    fn cache<V: Value>(&self, name: &str, policy: CachePolicy) -> Result<Arc<dyn Cache<V>>> {
+        self.inner.blocks.open("cache", name, || {
+            let near = policy.near.as_ref().map(|_| self.inner.near.clone());
+            let cache = RedisCache::<V>::new(self.inner.redis.clone(), near, name, &policy)?;
+            Ok(Arc::new(cache) as Arc<dyn Cache<V>>)
+        })
+    }
+
+    fn sessions<D: Value>(
+        &self,
+        name: &str,
+        config: SessionConfig,
+    ) -> Result<Arc<dyn SessionStore<D>>> {
+        self.inner.blocks.open("sessions", name, || {
+            let store = RedisSessions::<D>::new(self.inner.redis.clone(), name, config);
+            Ok(Arc::new(store) as Arc<dyn SessionStore<D>>)
+        })
+    }
+
+    fn queue<M: Value>(&self, name: &str, config: QueueConfig) -> Result<Arc<dyn Queue<M>>> {
+        self.inner.blocks.open("queue", name, || {
+            let queue = RedisQueue::<M>::open(self.inner.redis.clone(), name, config)?;
+            Ok(Arc::new(queue) as Arc<dyn Queue<M>>)
+        })
+    }
+}

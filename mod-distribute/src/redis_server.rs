@@ -1,0 +1,157 @@
+//! Starts a real, private `redis-server` process on a free loopback port.
+//!
+//! For tests, benchmarks, examples and local runs: each [`RedisServer`] has its
+//! own port and data folder, and is killed when dropped. It never touches a
+//! server already running on the machine (it never assumes port 6379).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mod_api::{Error, ErrorKind, Result};
+
+/// A `redis-server` child process on `127.0.0.1:<port>`.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+/// The `redis-server` binary: `$MODKIT_REDIS_SERVER`, else `redis-server` on `PATH`.
+pub fn redis_server_binary() -> String {
+    std::env::var("MODKIT_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into())
+}
+
+fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+impl RedisServer {
+    /// Starts a server with persistence off, on a free port.
+    pub fn start() -> Result<RedisServer> {
+        Self::start_with_args(&[])
+    }
+
+    /// Starts a server with extra `redis-server` arguments (e.g. `["--appendonly", "yes"]`).
+    pub fn start_with_args(extra: &[&str]) -> Result<RedisServer> {
+        // A port can be taken between probing and binding: try a few.
+        let mut last = None;
+        for _ in 0..5 {
+            match Self::try_start(free_port()?, extra) {
+                Ok(server) => return Ok(server),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::unavailable("redis-server did not start")))
+    }
+
+    /// Starts a server on `port` (to restart a killed one on the same address).
+    pub fn start_on_port(port: u16, extra: &[&str]) -> Result<RedisServer> {
+        Self::try_start(port, extra)
+    }
+
+    fn try_start(port: u16, extra: &[&str]) -> Result<RedisServer> {
+        let dir = std::env::temp_dir().join(format!("modkit-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let binary = redis_server_binary();
+        let port_text = port.to_string();
+        let child = Command::new(&binary)
+            .args(["--port", &port_text, "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "no", "--protected-mode", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "cannot run {binary:?}: install redis-server (Debian: apt-get install redis-server) or set MODKIT_REDIS_SERVER"
+                    ),
+                )
+                .with_source(e)
+            })?;
+        let mut server = RedisServer {
+            child: Some(child),
+            port,
+            dir,
+        };
+        server.wait_ready(Duration::from_secs(10))?;
+        tracing::debug!(port, "redis-server started");
+        Ok(server)
+    }
+
+    fn wait_ready(&mut self, within: Duration) -> Result<()> {
+        let start = Instant::now();
+        while start.elapsed() < within {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(Error::unavailable(format!(
+                        "redis-server on port {} exited at start: {status}",
+                        self.port
+                    )));
+                }
+            }
+            if ping(self.port) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        Err(Error::timeout(format!(
+            "redis-server on port {} not ready within {within:?}",
+            self.port
+        )))
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the process now (SIGKILL): what a crash looks like to clients.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+fn ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 7];
+    matches!(stream.read(&mut reply), Ok(n) if reply[..n].starts_with(b"+PONG"))
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,400 @@
+//! One server connection: handshake, then one loop that reads requests, runs
+//! each call, and writes the replies in coalesced batches.
+//!
+//! A call is first polled right in the loop: most methods finish without
+//! waiting, and then no task is spawned and no other task woken (measured:
+//! 20% more calls per second at 64 in flight). A call that waits continues in a
+//! task of its own, so a slow method never holds up the others, and its
+//! deadline, a CANCEL or a panic concern it alone. The price: a method that
+//! computes for long *before its first wait* holds up this connection's reads
+//! meanwhile, as it would hold up a runtime worker anyway — such work belongs
+//! in `spawn_blocking`.
+
+use std::collections::HashMap;
+use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use mod_api::{Dispatch, Error, ErrorKind, Result};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::frame::{self, FrameError, Head, Kind, RequestLayout, Status};
+use super::outbox::Outbox;
+use super::reader::{FrameReader, ReadError, Ready, Rest};
+use super::server::ServerShared;
+use super::HANDSHAKE_TIMEOUT;
+
+/// What a connection shares with its calls.
+pub(crate) struct ConnState {
+    peer: SocketAddr,
+    pub(crate) outbox: Outbox,
+    calls: Mutex<HashMap<u64, AbortHandle>>,
+}
+
+impl ConnState {
+    pub(crate) fn new(peer: SocketAddr, wr: OwnedWriteHalf) -> Self {
+        ConnState {
+            peer,
+            outbox: Outbox::new(wr),
+            calls: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn calls(&self) -> MutexGuard<'_, HashMap<u64, AbortHandle>> {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues the reply of call `id`; a reply over the frame limit becomes a
+    /// `PayloadTooLarge` error for that call.
+    fn respond(&self, id: u64, result: Result<Vec<u8>>, max: usize) {
+        let (status, data) = match result {
+            Ok(data) if frame::response_len(&data) <= max => (Status::Ok, data),
+            Ok(data) => {
+                tracing::warn!(call = id, len = data.len(), max, "rpc reply too large");
+                let e = Error::new(
+                    ErrorKind::PayloadTooLarge,
+                    format!(
+                        "reply of {} bytes exceeds max_frame_bytes {max}",
+                        data.len()
+                    ),
+                );
+                (Status::Err, encode_error(&e))
+            }
+            Err(e) => (Status::Err, encode_error(&e)),
+        };
+        let _ = self
+            .outbox
+            .push(|s| frame::encode_response(&mut s.buf, id, status, &data));
+    }
+}
+
+fn encode_error(e: &Error) -> Vec<u8> {
+    mod_api::codec::encode(e).unwrap_or_default()
+}
+
+/// Ends a connection's calls and unregisters it, however the task ends
+/// (including abort).
+struct ConnCleanup {
+    server: Arc<ServerShared>,
+    conn: Arc<ConnState>,
+    id: u64,
+}
+
+impl Drop for ConnCleanup {
+    fn drop(&mut self) {
+        self.conn.outbox.close();
+        let calls: Vec<_> = self.conn.calls().drain().map(|(_, h)| h).collect();
+        for call in calls {
+            call.abort();
+        }
+        self.server.remove_conn(self.id);
+    }
+}
+
+/// Counts a running call and forgets it when its task ends or is dropped.
+pub(crate) struct CallGuard {
+    server: Arc<ServerShared>,
+    conn: Arc<ConnState>,
+    id: u64,
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.conn.calls().remove(&self.id);
+        if self.server.inflight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.server.calls_idle.notify_waiters();
+        }
+    }
+}
+
+/// Serves one accepted connection until it closes.
+pub(crate) async fn serve(
+    server: Arc<ServerShared>,
+    conn: Arc<ConnState>,
+    id: u64,
+    rd: OwnedReadHalf,
+) {
+    let _cleanup = ConnCleanup {
+        server: server.clone(),
+        conn: conn.clone(),
+        id,
+    };
+    let peer = conn.peer;
+    // Bounded to a small size until the peer is trusted.
+    let mut reader = FrameReader::new(
+        rd,
+        frame::HELLO_MAX_BODY.min(server.max_frame.max(frame::HEAD_LEN)),
+    );
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&server, &mut reader)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(Refusal::Protocol(e))) => {
+            tracing::warn!(%peer, error = %e, "rpc handshake failed; closing connection");
+            return;
+        }
+        Ok(Err(Refusal::Auth)) => {
+            tracing::warn!(%peer, "rpc client failed authentication; closing connection");
+            let e = Error::new(ErrorKind::Unauthenticated, "rpc authentication failed");
+            conn.respond(0, Err(e), server.max_frame);
+            conn.outbox.close();
+            let drain = async {
+                while conn.outbox.flush().is_ok() && !conn.outbox.finished() {
+                    if conn.outbox.wait().await.is_err() {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, drain).await;
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%peer, "rpc handshake timed out; closing connection");
+            return;
+        }
+    }
+    reader.set_max(server.max_frame);
+    let _ = conn.outbox.push(|s| {
+        frame::encode_response(&mut s.buf, 0, Status::Ok, &[]);
+        if server.shutting_down.load(Ordering::Acquire) {
+            frame::encode_goaway(&mut s.buf);
+        }
+    });
+    tracing::debug!(%peer, "rpc connection open");
+    match run(&server, &conn, &mut reader).await {
+        Ok(End::Peer) => tracing::debug!(%peer, "rpc client closed the connection"),
+        Ok(End::Us) => tracing::debug!(%peer, "rpc connection closed by the server"),
+        Err(ReadError::Io(e)) => tracing::warn!(%peer, error = %e, "rpc connection failed"),
+        Err(e) => tracing::error!(%peer, error = %e, "rpc protocol error; closing connection"),
+    }
+}
+
+enum End {
+    Peer,
+    Us,
+}
+
+/// The connection's loop: handle every frame that arrived, write the queued
+/// replies in one batch, wait for more of either. One task does both, so a
+/// reply produced here never wakes another task.
+async fn run(
+    server: &Arc<ServerShared>,
+    conn: &Arc<ConnState>,
+    reader: &mut FrameReader,
+) -> Result<End, ReadError> {
+    loop {
+        poll_fn(|cx| Poll::Ready(handle_ready(server, conn, reader, cx))).await?;
+        conn.outbox.flush().map_err(ReadError::Io)?;
+        if conn.outbox.finished() {
+            return Ok(End::Us);
+        }
+        tokio::select! {
+            biased;
+            more = reader.fill() => if !more? {
+                return Ok(End::Peer);
+            },
+            r = conn.outbox.wait() => r.map_err(ReadError::Io)?,
+        }
+    }
+}
+
+/// Handles every frame that has arrived.
+fn handle_ready(
+    server: &Arc<ServerShared>,
+    conn: &Arc<ConnState>,
+    reader: &mut FrameReader,
+    cx: &mut Context<'_>,
+) -> Result<(), ReadError> {
+    loop {
+        match reader.next()? {
+            Ready::None => return Ok(()),
+            Ready::InPlace { head, rest, used } => {
+                on_frame(server, conn, head, Rest::Borrowed(rest), cx)?;
+                reader.consume(used);
+            }
+            Ready::Owned { head, rest } => on_frame(server, conn, head, Rest::Owned(rest), cx)?,
+        }
+    }
+}
+
+fn on_frame(
+    server: &Arc<ServerShared>,
+    conn: &Arc<ConnState>,
+    head: Head,
+    rest: Rest<'_>,
+    cx: &mut Context<'_>,
+) -> Result<(), ReadError> {
+    match head.kind {
+        Kind::Request => {
+            let layout = frame::request_layout(rest.bytes())?;
+            let owned = rest.into_vec(0);
+            start_call(server, conn, head.call_id, owned, layout, cx);
+            Ok(())
+        }
+        Kind::Cancel if rest.bytes().is_empty() => {
+            let call = conn.calls().remove(&head.call_id);
+            if let Some(call) = call {
+                tracing::debug!(call = head.call_id, "rpc call cancelled by the client");
+                call.abort();
+            }
+            Ok(())
+        }
+        _ => Err(ReadError::Frame(FrameError::Malformed(
+            "unexpected frame from a client",
+        ))),
+    }
+}
+
+enum Refusal {
+    Protocol(ReadError),
+    Auth,
+}
+
+/// Reads the HELLO and checks its secret.
+async fn handshake(server: &ServerShared, reader: &mut FrameReader) -> Result<(), Refusal> {
+    let (head, secret) = match reader.read_one().await {
+        Ok(Some(f)) => f,
+        Ok(None) => return Err(Refusal::Protocol(ReadError::Truncated)),
+        Err(e) => return Err(Refusal::Protocol(e)),
+    };
+    if head.kind != Kind::Hello || head.call_id != 0 {
+        return Err(Refusal::Protocol(ReadError::Frame(FrameError::Malformed(
+            "the first frame must be HELLO",
+        ))));
+    }
+    match &server.secret {
+        Some(expected) if !constant_time_eq(expected, &secret) => Err(Refusal::Auth),
+        _ => Ok(()),
+    }
+}
+
+/// Compares in time that depends on the length of `given` only, never on where
+/// the bytes differ.
+fn constant_time_eq(expected: &[u8], given: &[u8]) -> bool {
+    let mut diff = u8::from(expected.len() != given.len());
+    for (i, &g) in given.iter().enumerate() {
+        let e = if expected.is_empty() {
+            0
+        } else {
+            expected[i % expected.len()]
+        };
+        diff |= e ^ g;
+    }
+    std::hint::black_box(diff) == 0
+}
+
+fn start_call(
+    server: &Arc<ServerShared>,
+    conn: &Arc<ConnState>,
+    id: u64,
+    rest: Vec<u8>,
+    layout: RequestLayout,
+    cx: &mut Context<'_>,
+) {
+    let service = layout.service(&rest);
+    if server.shutting_down.load(Ordering::Acquire) {
+        let e = Error::unavailable(format!(
+            "rpc server is shutting down; {service} call not run"
+        ));
+        let _ = conn
+            .outbox
+            .push(|s| frame::encode_response(&mut s.buf, id, Status::Refused, &encode_error(&e)));
+        return;
+    }
+    let Some(dispatcher) = (server.dispatchers)(service) else {
+        tracing::warn!(service, "rpc call of a service not served here");
+        let e = Error::not_found(format!("service {service} is not served at this address"));
+        conn.respond(id, Err(e), server.max_frame);
+        return;
+    };
+    let deadline = (layout.deadline_ms > 0)
+        .then(|| Instant::now() + Duration::from_millis(u64::from(layout.deadline_ms)));
+    if conn.calls().contains_key(&id) {
+        let e = Error::invalid_input(format!("call id {id} is already in flight"));
+        conn.respond(id, Err(e), server.max_frame);
+        return;
+    }
+    server.inflight.fetch_add(1, Ordering::AcqRel);
+    let guard = CallGuard {
+        server: server.clone(),
+        conn: conn.clone(),
+        id,
+    };
+    // Most methods finish without waiting: run them here and spare a task.
+    // One that waits goes on in a task of its own, where its deadline, a
+    // CANCEL or a panic concern it alone.
+    let span = tracing::debug_span!(
+        "rpc.serve",
+        service,
+        method = layout.method(&rest),
+        call = id
+    );
+    let mut call = Box::pin(run_call(guard, dispatcher, rest, layout, deadline).instrument(span));
+    if call.as_mut().poll(cx).is_ready() {
+        return;
+    }
+    let mut calls = conn.calls();
+    // Spawned under the lock, so the guard's removal always follows the insert.
+    let task = tokio::spawn(call);
+    calls.insert(id, task.abort_handle());
+}
+
+/// Runs one call: deadline and panics are handled here, at the task boundary.
+async fn run_call(
+    guard: CallGuard,
+    dispatcher: Arc<dyn Dispatch>,
+    rest: Vec<u8>,
+    layout: RequestLayout,
+    deadline: Option<Instant>,
+) {
+    let (method, payload) = (layout.method(&rest), layout.payload(&rest));
+    let service = dispatcher.service();
+    let work = AssertUnwindSafe(dispatcher.dispatch(method, payload)).catch_unwind();
+    let outcome = match deadline {
+        Some(at) => match tokio::time::timeout_at(at, work).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                tracing::debug!(service, method, "rpc call passed its deadline; dropped");
+                Ok(Err(Error::timeout(format!(
+                    "{service}::{method} passed its deadline of {} ms on the server",
+                    layout.deadline_ms
+                ))))
+            }
+        },
+        None => work.await,
+    };
+    let result = outcome.unwrap_or_else(|_| {
+        tracing::error!(
+            service,
+            method,
+            "service method panicked; the server lives on"
+        );
+        Err(Error::new(
+            ErrorKind::Panicked,
+            format!("{service}::{method} panicked"),
+        ))
+    });
+    guard.conn.respond(guard.id, result, guard.server.max_frame);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn secret_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(!constant_time_eq(b"abc", b"abcabc"));
+        assert!(!constant_time_eq(b"abc", b""));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}

@@ -1,0 +1,265 @@
+//! The server side: accepts connections and serves calls on them.
+//!
+//! Each connection runs in one task (see [`conn`](super::conn)); a call that has
+//! to wait runs in a task of its own, so that a slow method never holds up the
+//! others on the same connection, and its deadline, a CANCEL or a panic affect
+//! that call only.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use mod_api::config::RpcConfig;
+use mod_api::{Dispatch, Error, ErrorKind, Result};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::conn::{self, ConnState};
+use super::frame;
+
+/// Finds the dispatcher of a service by name (`None`: not served here).
+pub type Dispatchers = Arc<dyn Fn(&str) -> Option<Arc<dyn Dispatch>> + Send + Sync>;
+
+/// How long [`RpcServer::shutdown`] lets writers flush after the grace period.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// State shared by the accept loop, the connections and their calls.
+pub(crate) struct ServerShared {
+    pub(crate) dispatchers: Dispatchers,
+    pub(crate) secret: Option<Vec<u8>>,
+    pub(crate) max_frame: usize,
+    pub(crate) shutting_down: AtomicBool,
+    stop_accept: Notify,
+    conns: Mutex<HashMap<u64, ConnEntry>>,
+    conns_idle: Notify,
+    /// Calls running on every connection (a [`CallGuard`](conn::CallGuard) each).
+    pub(crate) inflight: AtomicUsize,
+    pub(crate) calls_idle: Notify,
+}
+
+struct ConnEntry {
+    state: Arc<ConnState>,
+    task: AbortHandle,
+}
+
+impl ServerShared {
+    fn conns(&self) -> MutexGuard<'_, HashMap<u64, ConnEntry>> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Called by a connection task when it ends.
+    pub(crate) fn remove_conn(&self, id: u64) {
+        let mut conns = self.conns();
+        conns.remove(&id);
+        if conns.is_empty() {
+            self.conns_idle.notify_waiters();
+        }
+    }
+
+    fn snapshot(&self) -> Vec<(Arc<ConnState>, AbortHandle)> {
+        self.conns()
+            .values()
+            .map(|c| (c.state.clone(), c.task.clone()))
+            .collect()
+    }
+}
+
+/// An RPC server: serves the services its dispatcher lookup knows, on every
+/// connection it accepts. Dropping it closes every connection at once; use
+/// [`shutdown`](Self::shutdown) to finish calls in flight first.
+///
+/// With a secret in [`RpcConfig::secret`], a connection must open with a HELLO
+/// carrying the same secret (compared in constant time) or it is closed. Without
+/// TLS the secret travels in clear: it keeps out strangers on a trusted network,
+/// not an eavesdropper.
+pub struct RpcServer {
+    local_addr: SocketAddr,
+    advertise: String,
+    shared: Arc<ServerShared>,
+    accept: AbortHandle,
+}
+
+impl std::fmt::Debug for RpcServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcServer")
+            .field("local_addr", &self.local_addr)
+            .field("advertise", &self.advertise)
+            .finish()
+    }
+}
+
+impl RpcServer {
+    /// Listens on `config.listen` and serves calls with the dispatchers found by
+    /// `dispatchers` (looked up per call, so services may be added later).
+    pub async fn bind(config: &RpcConfig, dispatchers: Dispatchers) -> Result<RpcServer> {
+        let listener = TcpListener::bind(&config.listen).await.map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                format!("rpc: cannot listen on {}", config.listen),
+            )
+            .with_source(e)
+        })?;
+        let local_addr = listener.local_addr().map_err(Error::from)?;
+        let advertise = config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| local_addr.to_string());
+        let shared = Arc::new(ServerShared {
+            dispatchers,
+            secret: config.secret.as_ref().map(|s| s.as_bytes().to_vec()),
+            max_frame: config.max_frame_bytes as usize,
+            shutting_down: AtomicBool::new(false),
+            stop_accept: Notify::new(),
+            conns: Mutex::new(HashMap::new()),
+            conns_idle: Notify::new(),
+            inflight: AtomicUsize::new(0),
+            calls_idle: Notify::new(),
+        });
+        let span = tracing::info_span!("rpc.server", addr = %local_addr);
+        let accept = tokio::spawn(accept_loop(shared.clone(), listener).instrument(span));
+        tracing::info!(addr = %local_addr, advertise, auth = shared.secret.is_some(), "rpc server listening");
+        Ok(RpcServer {
+            local_addr,
+            advertise,
+            shared,
+            accept: accept.abort_handle(),
+        })
+    }
+
+    /// The address the server is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The address other nodes should use: `RpcConfig::advertise`, else the bound one.
+    pub fn advertise(&self) -> &str {
+        &self.advertise
+    }
+
+    /// Number of calls running now.
+    pub fn inflight(&self) -> usize {
+        self.shared.inflight.load(Ordering::Acquire)
+    }
+
+    /// Stops gracefully: stops accepting, sends GOAWAY on every connection,
+    /// refuses new calls (as not run, so callers may retry elsewhere), lets calls
+    /// in flight finish for up to `grace`, then flushes their replies and closes.
+    /// Calls still running after `grace` are dropped.
+    ///
+    /// Deregister from the registry before calling this, so callers stop
+    /// choosing this instance.
+    pub async fn shutdown(&self, grace: Duration) {
+        let span = tracing::info_span!("rpc.shutdown", addr = %self.local_addr);
+        async {
+            let deadline = Instant::now() + grace;
+            let shared = &self.shared;
+            {
+                // Under the lock: a connection is either in the snapshot below or
+                // sees the flag and is refused by the accept loop.
+                let _conns = shared.conns();
+                shared.shutting_down.store(true, Ordering::Release);
+            }
+            shared.stop_accept.notify_one();
+            for (conn, _) in shared.snapshot() {
+                let _ = conn.outbox.push(|s| frame::encode_goaway(&mut s.buf));
+            }
+            loop {
+                let idle = shared.calls_idle.notified();
+                tokio::pin!(idle);
+                idle.as_mut().enable();
+                let left = shared.inflight.load(Ordering::Acquire);
+                if left == 0 {
+                    break;
+                }
+                if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                    tracing::warn!(
+                        calls = left,
+                        ?grace,
+                        "rpc shutdown: grace elapsed, dropping calls"
+                    );
+                    break;
+                }
+            }
+            for (conn, _) in shared.snapshot() {
+                conn.outbox.close();
+            }
+            let closed = async {
+                loop {
+                    let idle = shared.conns_idle.notified();
+                    tokio::pin!(idle);
+                    idle.as_mut().enable();
+                    if shared.conns().is_empty() {
+                        return;
+                    }
+                    idle.await;
+                }
+            };
+            if tokio::time::timeout(FLUSH_TIMEOUT, closed).await.is_err() {
+                tracing::warn!("rpc shutdown: connections slow to flush; closing them");
+                for (_, task) in shared.snapshot() {
+                    task.abort();
+                }
+            }
+            tracing::info!("rpc server stopped");
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+impl Drop for RpcServer {
+    fn drop(&mut self) {
+        self.shared.shutting_down.store(true, Ordering::Release);
+        self.accept.abort();
+        // Aborting a connection task drops its state, which aborts its calls.
+        for (_, task) in self.shared.snapshot() {
+            task.abort();
+        }
+    }
+}
+
+async fn accept_loop(shared: Arc<ServerShared>, listener: TcpListener) {
+    static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shared.stop_accept.notified() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of descriptors and the like: back off, keep serving.
+                tracing::warn!(error = %e, "rpc accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "set_nodelay failed");
+        }
+        let (rd, wr) = stream.into_split();
+        let state = Arc::new(ConnState::new(peer, wr));
+        let mut conns = shared.conns();
+        if shared.shutting_down.load(Ordering::Acquire) {
+            break;
+        }
+        // Registered under the lock, so the task's removal always comes after.
+        let span = tracing::debug_span!("rpc.conn", %peer);
+        let task =
+            tokio::spawn(conn::serve(shared.clone(), state.clone(), id, rd).instrument(span));
+        conns.insert(
+            id,
+            ConnEntry {
+                state,
+                task: task.abort_handle(),
+            },
+        );
+    }
+    tracing::debug!("rpc accept loop stopped");
+}

@@ -1,0 +1,312 @@
+//! The Redis session store: sessions shared by every node, with sliding idle
+//! and absolute expiry enforced by Redis itself.
+//!
+//! # Keys
+//!
+//! `<n>` is the store name with `%` and `:` escaped (`%25`, `%3A`).
+//!
+//! | key | type | what |
+//! |-----|------|------|
+//! | `<prefix>:sess:<n>:s:<id>` | string | one session (layout in `session/record.rs`): created ms, last seen ms, version (zero-padded ASCII, 15/15/20 digits), principal length (5 digits), principal, data (codec bytes). Its expiry (`PXAT`) is min(last seen + idle, created + absolute), so Redis deletes a session the moment it ends |
+//! | `<prefix>:sess:<n>:p:<principal>` | set | ids of the principal's sessions; may hold ids of ended sessions (pruned a few at a time by `create`); expires with the last absolute end of its sessions |
+//!
+//! # Time
+//!
+//! Every timestamp comes from Redis's clock (`TIME` inside the scripts), the
+//! clock Redis also uses to expire keys; so nodes with skewed clocks still
+//! agree on when a session ends, and `created_ms`/`last_seen_ms` are Redis
+//! time (an application comparing them with its own clock sees the skew).
+//!
+//! # Atomicity
+//!
+//! Since a session lives exactly as long as its key, "live" is "the key
+//! exists". `get` is one `GET` (no script). `validate` rewrites the idle
+//! timer only when it is at least min(1 s, idle / 1000) old, so a burst of
+//! requests of one user costs one write; a session may so end up to that
+//! much earlier than `idle_timeout` after its last validate. `create`, `validate`, `update`,
+//! `rotate`, `destroy` and `destroy_principal` are each one Lua script, so
+//! each is atomic and one round trip: `validate` reads and slides the expiry;
+//! `update` compares the version, writes, bumps it; `rotate` renames the key,
+//! bumps the version and swaps the id in the principal index; `destroy_principal`
+//! deletes every listed session and counts those that were live.
+//!
+//! `rotate` and `destroy` find the principal index from the stored principal,
+//! inside the script (a key not passed in `KEYS`): fine on one Redis, to be
+//! revisited for Redis Cluster.
+
+pub(crate) mod record;
+mod scripts;
+
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use mod_api::codec::{decode, encode};
+use mod_api::{async_trait, Error, ErrorKind, Result, Session, SessionConfig, SessionId};
+use mod_api::{SessionStore, Value};
+
+use crate::cache::lua::{evalsha, run, segment, Joined};
+use crate::redis_conn::{redis_error, Redis};
+use scripts::{CREATE, DESTROY, DESTROY_PRINCIPAL, ROTATE, UPDATE, VALIDATE};
+
+/// Longest timeout sent to Redis (100 years).
+const MAX_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
+/// `validate` skips rewriting the idle timer when it was refreshed less than
+/// min(1 s, idle / 1000) ago (a repeat request of one page load): a session may
+/// so end up to that much before `idle_timeout` after its last validate.
+const MAX_REFRESH_LAG_MS: u64 = 1000;
+const URL_SAFE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis().min(MAX_MS as u128) as u64
+}
+
+/// The shape `SessionId::generate` makes; anything else is never looked up.
+fn well_formed(id: &SessionId) -> bool {
+    let s = id.as_str().as_bytes();
+    s.len() == 43 && s.iter().all(|b| URL_SAFE.contains(b))
+}
+
+/// A Redis [`SessionStore`] (see the [module docs](self)).
+pub struct RedisSessions<D> {
+    redis: Redis,
+    name: String,
+    /// The timeouts in ms as script arguments.
+    idle_arg: String,
+    abs_arg: String,
+    /// Least time between two idle-timer refreshes by `validate`, ms.
+    refresh_arg: String,
+    /// `<prefix>:sess:<n>:s:` — a session's key is this plus its id.
+    session_base: String,
+    /// `<prefix>:sess:<n>:p:` — a principal's index is this plus the principal.
+    principal_base: String,
+    _data: PhantomData<fn() -> D>,
+}
+
+impl<D: Value> RedisSessions<D> {
+    /// The store `name` with `config`'s timeouts.
+    pub fn new(redis: Redis, name: &str, config: SessionConfig) -> Self {
+        let n = segment(name);
+        RedisSessions {
+            session_base: redis.key(&["sess", &n, "s", ""]),
+            principal_base: redis.key(&["sess", &n, "p", ""]),
+            redis,
+            name: name.to_owned(),
+            idle_arg: millis(config.idle_timeout).to_string(),
+            abs_arg: millis(config.absolute_lifetime).to_string(),
+            refresh_arg: (millis(config.idle_timeout) / 1000)
+                .min(MAX_REFRESH_LAG_MS)
+                .to_string(),
+            _data: PhantomData,
+        }
+    }
+
+    /// A session from a stored record.
+    fn session(&self, id: SessionId, bytes: &[u8]) -> Result<Session<D>> {
+        let r = record::parse(&self.name, bytes)?;
+        Ok(Session {
+            id,
+            principal: r.principal.to_owned(),
+            data: decode(r.data)?,
+            version: r.version,
+            created_ms: r.created_ms,
+            last_seen_ms: r.last_seen_ms,
+        })
+    }
+
+    fn not_found(&self) -> Error {
+        tracing::debug!(store = %self.name, "session not found or ended");
+        Error::not_found("session not found or expired")
+    }
+
+    /// Runs a script with the session key of `id` as its first key.
+    async fn session_script<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        id: &SessionId,
+        args: &[&[u8]],
+    ) -> Result<T> {
+        let len = self.session_base.len()
+            + id.as_str().len()
+            + args.iter().map(|a| a.len()).sum::<usize>();
+        let mut cmd = evalsha(script, 1, len);
+        cmd.arg(Joined(&self.session_base, id.as_str()));
+        for arg in args {
+            cmd.arg(*arg);
+        }
+        run(&mut self.redis.conn(), script, &cmd)
+            .await
+            .map_err(redis_error)
+    }
+}
+
+#[async_trait]
+impl<D: Value> SessionStore<D> for RedisSessions<D> {
+    #[tracing::instrument(level = "debug", skip_all, fields(store = %self.name, principal = %principal))]
+    async fn create(&self, principal: &str, data: D) -> Result<Session<D>> {
+        let body = record::body(principal, &encode(&data)?)?;
+        let (idle, abs) = (&self.idle_arg, &self.abs_arg);
+        // 256 random bits never collide in practice; the script still refuses an
+        // existing id rather than overwrite it, and we draw again.
+        for _ in 0..3 {
+            let id = SessionId::generate()?;
+            let mut cmd = evalsha(
+                &CREATE,
+                2,
+                body.len() + 2 * self.session_base.len() + principal.len() + 128,
+            );
+            cmd.arg(Joined(&self.session_base, id.as_str()))
+                .arg(Joined(&self.principal_base, principal))
+                .arg(&body)
+                .arg(idle)
+                .arg(abs)
+                .arg(id.as_str())
+                .arg(&self.session_base);
+            let now: Option<u64> = run(&mut self.redis.conn(), &CREATE, &cmd)
+                .await
+                .map_err(redis_error)?;
+            if let Some(now) = now {
+                return Ok(Session {
+                    id,
+                    principal: principal.to_owned(),
+                    data,
+                    version: 1,
+                    created_ms: now,
+                    last_seen_ms: now,
+                });
+            }
+            tracing::warn!(store = %self.name, "session id collision: drawing again");
+        }
+        Err(Error::internal("could not draw an unused session id"))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(store = %self.name, ?id))]
+    async fn get(&self, id: &SessionId) -> Result<Option<Session<D>>> {
+        if !well_formed(id) {
+            return Ok(None);
+        }
+        let mut cmd = redis::Cmd::with_capacity(2, self.session_base.len() + 48);
+        cmd.arg("GET").arg(Joined(&self.session_base, id.as_str()));
+        let got: Option<Vec<u8>> = cmd
+            .query_async(&mut self.redis.conn())
+            .await
+            .map_err(redis_error)?;
+        got.map(|bytes| self.session(id.clone(), &bytes))
+            .transpose()
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(store = %self.name, ?id))]
+    async fn validate(&self, id: &SessionId) -> Result<Option<Session<D>>> {
+        if !well_formed(id) {
+            return Ok(None);
+        }
+        let (idle, abs, every) = (&self.idle_arg, &self.abs_arg, &self.refresh_arg);
+        let args: [&[u8]; 3] = [idle.as_bytes(), abs.as_bytes(), every.as_bytes()];
+        let got: Option<(Vec<u8>, u64)> = self.session_script(&VALIDATE, id, &args).await?;
+        let Some((bytes, last_seen_ms)) = got else {
+            return Ok(None);
+        };
+        let mut session = self.session(id.clone(), &bytes)?;
+        session.last_seen_ms = last_seen_ms;
+        Ok(Some(session))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(store = %self.name, ?id, expected_version))]
+    async fn update(&self, id: &SessionId, expected_version: u64, data: D) -> Result<Session<D>> {
+        if !well_formed(id) {
+            return Err(self.not_found());
+        }
+        let bytes = encode(&data)?;
+        let expected = expected_version.to_string();
+        let (idle, abs) = (&self.idle_arg, &self.abs_arg);
+        let args: [&[u8]; 4] = [expected.as_bytes(), &bytes, idle.as_bytes(), abs.as_bytes()];
+        // {0} ended; {1, stored version} conflict; {2, new record without data} done.
+        let reply: (u8, redis::Value) = self.session_script(&UPDATE, id, &args).await?;
+        match reply {
+            (2, redis::Value::BulkString(head)) => {
+                let r = record::parse(&self.name, &head)?;
+                Ok(Session {
+                    id: id.clone(),
+                    principal: r.principal.to_owned(),
+                    data,
+                    version: r.version,
+                    created_ms: r.created_ms,
+                    last_seen_ms: r.last_seen_ms,
+                })
+            }
+            (1, stored) => {
+                tracing::debug!(store = %self.name, ?stored, "version conflict");
+                let stored = match stored {
+                    redis::Value::Int(v) => v.to_string(),
+                    _ => "another".to_owned(),
+                };
+                Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "session is at version {stored}, not {expected_version}: re-read and retry"
+                    ),
+                ))
+            }
+            (0, _) => Err(self.not_found()),
+            _ => Err(Error::internal(
+                "unexpected reply from the session update script",
+            )),
+        }
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(store = %self.name, ?id))]
+    async fn rotate(&self, id: &SessionId) -> Result<Session<D>> {
+        if !well_formed(id) {
+            return Err(self.not_found());
+        }
+        let new_id = SessionId::generate()?;
+        let (idle, abs) = (&self.idle_arg, &self.abs_arg);
+        let mut cmd = evalsha(
+            &ROTATE,
+            2,
+            2 * self.session_base.len() + self.principal_base.len() + 128,
+        );
+        cmd.arg(Joined(&self.session_base, id.as_str()))
+            .arg(Joined(&self.session_base, new_id.as_str()))
+            .arg(&self.principal_base)
+            .arg(id.as_str())
+            .arg(new_id.as_str())
+            .arg(idle)
+            .arg(abs);
+        let got: Option<Vec<u8>> = run(&mut self.redis.conn(), &ROTATE, &cmd)
+            .await
+            .map_err(redis_error)?;
+        match got {
+            Some(bytes) => self.session(new_id, &bytes),
+            None => Err(self.not_found()),
+        }
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(store = %self.name, ?id))]
+    async fn destroy(&self, id: &SessionId) -> Result<bool> {
+        if !well_formed(id) {
+            return Ok(false);
+        }
+        let args: [&[u8]; 2] = [self.principal_base.as_bytes(), id.as_str().as_bytes()];
+        let n: i64 = self.session_script(&DESTROY, id, &args).await?;
+        Ok(n > 0)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(store = %self.name, principal = %principal))]
+    async fn destroy_principal(&self, principal: &str) -> Result<usize> {
+        let mut cmd = evalsha(
+            &DESTROY_PRINCIPAL,
+            1,
+            self.principal_base.len() + principal.len() + self.session_base.len(),
+        );
+        cmd.arg(Joined(&self.principal_base, principal))
+            .arg(&self.session_base);
+        let n: u64 = run(&mut self.redis.conn(), &DESTROY_PRINCIPAL, &cmd)
+            .await
+            .map_err(redis_error)?;
+        tracing::debug!(store = %self.name, ended = n, "destroyed the principal's sessions");
+        Ok(n as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,216 @@
+//! Multi-process tests: replicas of a service run as separate OS processes (this
+//! test binary, re-executed in "replica" role), share a real `redis-server`, and
+//! are called over RPC; one replica is killed (SIGKILL) mid-stream.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mod_api::config::{InvokeConfig, RedisConfig, RegistryConfig};
+use mod_api::{async_trait, service, Backend, Config, Error};
+use mod_distribute::{Distributed, RedisServer};
+
+/// A service whose replies say which replica answered.
+#[service(crate = mod_api, name = "test.Whoami")]
+pub trait Whoami {
+    /// The replica's node id (idempotent: safe to retry on another replica).
+    #[idempotent]
+    async fn whoami(&self, seq: u64) -> Result<(String, u64), Error>;
+}
+
+struct Replica(String);
+
+#[async_trait]
+impl Whoami for Replica {
+    async fn whoami(&self, seq: u64) -> Result<(String, u64), Error> {
+        Ok((self.0.clone(), seq))
+    }
+}
+
+const ROLE: &str = "MODKIT_TEST_ROLE";
+
+fn config(redis_url: &str, node: &str, host: &[&str]) -> Config {
+    Config {
+        node_id: Some(node.into()),
+        redis: RedisConfig {
+            url: redis_url.into(),
+            prefix: "processes".into(),
+        },
+        registry: RegistryConfig {
+            ttl: Duration::from_secs(2),
+            sweep: Duration::from_millis(100),
+        },
+        invoke: InvokeConfig {
+            timeout: Duration::from_secs(2),
+            host: Some(host.iter().map(|s| s.to_string()).collect()),
+            ..InvokeConfig::default()
+        },
+        ..Config::default()
+    }
+}
+
+/// The replica role: serves `Whoami` until killed or until stdin closes.
+#[test]
+fn replica_main() {
+    let Ok(node) = std::env::var(ROLE) else {
+        return; // a normal test run: nothing to do
+    };
+    let url = std::env::var("MODKIT_REDIS_URL").expect("MODKIT_REDIS_URL");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let app = Distributed::start(config(&url, &node, &["test.Whoami"]))
+            .await
+            .expect("replica start");
+        app.container()
+            .provide::<dyn Whoami>(Arc::new(Replica(node.clone())))
+            .await
+            .expect("provide");
+        println!("READY {node}");
+        tokio::task::spawn_blocking(|| {
+            let mut sink = String::new();
+            while std::io::stdin()
+                .read_line(&mut sink)
+                .map(|n| n > 0)
+                .unwrap_or(false)
+            {}
+        })
+        .await
+        .ok();
+        app.shutdown(Duration::from_secs(1)).await;
+    });
+}
+
+/// A replica process; killed and reaped when dropped, whatever the test did.
+struct ReplicaProcess(Child);
+
+impl ReplicaProcess {
+    /// Kills it for real (SIGKILL) and reaps it.
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// Closes its stdin (its signal to shut down gracefully) and waits for it.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        drop(self.0.stdin.take());
+        self.0.wait().expect("replica exit")
+    }
+}
+
+impl Drop for ReplicaProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn_replica(url: &str, node: &str) -> ReplicaProcess {
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "replica_main",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(ROLE, node)
+        .env("MODKIT_REDIS_URL", url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn replica");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = lines.any(|l| l.map(|l| l.contains("READY")).unwrap_or(false));
+    // Keep draining its stdout: a closed pipe would fail the replica's last prints.
+    std::thread::spawn(move || lines.for_each(drop));
+    let replica = ReplicaProcess(child);
+    assert!(ready, "replica {node} did not become ready");
+    replica
+}
+
+#[test]
+fn killing_one_of_two_replicas_loses_no_idempotent_call() {
+    if std::env::var(ROLE).is_ok() {
+        return;
+    }
+    let redis = RedisServer::start().expect("redis-server");
+    let mut a = spawn_replica(&redis.url(), "replica-a");
+    let mut b = spawn_replica(&redis.url(), "replica-b");
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let caller = Distributed::start(config(&redis.url(), "caller", &[]))
+            .await
+            .expect("caller");
+        let registry = caller.registry();
+        mod_api::testkit::eventually("both replicas registered", Duration::from_secs(10), || {
+            let registry = registry.clone();
+            async move {
+                registry
+                    .lookup("test.Whoami")
+                    .await
+                    .map(|l| l.len() == 2)
+                    .unwrap_or(false)
+            }
+        })
+        .await;
+
+        let client = caller.container().get::<dyn Whoami>().expect("proxy");
+        let mut answered_by = Vec::new();
+        for seq in 0..400u64 {
+            if seq == 100 {
+                a.kill();
+            }
+            let (node, echoed) = client
+                .whoami(seq)
+                .await
+                .unwrap_or_else(|e| panic!("call {seq} failed after a replica died: {e}"));
+            assert_eq!(echoed, seq);
+            answered_by.push(node);
+        }
+        let before: Vec<_> = answered_by[..100].to_vec();
+        assert!(
+            before.iter().any(|n| n == "replica-a") && before.iter().any(|n| n == "replica-b"),
+            "calls were not balanced over both replicas: {before:?}"
+        );
+        assert!(
+            answered_by[110..].iter().all(|n| n == "replica-b"),
+            "a killed replica answered"
+        );
+    });
+    assert!(b.stop().success());
+}
+
+#[test]
+fn graceful_shutdown_deregisters_before_exit() {
+    if std::env::var(ROLE).is_ok() {
+        return;
+    }
+    let redis = RedisServer::start().expect("redis-server");
+    let mut a = spawn_replica(&redis.url(), "replica-a");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let caller = Distributed::start(config(&redis.url(), "caller", &[]))
+            .await
+            .expect("caller");
+        let registry = caller.registry();
+        assert_eq!(
+            registry.lookup("test.Whoami").await.expect("lookup").len(),
+            1
+        );
+        let client = caller.container().get::<dyn Whoami>().expect("proxy");
+        assert_eq!(client.whoami(7).await.expect("call").0, "replica-a");
+
+        // Closing stdin asks the replica to shut down gracefully: it deregisters
+        // first, long before its 2 s lease could expire.
+        let status = a.stop();
+        assert!(status.success(), "replica exited with {status}");
+        assert!(registry
+            .lookup("test.Whoami")
+            .await
+            .expect("lookup")
+            .is_empty());
+    });
+}

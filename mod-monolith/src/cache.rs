@@ -1,0 +1,285 @@
+//! The in-process cache: a [`moka`] future cache per name.
+//!
+//! Values are kept by value (moved in, cloned out) and never serialized.
+//!
+//! # Expiry and eviction
+//!
+//! - The policy's TTI is moka's time to idle: reads (`get`, a hit of
+//!   `get_or_load`) and writes refresh it; `contains` does not.
+//! - The TTL (the policy's, or the one given to `set_with_ttl`, which replaces it
+//!   for that entry) is a per-entry expiry through moka's [`Expiry`], so a
+//!   per-entry TTL may be longer than the policy's. An entry goes at whichever of
+//!   TTL and TTI comes first.
+//! - `max_entries` is moka's `max_capacity` (each entry weighs 1) with LRU
+//!   eviction. moka evicts in batched maintenance, so the count may briefly
+//!   exceed the bound between writes; it holds exactly once pending maintenance
+//!   ran ([`MokaCache::run_pending_tasks`]), and moka runs it on its own after
+//!   a few writes. LRU (not moka's default TinyLFU admission) so that a value
+//!   just `set` is kept and the least recently used one goes, as with Redis.
+
+use std::time::{Duration, Instant};
+
+use mod_api::cache::Loader;
+use mod_api::{async_trait, Cache, CachePolicy, Result, Value};
+use moka::policy::{EvictionPolicy, Expiry};
+
+/// Longest duration handed to moka: it panics above 1000 years, and nobody
+/// needs more than "forever" (a century).
+const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+/// What the cache stores: the value and the TTL that applies to it.
+#[derive(Clone)]
+struct Entry<V> {
+    value: V,
+    /// The per-entry TTL, or the policy's, measured from the last write.
+    ttl: Option<Duration>,
+}
+
+/// Tells moka when an entry ends: `ttl` after each write of it.
+struct EntryExpiry;
+
+impl<V> Expiry<String, Entry<V>> for EntryExpiry {
+    fn expire_after_create(&self, _: &String, entry: &Entry<V>, _: Instant) -> Option<Duration> {
+        entry.ttl
+    }
+
+    // An overwrite starts a new lifetime with the new entry's TTL (possibly none).
+    fn expire_after_update(
+        &self,
+        _: &String,
+        entry: &Entry<V>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        entry.ttl
+    }
+}
+
+/// A named in-process cache of `V` values (see the [module docs](self)).
+pub struct MokaCache<V> {
+    name: String,
+    /// The policy's TTL, applied to entries stored without their own.
+    ttl: Option<Duration>,
+    inner: moka::future::Cache<String, Entry<V>>,
+}
+
+impl<V: Value> MokaCache<V> {
+    /// A cache named `name` with `policy` (its near-cache part is ignored: this
+    /// cache is already in process). `max_entries = 0` stores nothing.
+    pub fn new(name: &str, policy: &CachePolicy) -> Self {
+        let mut builder = moka::future::Cache::builder()
+            .name(name)
+            .eviction_policy(EvictionPolicy::lru())
+            .expire_after(EntryExpiry);
+        if let Some(max) = policy.max_entries {
+            builder = builder.max_capacity(max);
+        }
+        if let Some(tti) = policy.tti {
+            builder = builder.time_to_idle(tti.min(MAX_DURATION));
+        }
+        MokaCache {
+            name: name.to_owned(),
+            ttl: policy.ttl.map(|d| d.min(MAX_DURATION)),
+            inner: builder.build(),
+        }
+    }
+
+    /// Runs moka's pending maintenance: evictions beyond `max_entries` and
+    /// removal of expired entries. Afterwards [`entry_count`](Self::entry_count)
+    /// is at most `max_entries`.
+    pub async fn run_pending_tasks(&self) {
+        self.inner.run_pending_tasks().await;
+    }
+
+    /// The number of entries as of the last maintenance (may include entries
+    /// expired or evicted since; exact after [`run_pending_tasks`](Self::run_pending_tasks)).
+    pub fn entry_count(&self) -> u64 {
+        self.inner.entry_count()
+    }
+
+    fn entry(&self, value: V, ttl: Option<Duration>) -> Entry<V> {
+        Entry {
+            value,
+            ttl: ttl.or(self.ttl),
+        }
+    }
+}
+
+#[async_trait]
+impl<V: Value> Cache<V> for MokaCache<V> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(cache = %self.name, key = %key))]
+    async fn get(&self, key: &str) -> Result<Option<V>> {
+        Ok(self.inner.get(key).await.map(|e| e.value))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(cache = %self.name, key = %key))]
+    async fn set(&self, key: &str, value: V) -> Result<()> {
+        let entry = self.entry(value, None);
+        self.inner.insert(key.to_owned(), entry).await;
+        Ok(())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(cache = %self.name, key = %key, ?ttl))]
+    async fn set_with_ttl(&self, key: &str, value: V, ttl: Duration) -> Result<()> {
+        let entry = self.entry(value, Some(ttl.min(MAX_DURATION)));
+        self.inner.insert(key.to_owned(), entry).await;
+        Ok(())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(cache = %self.name, key = %key))]
+    async fn remove(&self, key: &str) -> Result<bool> {
+        // moka's `remove` also returns an entry that expired but is not evicted
+        // yet; `contains_key` sees only live ones. (A `set` racing between the
+        // two calls is removed but reported as absent: harmless.)
+        let live = self.inner.contains_key(key);
+        Ok(self.inner.remove(key).await.is_some() && live)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(cache = %self.name, key = %key))]
+    async fn contains(&self, key: &str) -> Result<bool> {
+        // `contains_key` is not a read: it neither resets TTI nor counts for LRU.
+        Ok(self.inner.contains_key(key))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(cache = %self.name))]
+    async fn clear(&self) -> Result<()> {
+        // Entries written before this instant become invisible at once; moka
+        // frees their memory in its next maintenance.
+        self.inner.invalidate_all();
+        Ok(())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(cache = %self.name, key = %key))]
+    async fn get_or_load(&self, key: &str, loader: Loader<'_, V>) -> Result<V> {
+        // moka runs one `init` per key and shares its result with the waiters;
+        // an error is shared as `Arc<Error>` and not stored.
+        let ttl = self.ttl;
+        let init = async move { loader.await.map(|value| Entry { value, ttl }) };
+        match self.inner.try_get_with_by_ref(key, init).await {
+            Ok(entry) => Ok(entry.value),
+            Err(shared) => {
+                // moka keeps its own reference, so the error is copied: same kind
+                // and retryable flag, the source chain folded into the message.
+                let err = shared.to_detached();
+                tracing::debug!(cache = %self.name, kind = %err.kind(), "loader failed");
+                Err(err)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mod_api::{CacheExt, Error, ErrorKind};
+
+    fn cache(policy: CachePolicy) -> MokaCache<u64> {
+        MokaCache::new("unit", &policy)
+    }
+
+    #[tokio::test]
+    async fn max_entries_is_exact_after_maintenance_and_keeps_the_newest() {
+        let c = cache(CachePolicy::new().max_entries(100));
+        for i in 0..1000u64 {
+            c.set(&format!("k{i}"), i).await.unwrap();
+        }
+        c.run_pending_tasks().await;
+        assert_eq!(c.entry_count(), 100);
+        let mut live = 0;
+        for i in 0..1000u64 {
+            live += c.contains(&format!("k{i}")).await.unwrap() as u64;
+        }
+        assert_eq!(live, 100);
+        // LRU: the value set last survives.
+        assert_eq!(c.get("k999").await.unwrap(), Some(999));
+    }
+
+    #[tokio::test]
+    async fn max_entries_evicts_least_recently_used() {
+        let c = cache(CachePolicy::new().max_entries(3));
+        for k in ["a", "b", "c"] {
+            c.set(k, 1).await.unwrap();
+        }
+        c.run_pending_tasks().await;
+        assert_eq!(c.get("a").await.unwrap(), Some(1)); // "b" is now the oldest use
+        c.set("d", 4).await.unwrap();
+        c.run_pending_tasks().await;
+        assert_eq!(c.entry_count(), 3);
+        assert!(!c.contains("b").await.unwrap());
+        for k in ["a", "c", "d"] {
+            assert!(c.contains(k).await.unwrap(), "{k} evicted");
+        }
+    }
+
+    #[tokio::test]
+    async fn zero_max_entries_stores_nothing() {
+        let c = cache(CachePolicy::new().max_entries(0));
+        c.set("a", 1).await.unwrap();
+        c.run_pending_tasks().await;
+        assert_eq!(c.entry_count(), 0);
+        assert_eq!(c.get("a").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn per_entry_ttl_may_outlive_the_policy_ttl() {
+        let c = cache(CachePolicy::new().ttl(Duration::from_millis(100)));
+        c.set("short", 1).await.unwrap();
+        c.set_with_ttl("long", 2, Duration::from_secs(30))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(c.get("short").await.unwrap(), None);
+        assert_eq!(c.get("long").await.unwrap(), Some(2));
+    }
+
+    #[tokio::test]
+    async fn contains_does_not_refresh_tti_and_expired_remove_is_false() {
+        let c = cache(CachePolicy::new().tti(Duration::from_millis(300)));
+        c.set("k", 1).await.unwrap();
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let _ = c.contains("k").await.unwrap();
+        }
+        assert!(!c.contains("k").await.unwrap());
+        assert!(!c.remove("k").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn get_right_after_clear_is_empty_and_later_sets_survive() {
+        let c = cache(CachePolicy::new());
+        c.set("a", 1).await.unwrap();
+        c.clear().await.unwrap();
+        assert_eq!(c.get("a").await.unwrap(), None);
+        c.set("a", 2).await.unwrap();
+        c.run_pending_tasks().await;
+        assert_eq!(c.get("a").await.unwrap(), Some(2));
+    }
+
+    #[tokio::test]
+    async fn huge_durations_do_not_panic() {
+        let policy = CachePolicy::new().ttl(Duration::MAX).tti(Duration::MAX);
+        let c = cache(policy);
+        c.set_with_ttl("k", 1, Duration::MAX).await.unwrap();
+        assert_eq!(c.get("k").await.unwrap(), Some(1));
+    }
+
+    #[tokio::test]
+    async fn loader_error_keeps_kind_flag_and_source_text() {
+        let c = cache(CachePolicy::new());
+        let err = c
+            .get_or_insert_with("k", || async {
+                let io = std::io::Error::other("disk");
+                Err(Error::new(ErrorKind::Io, "load").with_source(io))
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Io);
+        assert!(!err.is_retryable());
+        assert_eq!(err.message(), "load: disk");
+        assert!(!c.contains("k").await.unwrap());
+    }
+}

@@ -1,0 +1,180 @@
+//! # mod-monolith: modkit's monolith package
+//!
+//! Every building block in one process, in memory: the registry on maps with
+//! leases, caches on moka, sessions on dashmap, queues on in-memory logs with an
+//! optional spill to disk. Nothing is serialized on a hot path: values are moved
+//! or cloned (the one exception is a queue's spill file).
+//!
+//! Business code does not name this crate: it uses the `modkit` facade, which
+//! builds a [`Monolith`] from configuration. See `docs.md` in this crate for the
+//! behaviour of each block.
+
+#![warn(missing_docs)]
+#![doc = include_str!("../docs.md")]
+
+pub mod cache;
+pub mod queue;
+pub mod registry;
+pub mod session;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use mod_api::backend::OpenBlocks;
+use mod_api::{
+    Backend, BackendKind, Cache, CachePolicy, Config, Container, Dispatch, Error, ErrorKind,
+    Instance, Lease, Queue, QueueConfig, Registry, RegistryExt, Remote, Result, SessionConfig,
+    SessionStore, Transport, Value,
+};
+
+pub use cache::MokaCache;
+pub use queue::MemoryQueue;
+pub use registry::MemoryRegistry;
+pub use session::MemorySessions;
+
+/// The monolith backend: one process, everything in memory.
+///
+/// Cheap to clone; clones share everything. Build it inside a tokio runtime (the
+/// registry sweeps expired leases in a background task).
+#[derive(Clone)]
+pub struct Monolith {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node_id: String,
+    config: Config,
+    registry: Arc<dyn Registry>,
+    container: Container,
+    blocks: OpenBlocks,
+}
+
+impl std::fmt::Debug for Monolith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Monolith")
+            .field("node_id", &self.inner.node_id)
+            .field("services", &self.inner.container.provided_names())
+            .finish()
+    }
+}
+
+impl Monolith {
+    /// A monolith configured by `config`; must be called inside a tokio runtime.
+    pub fn new(config: Config) -> Result<Monolith> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "Monolith::new must be called inside a tokio runtime",
+            ));
+        }
+        let node_id = config.node_id();
+        let registry: Arc<dyn Registry> = MemoryRegistry::new(config.registry.sweep);
+        let remote = Arc::new(InProcess {
+            registry: registry.clone(),
+            node_id: node_id.clone(),
+            ttl: config.registry.ttl,
+            leases: Mutex::new(Vec::new()),
+        });
+        tracing::info!(node_id = %node_id, "monolith started");
+        Ok(Monolith {
+            inner: Arc::new(Inner {
+                node_id,
+                config,
+                registry,
+                container: Container::with_remote(remote),
+                blocks: OpenBlocks::default(),
+            }),
+        })
+    }
+
+    /// The configuration this monolith runs with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+}
+
+impl Backend for Monolith {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Monolith
+    }
+
+    fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+
+    fn registry(&self) -> Arc<dyn Registry> {
+        self.inner.registry.clone()
+    }
+
+    fn container(&self) -> &Container {
+        &self.inner.container
+    }
+
+    fn cache<V: Value>(&self, name: &str, policy: CachePolicy) -> Result<Arc<dyn Cache<V>>> {
+        self.inner.blocks.open("cache", name, || {
+            Ok(Arc::new(MokaCache::<V>::new(name, &policy)) as Arc<dyn Cache<V>>)
+        })
+    }
+
+    fn sessions<D: Value>(
+        &self,
+        name: &str,
+        config: SessionConfig,
+    ) -> Result<Arc<dyn SessionStore<D>>> {
+        self.inner.blocks.open("sessions", name, || {
+            Ok(Arc::new(MemorySessions::<D>::new(name, config)) as Arc<dyn SessionStore<D>>)
+        })
+    }
+
+    fn queue<M: Value>(&self, name: &str, mut config: QueueConfig) -> Result<Arc<dyn Queue<M>>> {
+        if config.spill_dir.is_none() {
+            config.spill_dir = self.inner.config.data_dir.as_ref().map(|d| d.join("spill"));
+        }
+        let dlq_name = QueueConfig::dead_letter_name(name);
+        let dlq_config = QueueConfig {
+            capacity: usize::MAX,
+            max_deliveries: u32::MAX,
+            ..QueueConfig::default()
+        };
+        // Open the dead-letter queue first: `open` holds the block map's lock.
+        let dlq = self.inner.blocks.open("queue", &dlq_name, || {
+            Ok(Arc::new(MemoryQueue::<M>::open(&dlq_name, dlq_config, None)?) as Arc<dyn Queue<M>>)
+        })?;
+        self.inner.blocks.open("queue", name, || {
+            Ok(Arc::new(MemoryQueue::<M>::open(name, config, Some(dlq))?) as Arc<dyn Queue<M>>)
+        })
+    }
+}
+
+/// The monolith's [`Remote`]: every service is hosted here; providing one
+/// registers it so the registry lists what runs.
+struct InProcess {
+    registry: Arc<dyn Registry>,
+    node_id: String,
+    ttl: Duration,
+    leases: Mutex<Vec<Lease>>,
+}
+
+#[async_trait]
+impl Remote for InProcess {
+    fn hosts(&self, _service: &str) -> bool {
+        true
+    }
+
+    async fn serve(&self, service: &'static str, _dispatcher: Arc<dyn Dispatch>) -> Result<()> {
+        let instance = Instance::new(service, self.node_id.clone(), "in-process");
+        let lease = self.registry.register_leased(instance, self.ttl).await?;
+        self.leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(lease);
+        Ok(())
+    }
+
+    fn transport(&self, service: &'static str) -> Result<Arc<dyn Transport>> {
+        Err(Error::not_found(format!(
+            "service {service} is not provided in this process (the monolith hosts every service in one process: provide it at start-up)"
+        )))
+    }
+}

@@ -1,0 +1,306 @@
+//! The in-process queue: [`MemoryQueue`].
+//!
+//! Messages are moved and cloned, never serialized, except when a
+//! [`BacklogPolicy::SpillToDisk`] queue writes overflow to its spill files (the
+//! format is documented in `queue/spill.rs`). All state sits behind one mutex,
+//! held for short sections and never across an `await`; two [`Notify`]s wake
+//! waiting pollers (a message arrived) and blocked offerers (room was made).
+//!
+//! Spill files are written and read inside that section, so that ids, order and
+//! files always agree: an offer that spills costs one small `write`, a delivery
+//! that refills one small read. One process at a time may use a spill folder.
+
+mod record;
+mod spill;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use std::pin::pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use mod_api::{
+    BacklogPolicy, Consumer, Delivery, Error, ErrorKind, MessageId, Offered, Queue, QueueConfig,
+    Result, Value,
+};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use spill::Spill;
+use state::{after, message_id, parse_id, Limits, State};
+
+/// A queue of `M` messages held in this process.
+///
+/// Implements the model of [`mod_api::queue`]: a log with consumer groups,
+/// visibility timeouts, redelivery, a dead-letter queue and backlog policies.
+pub struct MemoryQueue<M: Value> {
+    name: String,
+    config: QueueConfig,
+    limits: Limits,
+    state: Mutex<State<M>>,
+    /// Woken when messages become available.
+    arrived: Notify,
+    /// Woken when the log shrinks.
+    room: Notify,
+    dead_letters: Option<Arc<dyn Queue<M>>>,
+}
+
+impl<M: Value> std::fmt::Debug for MemoryQueue<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryQueue")
+            .field("name", &self.name)
+            .field("config", &self.config)
+            .field(
+                "dead_letters",
+                &self.dead_letters.as_ref().map(|q| q.name()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// The configuration of a dead-letter queue: practically unbounded, and it
+/// never dead-letters itself.
+pub fn dead_letter_config() -> QueueConfig {
+    QueueConfig {
+        capacity: usize::MAX,
+        max_deliveries: u32::MAX,
+        ..QueueConfig::default()
+    }
+}
+
+/// What one attempt to offer did.
+enum Attempt<M> {
+    Done(Offered),
+    Full(M),
+}
+
+impl<M: Value> MemoryQueue<M> {
+    /// Opens queue `name`. Messages delivered `max_deliveries` times without an
+    /// ack go to `dead_letters` (when `None`, they are logged and delivered
+    /// again; if the dead-letter queue refuses one, that is logged as an error
+    /// and the message is gone, so give it room: see [`dead_letter_config`]). With
+    /// [`BacklogPolicy::SpillToDisk`], messages spilled by an earlier process
+    /// under the same `spill_dir` are recovered.
+    ///
+    /// Fails with `InvalidInput` for a bad name, a zero `capacity` or
+    /// `max_deliveries`, or `SpillToDisk` without `spill_dir`; with `Io` when the
+    /// spill folder cannot be read.
+    #[tracing::instrument(skip_all, fields(queue = %name))]
+    pub fn open(
+        name: &str,
+        config: QueueConfig,
+        dead_letters: Option<Arc<dyn Queue<M>>>,
+    ) -> Result<Self> {
+        mod_api::backend::check_name("queue", name)?;
+        let invalid = |what: &str| {
+            tracing::warn!(queue = name, "{what}");
+            Err(Error::invalid_input(format!("queue {name:?}: {what}")))
+        };
+        if config.capacity == 0 {
+            return invalid("capacity must be at least 1");
+        }
+        if config.max_deliveries == 0 {
+            return invalid("max_deliveries must be at least 1");
+        }
+        let (spill, max_seq) = match (&config.backlog, &config.spill_dir) {
+            (BacklogPolicy::SpillToDisk, Some(dir)) => {
+                let (spill, max_seq) = Spill::open(dir, name, spill::SEGMENT_BYTES)?;
+                (Some(spill), max_seq)
+            }
+            (BacklogPolicy::SpillToDisk, None) => return invalid("SpillToDisk needs spill_dir"),
+            _ => (None, None),
+        };
+        let mut state = State::new(spill, max_seq);
+        state.refill(config.capacity);
+        state.signals();
+        Ok(MemoryQueue {
+            name: name.to_owned(),
+            limits: Limits {
+                capacity: config.capacity,
+                visibility_timeout: config.visibility_timeout,
+                max_deliveries: config.max_deliveries,
+                has_dead_letters: dead_letters.is_some(),
+            },
+            config,
+            state: Mutex::new(state),
+            arrived: Notify::new(),
+            room: Notify::new(),
+            dead_letters,
+        })
+    }
+
+    /// The configuration this queue was opened with.
+    pub fn config(&self) -> &QueueConfig {
+        &self.config
+    }
+
+    /// Runs `f` on the locked state, then wakes whoever its changes concern.
+    fn with_state<T>(&self, f: impl FnOnce(&mut State<M>) -> T) -> T {
+        let (out, (room, arrived)) = {
+            let mut state = self.lock();
+            let out = f(&mut state);
+            (out, state.signals())
+        };
+        if room {
+            self.room.notify_waiters();
+        }
+        if arrived {
+            self.arrived.notify_waiters();
+        }
+        out
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<M>> {
+        // A panic elsewhere while locked cannot leave the state half-changed in
+        // a way that matters more than stopping the queue would.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Offers once, without waiting.
+    fn attempt(&self, message: M) -> Result<Attempt<M>> {
+        let capacity = self.limits.capacity;
+        self.with_state(|state| {
+            if self.config.backlog == BacklogPolicy::SpillToDisk {
+                state.refill(capacity);
+                if state.spilling() || state.full(capacity) {
+                    let seq = state.push_spilled(&message)?;
+                    tracing::debug!(id = %message_id(seq), "message spilled");
+                    return Ok(Attempt::Done(Offered::Spilled(message_id(seq))));
+                }
+            }
+            if !state.full(capacity) {
+                return Ok(Attempt::Done(Offered::Enqueued(message_id(
+                    state.push(message),
+                ))));
+            }
+            match self.config.backlog {
+                BacklogPolicy::Reject | BacklogPolicy::SpillToDisk => {
+                    tracing::debug!("queue full, message rejected");
+                    Err(Error::new(
+                        ErrorKind::QueueFull,
+                        format!("queue {:?} is full ({capacity} messages)", self.name),
+                    ))
+                }
+                BacklogPolicy::DropOldest => {
+                    let dropped = state.drop_oldest().map(message_id);
+                    let id = message_id(state.push(message));
+                    match dropped {
+                        Some(dropped) => {
+                            tracing::debug!(%dropped, "oldest message dropped");
+                            Ok(Attempt::Done(Offered::DisplacedOldest { id, dropped }))
+                        }
+                        None => Ok(Attempt::Done(Offered::Enqueued(id))),
+                    }
+                }
+                BacklogPolicy::DropNewest => {
+                    tracing::debug!("queue full, message discarded");
+                    Ok(Attempt::Done(Offered::Discarded))
+                }
+                BacklogPolicy::Block { .. } => Ok(Attempt::Full(message)),
+            }
+        })
+    }
+
+    /// Polls once: the delivery, and when the group's next delivery expires.
+    async fn poll_once(&self, consumer: &Consumer) -> (Option<Delivery<M>>, Option<Instant>) {
+        let polled =
+            self.with_state(|state| state.poll(&consumer.group, Instant::now(), &self.limits));
+        if let Some(dlq) = &self.dead_letters {
+            for message in polled.dead {
+                tracing::info!(
+                    dlq = dlq.name(),
+                    "message dead-lettered after max_deliveries"
+                );
+                if let Err(e) = dlq.offer(message).await {
+                    tracing::error!(dlq = dlq.name(), error = %e, "dead letter lost: the dead-letter queue refused it");
+                }
+            }
+        }
+        (polled.delivery, polled.next_expiry)
+    }
+}
+
+#[async_trait]
+impl<M: Value> Queue<M> for MemoryQueue<M> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    #[tracing::instrument(skip_all, fields(queue = %self.name))]
+    async fn offer(&self, message: M) -> Result<Offered> {
+        let timeout = match self.config.backlog {
+            BacklogPolicy::Block { timeout } => timeout,
+            _ => Duration::ZERO,
+        };
+        let deadline = after(Instant::now(), timeout);
+        let mut message = message;
+        loop {
+            let mut room = pin!(self.room.notified());
+            room.as_mut().enable();
+            match self.attempt(message)? {
+                Attempt::Done(offered) => return Ok(offered),
+                Attempt::Full(back) => message = back,
+            }
+            if tokio::time::timeout_at(deadline, room).await.is_err() {
+                tracing::debug!(?timeout, "queue still full, offer timed out");
+                return Err(Error::timeout(format!(
+                    "queue {:?} stayed full for {timeout:?}",
+                    self.name
+                )));
+            }
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(queue = %self.name, group = %consumer.group, consumer = %consumer.name))]
+    async fn poll(&self, consumer: &Consumer) -> Result<Option<Delivery<M>>> {
+        Ok(self.poll_once(consumer).await.0)
+    }
+
+    #[tracing::instrument(skip_all, fields(queue = %self.name, group = %consumer.group, consumer = %consumer.name))]
+    async fn poll_timeout(
+        &self,
+        consumer: &Consumer,
+        timeout: Duration,
+    ) -> Result<Option<Delivery<M>>> {
+        let deadline = after(Instant::now(), timeout);
+        loop {
+            let mut arrived = pin!(self.arrived.notified());
+            arrived.as_mut().enable();
+            let (delivery, next_expiry) = self.poll_once(consumer).await;
+            if delivery.is_some() {
+                return Ok(delivery);
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            // Wake for a new message, or when a pending delivery may be redelivered.
+            let wake = next_expiry.map_or(deadline, |at| at.min(deadline));
+            let _ = tokio::time::timeout_at(wake, arrived).await;
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(queue = %self.name, group, id = %id))]
+    async fn ack(&self, group: &str, id: &MessageId) -> Result<bool> {
+        let Some(seq) = parse_id(id) else {
+            return Ok(false);
+        };
+        let capacity = self.limits.capacity;
+        Ok(self.with_state(|state| state.ack(group, seq, capacity)))
+    }
+
+    #[tracing::instrument(skip_all, fields(queue = %self.name, id = %id))]
+    async fn remove(&self, id: &MessageId) -> Result<bool> {
+        let Some(seq) = parse_id(id) else {
+            return Ok(false);
+        };
+        let capacity = self.limits.capacity;
+        self.with_state(|state| state.remove(seq, capacity))
+    }
+
+    #[tracing::instrument(skip_all, fields(queue = %self.name))]
+    async fn len(&self) -> Result<usize> {
+        Ok(self.lock().len())
+    }
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The whole test suite of modkit: formatting, lints, every test of every crate
+# (unit, conformance on each backend, trybuild, doc tests), and the shop example.
+#
+# It installs what it needs when it can (redis-server through apt-get, for the
+# distributed package's tests) and otherwise stops with a message that says
+# exactly what to install. It never skips a part silently.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n==> %s\n' "$*"; }
+die() { printf '\nerror: %s\n' "$*" >&2; exit 1; }
+
+need_redis() {
+  if command -v redis-server >/dev/null 2>&1; then return; fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing redis-server (apt-get)"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    # The tests start their own servers on free ports; the packaged service is not needed.
+    (service redis-server stop || true) >/dev/null 2>&1
+  fi
+  command -v redis-server >/dev/null 2>&1 ||
+    die "redis-server is required for the distributed tests: install it (Debian: sudo apt-get install redis-server) and run again"
+}
+
+command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (https://rustup.rs)"
+need_redis
+export MODKIT_REDIS_SERVER="$(command -v redis-server)"
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+
+say "cargo clippy (all targets, all features, -D warnings)"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+say "cargo test (workspace, all features; includes the doc tests)"
+cargo test --workspace --all-features
+
+say "shop example (monolith)"
+out="$(cargo run -q --example shop)"
+printf '%s\n' "$out"
+grep -q '^== done$' <<<"$out" || die "the shop example did not finish its scenario"
+
+say "all tests passed"

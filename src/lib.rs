@@ -1,0 +1,190 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+#[cfg(not(any(feature = "monolith", feature = "distribute")))]
+compile_error!(
+    "modkit needs a deployment package: enable the `monolith` (default) or `distribute` feature"
+);
+
+use std::sync::Arc;
+
+pub use mod_api::*;
+
+/// The monolith package's backend (feature `monolith`).
+#[cfg(feature = "monolith")]
+pub use mod_monolith as monolith;
+
+/// The distributed package's backend (feature `distribute`).
+#[cfg(feature = "distribute")]
+pub use mod_distribute as distribute;
+
+/// What business code imports: `use modkit::prelude::*;`.
+pub mod prelude {
+    pub use crate::App;
+    pub use mod_api::{
+        async_trait, service, Backend, BacklogPolicy, Cache, CacheExt, CachePolicy, Config,
+        Consumer, Delivery, Error, ErrorKind, Instance, MessageId, Offered, Queue, QueueConfig,
+        QueueExt, Registry, RegistryExt, Result, Service, Session, SessionConfig, SessionId,
+        SessionStore, Status,
+    };
+}
+
+/// A modkit runtime: the backend chosen by features and configuration.
+///
+/// Business code builds one at start-up, provides its services, and reaches every
+/// building block through it, without naming a backend type.
+///
+/// ```
+/// use std::time::Duration;
+/// use modkit::prelude::*;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> modkit::Result<()> {
+/// let app = App::start(Config::default()).await?;
+/// let prices = app.cache::<u64>("prices", CachePolicy::new().ttl(Duration::from_secs(60)))?;
+/// prices.set("tea", 350).await?;
+/// assert_eq!(prices.get("tea").await?, Some(350));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct App {
+    backend: AppBackend,
+}
+
+#[derive(Clone)]
+enum AppBackend {
+    #[cfg(feature = "monolith")]
+    Monolith(mod_monolith::Monolith),
+    #[cfg(feature = "distribute")]
+    Distribute(mod_distribute::Distributed),
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("kind", &self.kind())
+            .field("node_id", &self.node_id())
+            .finish()
+    }
+}
+
+/// Calls `$body` with `$b` bound to the active backend.
+macro_rules! with_backend {
+    ($self:expr, $b:ident => $body:expr) => {
+        match &$self.backend {
+            #[cfg(feature = "monolith")]
+            AppBackend::Monolith($b) => $body,
+            #[cfg(feature = "distribute")]
+            AppBackend::Distribute($b) => $body,
+        }
+    };
+}
+
+impl App {
+    /// Starts the package that `config.mode` names; unset, the monolith when it
+    /// is compiled in, else the distributed package.
+    ///
+    /// Fails with [`ErrorKind::Config`] when that package is not compiled in.
+    pub async fn start(config: Config) -> Result<App> {
+        let default = if cfg!(feature = "monolith") {
+            BackendKind::Monolith
+        } else {
+            BackendKind::Distribute
+        };
+        match config.mode.unwrap_or(default) {
+            BackendKind::Monolith => Self::start_monolith(config),
+            BackendKind::Distribute => Self::start_distribute(config).await,
+        }
+    }
+
+    /// Starts from [`Config::load`]: the file in `MODKIT_CONFIG` if set, then `MODKIT_*` variables.
+    pub async fn from_env() -> Result<App> {
+        Self::start(Config::load(None)?).await
+    }
+
+    #[cfg(feature = "monolith")]
+    fn start_monolith(config: Config) -> Result<App> {
+        Ok(App {
+            backend: AppBackend::Monolith(mod_monolith::Monolith::new(config)?),
+        })
+    }
+
+    #[cfg(not(feature = "monolith"))]
+    fn start_monolith(_config: Config) -> Result<App> {
+        Err(Error::config(
+            "mode \"monolith\" but modkit was built without the `monolith` feature",
+        ))
+    }
+
+    #[cfg(feature = "distribute")]
+    async fn start_distribute(config: Config) -> Result<App> {
+        Ok(App {
+            backend: AppBackend::Distribute(mod_distribute::Distributed::start(config).await?),
+        })
+    }
+
+    #[cfg(not(feature = "distribute"))]
+    async fn start_distribute(_config: Config) -> Result<App> {
+        Err(Error::config(
+            "mode \"distribute\" but modkit was built without the `distribute` feature",
+        ))
+    }
+
+    /// Stops serving: deregisters hosted services and lets in-flight calls finish
+    /// (up to `grace`). A no-op for the monolith.
+    pub async fn shutdown(&self, grace: std::time::Duration) {
+        match &self.backend {
+            #[cfg(feature = "monolith")]
+            AppBackend::Monolith(_) => {
+                let _ = grace;
+            }
+            #[cfg(feature = "distribute")]
+            AppBackend::Distribute(d) => d.shutdown(grace).await,
+        }
+    }
+
+    /// Provides the implementation of service `S` (see [`Container::provide`]).
+    pub async fn provide<S: Service + ?Sized>(&self, service: Arc<S>) -> Result<()> {
+        self.container().provide(service).await
+    }
+
+    /// Gets service `S`: the object itself when hosted here, else a client (see [`Container::get`]).
+    pub fn get<S: Service + ?Sized>(&self) -> Result<Arc<S>> {
+        self.container().get::<S>()
+    }
+}
+
+impl Backend for App {
+    fn kind(&self) -> BackendKind {
+        with_backend!(self, b => b.kind())
+    }
+
+    fn node_id(&self) -> &str {
+        with_backend!(self, b => b.node_id())
+    }
+
+    fn registry(&self) -> Arc<dyn Registry> {
+        with_backend!(self, b => b.registry())
+    }
+
+    fn container(&self) -> &Container {
+        with_backend!(self, b => b.container())
+    }
+
+    fn cache<V: Value>(&self, name: &str, policy: CachePolicy) -> Result<Arc<dyn Cache<V>>> {
+        with_backend!(self, b => b.cache(name, policy))
+    }
+
+    fn sessions<D: Value>(
+        &self,
+        name: &str,
+        config: SessionConfig,
+    ) -> Result<Arc<dyn SessionStore<D>>> {
+        with_backend!(self, b => b.sessions(name, config))
+    }
+
+    fn queue<M: Value>(&self, name: &str, config: QueueConfig) -> Result<Arc<dyn Queue<M>>> {
+        with_backend!(self, b => b.queue(name, config))
+    }
+}
