@@ -38,8 +38,14 @@ say "cargo test (workspace, all features; includes the doc tests)"
 cargo test --workspace --all-features
 
 say "shop example (monolith)"
-out="$(cargo run -q --example shop)"
-printf '%s\n' "$out"
-grep -q '^== done$' <<<"$out" || die "the shop example did not finish its scenario"
+mono="$(cargo run -q --example shop)"
+printf '%s\n' "$mono"
+grep -q '^== done$' <<<"$mono" || die "the shop example did not finish its scenario"
+
+say "shop example (distributed: several OS processes, its own redis-server)"
+dist="$(cargo run -q --example shop --no-default-features --features distribute)"
+diff <(printf '%s\n' "$mono") <(printf '%s\n' "$dist") ||
+  die "the distributed shop printed another transcript than the monolith (diff above)"
+echo "same transcript as the monolith"
 
 say "all tests passed"

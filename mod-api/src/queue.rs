@@ -91,6 +91,24 @@ impl Default for QueueConfig {
 }
 
 impl QueueConfig {
+    /// Checks what every backend requires of queue `name` with this config: a
+    /// valid name, `capacity` and `max_deliveries` at least 1. A backend adds its
+    /// own checks (spill-to-disk support). Fails with `InvalidInput` and a `warn`.
+    pub fn validate(&self, name: &str) -> Result<()> {
+        crate::backend::check_name("queue", name)?;
+        let problem = if self.capacity == 0 {
+            "capacity must be at least 1"
+        } else if self.max_deliveries == 0 {
+            "max_deliveries must be at least 1"
+        } else {
+            return Ok(());
+        };
+        tracing::warn!(queue = name, "{problem}");
+        Err(crate::Error::invalid_input(format!(
+            "queue {name:?}: {problem}"
+        )))
+    }
+
     /// The name of the dead-letter queue of queue `name`.
     pub fn dead_letter_name(name: &str) -> String {
         format!("{name}.dlq")

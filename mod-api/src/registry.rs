@@ -270,3 +270,52 @@ impl futures_core::Stream for Watch {
         self.rx.poll_recv(cx)
     }
 }
+
+/// Input checks every registry backend applies, so both reject the same input
+/// the same way: [`ErrorKind::InvalidInput`] and a `warn` event.
+pub mod checks {
+    use std::time::Duration;
+
+    use crate::backend::check_name;
+    use crate::error::{Error, Result};
+
+    use super::{ConsumerInfo, Instance};
+
+    fn check(what: &str, name: &str) -> Result<()> {
+        check_name(what, name).inspect_err(|e| tracing::warn!(error = %e, "registry call rejected"))
+    }
+
+    /// A service name.
+    pub fn service(service: &str) -> Result<()> {
+        check("service", service)
+    }
+
+    /// A service name and an instance id.
+    pub fn instance_key(service: &str, id: &str) -> Result<()> {
+        check("service", service)?;
+        check("instance id", id)
+    }
+
+    /// What `register` receives.
+    pub fn registration(instance: &Instance, ttl: Duration) -> Result<()> {
+        instance_key(&instance.service, &instance.id)?;
+        if ttl.is_zero() {
+            tracing::warn!("registry call rejected: zero ttl");
+            return Err(Error::invalid_input(
+                "a lease ttl must be greater than zero",
+            ));
+        }
+        Ok(())
+    }
+
+    /// A consumer registration.
+    pub fn consumer(consumer: &ConsumerInfo) -> Result<()> {
+        check("service", &consumer.service)?;
+        check("consumer", &consumer.consumer)
+    }
+
+    /// The error for an instance that is not (or no longer) registered.
+    pub fn not_found(service: &str, id: &str) -> Error {
+        Error::not_found(format!("no live instance {id} of service {service}"))
+    }
+}

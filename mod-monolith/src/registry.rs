@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use mod_api::backend::check_name;
+use mod_api::registry::checks;
 use mod_api::registry::{ConsumerInfo, Instance, Registry, Snapshot, Status, Watch};
-use mod_api::{Error, Result};
+use mod_api::Result;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -155,26 +155,11 @@ async fn sweeper(registry: Weak<MemoryRegistry>, every: Duration) {
     }
 }
 
-fn check(what: &str, name: &str) -> Result<()> {
-    check_name(what, name).inspect_err(|e| tracing::warn!(error = %e, "registry call rejected"))
-}
-
-fn not_found(service: &str, id: &str) -> Error {
-    Error::not_found(format!("no live instance {id} of service {service}"))
-}
-
 #[async_trait]
 impl Registry for MemoryRegistry {
     #[tracing::instrument(level = "debug", skip_all, fields(service = %instance.service, id = %instance.id))]
     async fn register(&self, instance: Instance, ttl: Duration) -> Result<()> {
-        check("service", &instance.service)?;
-        check("instance id", &instance.id)?;
-        if ttl.is_zero() {
-            tracing::warn!("registry call rejected: zero ttl");
-            return Err(Error::invalid_input(
-                "a lease ttl must be greater than zero",
-            ));
-        }
+        checks::registration(&instance, ttl)?;
         let service = instance.service.clone();
         let entry = Entry {
             ttl,
@@ -191,8 +176,7 @@ impl Registry for MemoryRegistry {
 
     #[tracing::instrument(level = "trace", skip_all, fields(%service, %id))]
     async fn heartbeat(&self, service: &str, id: &str) -> Result<()> {
-        check("service", service)?;
-        check("instance id", id)?;
+        checks::instance_key(service, id)?;
         let mut state = self.lock();
         // Choice: a lease past its deadline is expired even if the sweeper has not
         // removed it yet. `live` removes it (telling watchers) before we look, so
@@ -204,14 +188,13 @@ impl Registry for MemoryRegistry {
                 e.deadline = Instant::now() + e.ttl;
                 Ok(())
             }
-            None => Err(not_found(service, id)),
+            None => Err(checks::not_found(service, id)),
         }
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(%service, %id))]
     async fn deregister(&self, service: &str, id: &str) -> Result<bool> {
-        check("service", service)?;
-        check("instance id", id)?;
+        checks::instance_key(service, id)?;
         let mut state = self.lock();
         let Some(s) = Self::live(&mut state, service) else {
             return Ok(false);
@@ -225,14 +208,13 @@ impl Registry for MemoryRegistry {
 
     #[tracing::instrument(level = "debug", skip_all, fields(%service, %id, ?status))]
     async fn set_status(&self, service: &str, id: &str, status: Status) -> Result<()> {
-        check("service", service)?;
-        check("instance id", id)?;
+        checks::instance_key(service, id)?;
         let mut state = self.lock();
-        let s = Self::live(&mut state, service).ok_or_else(|| not_found(service, id))?;
+        let s = Self::live(&mut state, service).ok_or_else(|| checks::not_found(service, id))?;
         let e = s
             .instances
             .get_mut(id)
-            .ok_or_else(|| not_found(service, id))?;
+            .ok_or_else(|| checks::not_found(service, id))?;
         // Setting the status it already has is not a change: no new version.
         if e.instance.status != status {
             e.instance.status = status;
@@ -243,7 +225,7 @@ impl Registry for MemoryRegistry {
 
     #[tracing::instrument(level = "trace", skip_all, fields(%service))]
     async fn lookup(&self, service: &str) -> Result<Vec<Instance>> {
-        check("service", service)?;
+        checks::service(service)?;
         let mut state = self.lock();
         Ok(Self::live(&mut state, service)
             .map(|s| s.instances.values().map(|e| e.instance.clone()).collect())
@@ -266,7 +248,7 @@ impl Registry for MemoryRegistry {
 
     #[tracing::instrument(level = "debug", skip_all, fields(%service))]
     async fn watch(&self, service: &str) -> Result<Watch> {
-        check("service", service)?;
+        checks::service(service)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let mut state = self.lock();
         let s = state.services.entry(service.to_owned()).or_default();
@@ -280,8 +262,7 @@ impl Registry for MemoryRegistry {
 
     #[tracing::instrument(level = "debug", skip_all, fields(service = %consumer.service, consumer = %consumer.consumer))]
     async fn register_consumer(&self, consumer: ConsumerInfo) -> Result<()> {
-        check("service", &consumer.service)?;
-        check("consumer", &consumer.consumer)?;
+        checks::consumer(&consumer)?;
         self.lock()
             .consumers
             .entry(consumer.service)
@@ -292,8 +273,7 @@ impl Registry for MemoryRegistry {
 
     #[tracing::instrument(level = "debug", skip_all, fields(service = %consumer.service, consumer = %consumer.consumer))]
     async fn deregister_consumer(&self, consumer: &ConsumerInfo) -> Result<bool> {
-        check("service", &consumer.service)?;
-        check("consumer", &consumer.consumer)?;
+        checks::consumer(consumer)?;
         let mut state = self.lock();
         let Some(set) = state.consumers.get_mut(&consumer.service) else {
             return Ok(false);
@@ -307,7 +287,7 @@ impl Registry for MemoryRegistry {
 
     #[tracing::instrument(level = "trace", skip_all, fields(%service))]
     async fn consumers(&self, service: &str) -> Result<Vec<ConsumerInfo>> {
-        check("service", service)?;
+        checks::service(service)?;
         let state = self.lock();
         // A BTreeSet iterates in order: the result is sorted by consumer.
         Ok(state

@@ -110,17 +110,11 @@ impl<M: Value> RedisQueue<M> {
     /// `max_deliveries`, or [`BacklogPolicy::SpillToDisk`].
     #[tracing::instrument(skip_all, fields(queue = %name))]
     pub fn open(redis: Redis, name: &str, config: QueueConfig) -> Result<Self> {
-        mod_api::backend::check_name("queue", name)?;
+        config.validate(name)?;
         let invalid = |what: &str| {
             tracing::warn!(queue = name, "{what}");
             Err(Error::invalid_input(format!("queue {name:?}: {what}")))
         };
-        if config.capacity == 0 {
-            return invalid("capacity must be at least 1");
-        }
-        if config.max_deliveries == 0 {
-            return invalid("max_deliveries must be at least 1");
-        }
         let policy = match config.backlog {
             BacklogPolicy::Reject => "reject",
             BacklogPolicy::DropOldest => "drop_oldest",

@@ -37,8 +37,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use mod_api::backend::check_name;
 use mod_api::codec::{decode, encode};
+use mod_api::registry::checks;
 use mod_api::registry::{ConsumerInfo, Instance, Registry, Snapshot, Status, Watch};
 use mod_api::{Error, ErrorKind, Result};
 use redis::Value;
@@ -184,26 +184,11 @@ fn parse_snapshot(service: &str, reply: Value) -> Result<Snapshot> {
     })
 }
 
-fn check(what: &str, name: &str) -> Result<()> {
-    check_name(what, name).inspect_err(|e| tracing::warn!(error = %e, "registry call rejected"))
-}
-
-fn not_found(service: &str, id: &str) -> Error {
-    Error::not_found(format!("no live instance {id} of service {service}"))
-}
-
 #[async_trait]
 impl Registry for RedisRegistry {
     #[tracing::instrument(level = "debug", skip_all, fields(service = %instance.service, id = %instance.id))]
     async fn register(&self, instance: Instance, ttl: Duration) -> Result<()> {
-        check("service", &instance.service)?;
-        check("instance id", &instance.id)?;
-        if ttl.is_zero() {
-            tracing::warn!("registry call rejected: zero ttl");
-            return Err(Error::invalid_input(
-                "a lease ttl must be greater than zero",
-            ));
-        }
+        checks::registration(&instance, ttl)?;
         let ttl_ms = ttl.as_millis().clamp(1, MAX_TTL_MS).to_string();
         let value = encode(&instance)?;
         let version: u64 = self
@@ -223,8 +208,7 @@ impl Registry for RedisRegistry {
 
     #[tracing::instrument(level = "trace", skip_all, fields(%service, %id))]
     async fn heartbeat(&self, service: &str, id: &str) -> Result<()> {
-        check("service", service)?;
-        check("instance id", id)?;
+        checks::instance_key(service, id)?;
         let renewed: i64 = self
             .run(
                 &self.scripts.heartbeat,
@@ -234,14 +218,13 @@ impl Registry for RedisRegistry {
         if renewed == 1 {
             Ok(())
         } else {
-            Err(not_found(service, id))
+            Err(checks::not_found(service, id))
         }
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(%service, %id))]
     async fn deregister(&self, service: &str, id: &str) -> Result<bool> {
-        check("service", service)?;
-        check("instance id", id)?;
+        checks::instance_key(service, id)?;
         let removed: i64 = self
             .run(
                 &self.scripts.deregister,
@@ -253,8 +236,7 @@ impl Registry for RedisRegistry {
 
     #[tracing::instrument(level = "debug", skip_all, fields(%service, %id, ?status))]
     async fn set_status(&self, service: &str, id: &str, status: Status) -> Result<()> {
-        check("service", service)?;
-        check("instance id", id)?;
+        checks::instance_key(service, id)?;
         // The instance is stored encoded, so Lua cannot edit it: read, change,
         // and write back only if nobody changed it meanwhile (compare and set).
         for _ in 0..STATUS_ATTEMPTS {
@@ -265,7 +247,7 @@ impl Registry for RedisRegistry {
                 .await
                 .map_err(redis_error)?;
             let Some(current) = current else {
-                return Err(not_found(service, id));
+                return Err(checks::not_found(service, id));
             };
             let mut instance: Instance = decode(&current)?;
             instance.status = status;
@@ -278,7 +260,7 @@ impl Registry for RedisRegistry {
                 .await?;
             match done {
                 1 => return Ok(()),
-                -1 => return Err(not_found(service, id)),
+                -1 => return Err(checks::not_found(service, id)),
                 _ => tracing::debug!("instance changed during set_status; reading again"),
             }
         }
@@ -291,7 +273,7 @@ impl Registry for RedisRegistry {
 
     #[tracing::instrument(level = "trace", skip_all, fields(%service))]
     async fn lookup(&self, service: &str) -> Result<Vec<Instance>> {
-        check("service", service)?;
+        checks::service(service)?;
         Ok(self.fetch(service, 0).await?.instances)
     }
 
@@ -308,14 +290,13 @@ impl Registry for RedisRegistry {
 
     #[tracing::instrument(level = "debug", skip_all, fields(%service))]
     async fn watch(&self, service: &str) -> Result<Watch> {
-        check("service", service)?;
+        checks::service(service)?;
         self.open_watch(service).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(service = %consumer.service, consumer = %consumer.consumer))]
     async fn register_consumer(&self, consumer: ConsumerInfo) -> Result<()> {
-        check("service", &consumer.service)?;
-        check("consumer", &consumer.consumer)?;
+        checks::consumer(&consumer)?;
         let _: i64 = redis::cmd("SADD")
             .arg(self.service_key("consumers", &consumer.service))
             .arg(&consumer.consumer)
@@ -327,8 +308,7 @@ impl Registry for RedisRegistry {
 
     #[tracing::instrument(level = "debug", skip_all, fields(service = %consumer.service, consumer = %consumer.consumer))]
     async fn deregister_consumer(&self, consumer: &ConsumerInfo) -> Result<bool> {
-        check("service", &consumer.service)?;
-        check("consumer", &consumer.consumer)?;
+        checks::consumer(consumer)?;
         let removed: i64 = redis::cmd("SREM")
             .arg(self.service_key("consumers", &consumer.service))
             .arg(&consumer.consumer)
@@ -340,7 +320,7 @@ impl Registry for RedisRegistry {
 
     #[tracing::instrument(level = "trace", skip_all, fields(%service))]
     async fn consumers(&self, service: &str) -> Result<Vec<ConsumerInfo>> {
-        check("service", service)?;
+        checks::service(service)?;
         let mut ids: Vec<String> = redis::cmd("SMEMBERS")
             .arg(self.service_key("consumers", service))
             .query_async(&mut self.redis.conn())

@@ -93,17 +93,11 @@ impl<M: Value> MemoryQueue<M> {
         config: QueueConfig,
         dead_letters: Option<Arc<dyn Queue<M>>>,
     ) -> Result<Self> {
-        mod_api::backend::check_name("queue", name)?;
+        config.validate(name)?;
         let invalid = |what: &str| {
             tracing::warn!(queue = name, "{what}");
             Err(Error::invalid_input(format!("queue {name:?}: {what}")))
         };
-        if config.capacity == 0 {
-            return invalid("capacity must be at least 1");
-        }
-        if config.max_deliveries == 0 {
-            return invalid("max_deliveries must be at least 1");
-        }
         let (spill, max_seq) = match (&config.backlog, &config.spill_dir) {
             (BacklogPolicy::SpillToDisk, Some(dir)) => {
                 let (spill, max_seq) = Spill::open(dir, name, spill::SEGMENT_BYTES)?;
