@@ -67,7 +67,7 @@ use tokio::time::Instant;
 
 use crate::redis_conn::{redis_error, Redis};
 use batch::Batcher;
-use ops::{canonical_id, parse_read, Acks, Core, Offers, Polls, Raw};
+use ops::{canonical_id, eval, evalsha, parse_read, Acks, Core, Offers, Polls, Raw};
 use scripts::{DEAD_LETTER_SCRIPT, REMOVE_SCRIPT};
 
 /// Idle dedicated connections kept for blocking reads, per queue handle.
@@ -191,15 +191,10 @@ impl<M: Value> RedisQueue<M> {
                     dead_letters = %self.core.dead_letter_key,
                     "message cannot be decoded: moved to the dead-letter queue as it is"
                 );
-                let mut call = DEAD_LETTER_SCRIPT.prepare_invoke();
-                call.key(&self.core.key)
-                    .key(&self.core.dead_letter_key)
-                    .arg(group)
-                    .arg(&raw.id);
-                let _: i64 = call
-                    .invoke_async(&mut self.core.redis.conn())
-                    .await
-                    .map_err(redis_error)?;
+                let keys = [self.core.key.as_str(), self.core.dead_letter_key.as_str()];
+                let mut cmd = evalsha(&DEAD_LETTER_SCRIPT, &keys, 2);
+                cmd.arg(group).arg(&raw.id);
+                eval(&self.core.redis, &DEAD_LETTER_SCRIPT, &cmd).await?;
                 Ok(None)
             }
         }
@@ -357,13 +352,10 @@ impl<M: Value> Queue<M> for RedisQueue<M> {
         let Some(id) = canonical_id(id) else {
             return Ok(false);
         };
-        let mut call = REMOVE_SCRIPT.prepare_invoke();
-        call.key(&self.core.key).arg(id);
-        let removed: i64 = call
-            .invoke_async(&mut self.core.redis.conn())
-            .await
-            .map_err(redis_error)?;
-        Ok(removed == 1)
+        let mut cmd = evalsha(&REMOVE_SCRIPT, &[&self.core.key], 1);
+        cmd.arg(id);
+        let removed = eval(&self.core.redis, &REMOVE_SCRIPT, &cmd).await?;
+        Ok(removed == Reply::Int(1))
     }
 
     #[tracing::instrument(skip_all, fields(queue = %self.core.name))]

@@ -2,7 +2,7 @@
 //! what their scripts answer.
 
 use mod_api::{Consumer, Error, MessageId, Offered, Result};
-use redis::Value as Reply;
+use redis::{Cmd, ErrorKind, Script, ServerErrorKind, Value as Reply};
 
 use super::batch::Batch;
 use super::scripts::{ACK_SCRIPT, OFFER_SCRIPT, POLL_SCRIPT};
@@ -49,35 +49,43 @@ impl Batch for Offers {
 
     async fn run(&self, reqs: &[Vec<u8>]) -> Result<Vec<Self::Resp>> {
         let core = &*self.0;
-        let mut call = OFFER_SCRIPT.prepare_invoke();
-        call.key(&core.key).arg(core.capacity).arg(core.policy);
+        let mut cmd = evalsha(&OFFER_SCRIPT, &[&core.key], 2 + reqs.len());
+        cmd.arg(core.capacity).arg(core.policy);
         for bytes in reqs {
-            call.arg(bytes.as_slice());
+            cmd.arg(bytes.as_slice());
         }
-        let reply: Vec<Vec<String>> = call
-            .invoke_async(&mut core.redis.conn())
-            .await
-            .map_err(redis_error)?;
-        Ok(reply.into_iter().map(parse_offered).collect())
+        let reply = eval(&core.redis, &OFFER_SCRIPT, &cmd).await?;
+        let mut items = array(reply, "offer")?.into_iter();
+        let mut out = Vec::with_capacity(reqs.len());
+        while let (Some(tag), Some(a), Some(b)) = (items.next(), items.next(), items.next()) {
+            out.push(parse_offered(tag, a, b));
+        }
+        Ok(out)
     }
 }
 
-fn parse_offered(reply: Vec<String>) -> Result<Option<Offered>> {
-    match reply.as_slice() {
-        [tag, id] if tag == "enqueued" => Ok(Some(Offered::Enqueued(MessageId(id.clone())))),
-        [tag, id, dropped] if tag == "displaced" => {
+/// One offer's `tag, a, b` (see the offer script).
+fn parse_offered(tag: Reply, a: Reply, b: Reply) -> Result<Option<Offered>> {
+    let tag = match &tag {
+        Reply::BulkString(t) => t.as_slice(),
+        Reply::SimpleString(t) => t.as_bytes(),
+        _ => b"",
+    };
+    match (tag, text(a), text(b)) {
+        (b"enqueued", Some(id), _) => Ok(Some(Offered::Enqueued(MessageId(id)))),
+        (b"displaced", Some(id), Some(dropped)) => {
             tracing::debug!(%dropped, "oldest message dropped");
             Ok(Some(Offered::DisplacedOldest {
-                id: MessageId(id.clone()),
-                dropped: MessageId(dropped.clone()),
+                id: MessageId(id),
+                dropped: MessageId(dropped),
             }))
         }
-        [tag] if tag == "discarded" => {
+        (b"discarded", _, _) => {
             tracing::debug!("queue full, message discarded");
             Ok(Some(Offered::Discarded))
         }
-        [tag] if tag == "full" => Ok(None),
-        [tag, message] if tag == "error" => {
+        (b"full", _, _) => Ok(None),
+        (b"error", Some(message), _) => {
             tracing::warn!(%message, "redis refused an offered message");
             Err(Error::unavailable(format!(
                 "redis refused the message: {message}"
@@ -93,50 +101,38 @@ impl Batch for Polls {
 
     async fn run(&self, reqs: &[Consumer]) -> Result<Vec<Self::Resp>> {
         let core = &*self.0;
-        let mut call = POLL_SCRIPT.prepare_invoke();
-        call.key(&core.key)
-            .key(&core.dead_letter_key)
-            .arg(core.visibility_ms)
-            .arg(core.max_deliveries);
+        let keys = [core.key.as_str(), core.dead_letter_key.as_str()];
+        let mut cmd = evalsha(&POLL_SCRIPT, &keys, 2 + 2 * reqs.len());
+        cmd.arg(core.visibility_ms).arg(core.max_deliveries);
         for consumer in reqs {
-            call.arg(&consumer.group).arg(&consumer.name);
+            cmd.arg(&consumer.group).arg(&consumer.name);
         }
-        let reply: Vec<Reply> = call
-            .invoke_async(&mut core.redis.conn())
-            .await
-            .map_err(redis_error)?;
-        reply.into_iter().map(parse_polled).collect()
+        let reply = eval(&core.redis, &POLL_SCRIPT, &cmd).await?;
+        let mut items = array(reply, "poll")?.into_iter();
+        (0..reqs.len()).map(|_| parse_polled(&mut items)).collect()
     }
 }
 
-/// `{dead_ids}` | `{dead_ids, id, bytes-or-nil, count}`.
-fn parse_polled(reply: Reply) -> Result<(Vec<String>, Option<Raw>)> {
-    let Reply::Array(mut parts) = reply else {
-        return Err(unexpected("poll", &reply));
+/// One poll's answer, read off the flat reply of the poll script: the number
+/// of ids dead-lettered, those ids, the delivery count, then (count not 0) the
+/// entry's id and bytes.
+fn parse_polled(items: &mut impl Iterator<Item = Reply>) -> Result<(Vec<String>, Option<Raw>)> {
+    let n_dead = items.next().and_then(integer).unwrap_or(-1);
+    let n_dead = usize::try_from(n_dead).map_err(|_| unexpected("poll", &n_dead))?;
+    let dead = items.take(n_dead).filter_map(text).collect();
+    let count = match items.next().and_then(integer) {
+        Some(0) => return Ok((dead, None)),
+        Some(n) => u32::try_from(n).unwrap_or(u32::MAX),
+        None => return Err(unexpected("poll", &"missing delivery count")),
     };
-    let dead = match parts.first() {
-        Some(Reply::Array(dead)) => dead.iter().filter_map(text).collect(),
-        _ => Vec::new(),
+    let Some(id) = items.next().and_then(text) else {
+        return Err(unexpected("poll", &"entry without id"));
     };
-    if parts.len() < 4 {
-        return Ok((dead, None));
-    }
-    let count = parts.pop().as_ref().and_then(integer);
-    let bytes = match parts.pop() {
+    let bytes = match items.next() {
         Some(Reply::BulkString(b)) => Some(b),
         _ => None,
     };
-    match (parts.pop().as_ref().and_then(text), count) {
-        (Some(id), Some(count)) => Ok((
-            dead,
-            Some(Raw {
-                id,
-                bytes,
-                count: u32::try_from(count).unwrap_or(u32::MAX),
-            }),
-        )),
-        _ => Err(unexpected("poll", &parts)),
-    }
+    Ok((dead, Some(Raw { id, bytes, count })))
 }
 
 impl Batch for Acks {
@@ -145,16 +141,48 @@ impl Batch for Acks {
 
     async fn run(&self, reqs: &[(String, String)]) -> Result<Vec<bool>> {
         let core = &*self.0;
-        let mut call = ACK_SCRIPT.prepare_invoke();
-        call.key(&core.key);
+        let mut cmd = evalsha(&ACK_SCRIPT, &[&core.key], 2 * reqs.len());
         for (group, id) in reqs {
-            call.arg(group).arg(id);
+            cmd.arg(group).arg(id);
         }
-        let reply: Vec<i64> = call
-            .invoke_async(&mut core.redis.conn())
-            .await
-            .map_err(redis_error)?;
-        Ok(reply.into_iter().map(|n| n == 1).collect())
+        let reply = eval(&core.redis, &ACK_SCRIPT, &cmd).await?;
+        Ok(array(reply, "ack")?
+            .into_iter()
+            .map(|n| integer(n) == Some(1))
+            .collect())
+    }
+}
+
+/// `EVALSHA <script> <keys…>`, room made for `args` more arguments. Built by
+/// hand rather than with `Script::prepare_invoke`, which copies every argument
+/// once more.
+pub(super) fn evalsha(script: &Script, keys: &[&str], args: usize) -> Cmd {
+    let mut cmd = Cmd::with_capacity(3 + keys.len() + args, 64 * (keys.len() + args));
+    cmd.arg("EVALSHA").arg(script.get_hash()).arg(keys.len());
+    for key in keys {
+        cmd.arg(*key);
+    }
+    cmd
+}
+
+/// Runs `cmd` (from [`evalsha`]) on the shared connection, loading `script`
+/// first when Redis does not know it (first use, restart, failover).
+pub(super) async fn eval(redis: &Redis, script: &Script, cmd: &Cmd) -> Result<Reply> {
+    let mut conn = redis.conn();
+    match cmd.query_async(&mut conn).await {
+        Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+            script.load_async(&mut conn).await.map_err(redis_error)?;
+            cmd.query_async(&mut conn).await.map_err(redis_error)
+        }
+        reply => reply.map_err(redis_error),
+    }
+}
+
+/// The items of an array reply.
+fn array(reply: Reply, what: &str) -> Result<Vec<Reply>> {
+    match reply {
+        Reply::Array(items) => Ok(items),
+        other => Err(unexpected(what, &other)),
     }
 }
 
@@ -172,17 +200,18 @@ pub(super) fn canonical_id(id: &MessageId) -> Option<String> {
     ))
 }
 
-fn text(v: &Reply) -> Option<String> {
+/// A string reply as text, `None` for anything else (nil, `false`).
+fn text(v: Reply) -> Option<String> {
     match v {
-        Reply::BulkString(b) => String::from_utf8(b.clone()).ok(),
-        Reply::SimpleString(s) => Some(s.clone()),
+        Reply::BulkString(b) => String::from_utf8(b).ok(),
+        Reply::SimpleString(s) => Some(s),
         _ => None,
     }
 }
 
-fn integer(v: &Reply) -> Option<i64> {
+fn integer(v: Reply) -> Option<i64> {
     match v {
-        Reply::Int(n) => Some(*n),
+        Reply::Int(n) => Some(n),
         other => text(other)?.parse().ok(),
     }
 }
@@ -214,7 +243,7 @@ pub(super) fn parse_read(reply: Reply) -> Result<Option<Raw>> {
         return Ok(None);
     };
     let mut entry = entry.into_iter();
-    let Some(id) = entry.next().as_ref().and_then(text) else {
+    let Some(id) = entry.next().and_then(text) else {
         return Err(unexpected("XREADGROUP", &"entry without id"));
     };
     let bytes = match entry.next() {
@@ -222,7 +251,7 @@ pub(super) fn parse_read(reply: Reply) -> Result<Option<Raw>> {
             let mut fields = fields.into_iter();
             let mut found = None;
             while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
-                if let (Some("m"), Reply::BulkString(b)) = (text(&name).as_deref(), value) {
+                if let (Some("m"), Reply::BulkString(b)) = (text(name).as_deref(), value) {
                     found = Some(b);
                     break;
                 }

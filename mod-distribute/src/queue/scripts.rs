@@ -81,39 +81,46 @@ end
 "#;
 
 /// `KEYS[1]` stream; `ARGV` capacity, policy, then one message per offer.
-/// → per offer `{'enqueued', id}` | `{'displaced', id, dropped}` |
-/// `{'discarded'}` | `{'full'}` | `{'error', message}`.
+/// → one flat array, three items per offer: `'enqueued', id, false` |
+/// `'displaced', id, dropped` | `'discarded', false, false` |
+/// `'full', false, false` | `'error', message, false` (flat because Redis
+/// converts every nested table of a script's reply at a cost of its own).
 const OFFER: &str = r#"
 local key = KEYS[1]
 local capacity, policy = tonumber(ARGV[1]), ARGV[2]
 local len = redis.call('XLEN', key)
 local out = {}
+local function put(tag, a, b)
+  out[#out + 1] = tag
+  out[#out + 1] = a
+  out[#out + 1] = b
+end
 for i = 3, #ARGV do
   if len < capacity then
     -- One refused append (out of memory) fails only its own offer.
     local id = redis.pcall('XADD', key, '*', 'm', ARGV[i])
     if type(id) == 'table' and id.err then
-      out[#out + 1] = {'error', id.err}
+      put('error', id.err, false)
     else
       len = len + 1
-      out[#out + 1] = {'enqueued', id}
+      put('enqueued', id, false)
     end
   elseif policy == 'drop_oldest' then
     local first = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)
     local id = redis.call('XADD', key, '*', 'm', ARGV[i])
     if #first == 0 then
-      out[#out + 1] = {'enqueued', id}
+      put('enqueued', id, false)
     else
       local old = first[1][1]
       -- Pending deliveries of the dropped message can no longer be acked.
       for _, g in ipairs(groups(key)) do redis.call('XACK', key, g[1], old) end
       redis.call('XDEL', key, old)
-      out[#out + 1] = {'displaced', id, old}
+      put('displaced', id, old)
     end
   elseif policy == 'drop_newest' then
-    out[#out + 1] = {'discarded'}
+    put('discarded', false, false)
   else
-    out[#out + 1] = {'full'}
+    put('full', false, false)
   end
 end
 return out
@@ -121,7 +128,9 @@ return out
 
 /// `KEYS[1]` stream, `KEYS[2]` dead-letter stream; `ARGV` visibility timeout
 /// (ms), max deliveries, then group and consumer per poll.
-/// → per poll `{dead_ids}` | `{dead_ids, id, bytes-or-nil, delivery_count}`.
+/// → one flat array, per poll: the number of ids dead-lettered on the way, those
+/// ids, then the delivery count (`0`: nothing to deliver) and, when not `0`,
+/// the entry's id and its field `m` (`false` when missing).
 ///
 /// Creates a group at `0` on its first poll. Expired deliveries (oldest id
 /// first) come before new messages; one delivered max-deliveries times already
@@ -140,8 +149,21 @@ local quiet = {}
 -- consumer of the group other than the one that received the delivery.
 local fresh = {}
 
+local out = {}
+-- Appends one poll's answer to `out`: `dead` ids, then the entry if any.
+local function answer(dead, id, bytes, count)
+  out[#out + 1] = #dead
+  for _, d in ipairs(dead) do out[#out + 1] = d end
+  out[#out + 1] = count
+  if count > 0 then
+    out[#out + 1] = id
+    out[#out + 1] = bytes
+  end
+end
+
 -- The oldest expired delivery of `group`, claimed for `consumer`, dead-lettering
--- (into `dead`) the ones that had max deliveries; makes the group if new.
+-- (into `dead`) the ones that had max deliveries: its id, field `m` and delivery
+-- count, or nil. Makes the group if new.
 local function redeliver(group, consumer, dead)
   local batch = redis.pcall('XPENDING', key, group, 'IDLE', idle, '-', '+', 8)
   if batch.err then
@@ -160,7 +182,7 @@ local function redeliver(group, consumer, dead)
       else
         local claimed = redis.call('XCLAIM', key, group, consumer, idle, id)
         if #claimed > 0 and claimed[1][2] then
-          return {dead, id, field(claimed[1][2], 'm'), count + 1}
+          return id, field(claimed[1][2], 'm'), count + 1
         end
       end
     end
@@ -173,8 +195,8 @@ end
 local function poll(group, consumer)
   local dead = {}
   if not quiet[group] then
-    local r = redeliver(group, consumer, dead)
-    if r then return r end
+    local id, bytes, count = redeliver(group, consumer, dead)
+    if id then return answer(dead, id, bytes, count) end
     quiet[group] = true
   end
   local f = fresh[group]
@@ -186,14 +208,13 @@ local function poll(group, consumer)
     group_cache = nil
   end
   local e = f.entries[f.next]
-  if e == nil then return {dead} end
+  if e == nil then return answer(dead, false, false, 0) end
   f.next = f.next + 1
-  return {dead, e[1], field(e[2], 'm'), 1}
+  answer(dead, e[1], field(e[2], 'm'), 1)
 end
 
-local out = {}
 for i = 3, #ARGV, 2 do
-  out[#out + 1] = poll(ARGV[i], ARGV[i + 1])
+  poll(ARGV[i], ARGV[i + 1])
   wanted[ARGV[i]] = wanted[ARGV[i]] - 1
 end
 return out
