@@ -6,7 +6,7 @@
 //! [`MessageId`] is its stream entry id (`<ms>-<seq>`). Every change spanning
 //! several commands is one Lua script (see `scripts.rs`), so it is atomic and
 //! costs one round trip: `offer`, `poll`, `ack` and `remove` are one `EVALSHA`
-//! each. Concurrent offers, polls and acks on one handle share their `EVALSHA`
+//! each (a poll often a plain `XREADGROUP`, see below). Concurrent offers, polls and acks on one handle share their `EVALSHA`
 //! (group commit, `batch.rs`): a request goes out at once when none is in
 //! flight, else with everything that queued behind the one in flight.
 //!
@@ -28,6 +28,9 @@
 //!   `XCLAIM`, which bumps the delivery count), dead-letters deliveries that
 //!   already had `max_deliveries`, and otherwise reads a new entry
 //!   (`XREADGROUP … >`). The redelivery scan walks the group's PEL: O(unacknowledged deliveries).
+//!   When that scan finds no delivery of the group idle for half the visibility
+//!   timeout, nothing can expire for that half: until then the handle's polls of
+//!   the group are a plain `XREADGROUP` (`poll.rs`), far cheaper for Redis.
 //!   Concurrent polls of one group batched together read their new entries with
 //!   one `XREADGROUP COUNT n` under the first poller's consumer name, so the PEL
 //!   (`XPENDING`, `XINFO CONSUMERS`) may name another consumer of the group than
@@ -47,6 +50,7 @@
 
 mod batch;
 mod ops;
+mod poll;
 mod scripts;
 #[cfg(test)]
 mod tests;
@@ -67,7 +71,8 @@ use tokio::time::Instant;
 
 use crate::redis_conn::{redis_error, Redis};
 use batch::Batcher;
-use ops::{canonical_id, eval, evalsha, parse_read, Acks, Core, Offers, Polls, Raw};
+use ops::{canonical_id, eval, evalsha, Acks, Core, Offers, Raw};
+use poll::{parse_entries, Polls};
 use scripts::{DEAD_LETTER_SCRIPT, REMOVE_SCRIPT};
 
 /// Idle dedicated connections kept for blocking reads, per queue handle.
@@ -138,7 +143,7 @@ impl<M: Value> RedisQueue<M> {
         });
         Ok(RedisQueue {
             offers: Batcher::new(Offers(core.clone())),
-            polls: Batcher::new(Polls(core.clone())),
+            polls: Batcher::new(Polls::new(core.clone())),
             acks: Batcher::new(Acks(core.clone())),
             core,
             recheck: (config.visibility_timeout / 2)
@@ -260,7 +265,7 @@ impl<M: Value> RedisQueue<M> {
                 pool.push((epoch, conn));
             }
         }
-        parse_read(reply)
+        Ok(parse_entries(reply)?.into_iter().next())
     }
 }
 

@@ -1,11 +1,11 @@
-//! The batched operations of a queue (offer, poll, ack) and the parsing of
-//! what their scripts answer.
+//! The batched offers and acks of a queue, the parsing of what Redis answers,
+//! and what every operation shares.
 
-use mod_api::{Consumer, Error, MessageId, Offered, Result};
+use mod_api::{Error, MessageId, Offered, Result};
 use redis::{Cmd, ErrorKind, Script, ServerErrorKind, Value as Reply};
 
 use super::batch::Batch;
-use super::scripts::{ACK_SCRIPT, OFFER_SCRIPT, POLL_SCRIPT};
+use super::scripts::{ACK_SCRIPT, OFFER_SCRIPT};
 use crate::redis_conn::{redis_error, Redis};
 
 /// What every operation of one queue needs.
@@ -31,9 +31,6 @@ pub(super) struct Raw {
 
 /// Offers: encoded message → `None` when the queue is full (reject or block).
 pub(super) struct Offers(pub std::sync::Arc<Core>);
-
-/// Polls: consumer → ids dead-lettered on the way, and the entry delivered.
-pub(super) struct Polls(pub std::sync::Arc<Core>);
 
 /// Acks: (group, canonical id) → whether it was pending in the group.
 pub(super) struct Acks(pub std::sync::Arc<Core>);
@@ -95,46 +92,6 @@ fn parse_offered(tag: Reply, a: Reply, b: Reply) -> Result<Option<Offered>> {
     }
 }
 
-impl Batch for Polls {
-    type Req = Consumer;
-    type Resp = (Vec<String>, Option<Raw>);
-
-    async fn run(&self, reqs: &[Consumer]) -> Result<Vec<Self::Resp>> {
-        let core = &*self.0;
-        let keys = [core.key.as_str(), core.dead_letter_key.as_str()];
-        let mut cmd = evalsha(&POLL_SCRIPT, &keys, 2 + 2 * reqs.len());
-        cmd.arg(core.visibility_ms).arg(core.max_deliveries);
-        for consumer in reqs {
-            cmd.arg(&consumer.group).arg(&consumer.name);
-        }
-        let reply = eval(&core.redis, &POLL_SCRIPT, &cmd).await?;
-        let mut items = array(reply, "poll")?.into_iter();
-        (0..reqs.len()).map(|_| parse_polled(&mut items)).collect()
-    }
-}
-
-/// One poll's answer, read off the flat reply of the poll script: the number
-/// of ids dead-lettered, those ids, the delivery count, then (count not 0) the
-/// entry's id and bytes.
-fn parse_polled(items: &mut impl Iterator<Item = Reply>) -> Result<(Vec<String>, Option<Raw>)> {
-    let n_dead = items.next().and_then(integer).unwrap_or(-1);
-    let n_dead = usize::try_from(n_dead).map_err(|_| unexpected("poll", &n_dead))?;
-    let dead = items.take(n_dead).filter_map(text).collect();
-    let count = match items.next().and_then(integer) {
-        Some(0) => return Ok((dead, None)),
-        Some(n) => u32::try_from(n).unwrap_or(u32::MAX),
-        None => return Err(unexpected("poll", &"missing delivery count")),
-    };
-    let Some(id) = items.next().and_then(text) else {
-        return Err(unexpected("poll", &"entry without id"));
-    };
-    let bytes = match items.next() {
-        Some(Reply::BulkString(b)) => Some(b),
-        _ => None,
-    };
-    Ok((dead, Some(Raw { id, bytes, count })))
-}
-
 impl Batch for Acks {
     type Req = (String, String);
     type Resp = bool;
@@ -179,7 +136,7 @@ pub(super) async fn eval(redis: &Redis, script: &Script, cmd: &Cmd) -> Result<Re
 }
 
 /// The items of an array reply.
-fn array(reply: Reply, what: &str) -> Result<Vec<Reply>> {
+pub(super) fn array(reply: Reply, what: &str) -> Result<Vec<Reply>> {
     match reply {
         Reply::Array(items) => Ok(items),
         other => Err(unexpected(what, &other)),
@@ -201,7 +158,7 @@ pub(super) fn canonical_id(id: &MessageId) -> Option<String> {
 }
 
 /// A string reply as text, `None` for anything else (nil, `false`).
-fn text(v: Reply) -> Option<String> {
+pub(super) fn text(v: Reply) -> Option<String> {
     match v {
         Reply::BulkString(b) => String::from_utf8(b).ok(),
         Reply::SimpleString(s) => Some(s),
@@ -209,7 +166,7 @@ fn text(v: Reply) -> Option<String> {
     }
 }
 
-fn integer(v: Reply) -> Option<i64> {
+pub(super) fn integer(v: Reply) -> Option<i64> {
     match v {
         Reply::Int(n) => Some(n),
         other => text(other)?.parse().ok(),
@@ -217,52 +174,7 @@ fn integer(v: Reply) -> Option<i64> {
 }
 
 /// An error for a reply of a shape the code does not expect.
-fn unexpected(what: &str, reply: &dyn std::fmt::Debug) -> Error {
+pub(super) fn unexpected(what: &str, reply: &dyn std::fmt::Debug) -> Error {
     tracing::error!(?reply, "unexpected reply from redis to {what}");
     Error::internal(format!("unexpected reply from redis to {what}"))
-}
-
-/// The first entry of an `XREADGROUP` reply (RESP2 array or RESP3 map).
-pub(super) fn parse_read(reply: Reply) -> Result<Option<Raw>> {
-    let streams = match reply {
-        Reply::Nil => return Ok(None),
-        Reply::Array(streams) => streams
-            .into_iter()
-            .filter_map(|s| match s {
-                Reply::Array(mut kv) if kv.len() == 2 => kv.pop(),
-                _ => None,
-            })
-            .collect::<Vec<_>>(),
-        Reply::Map(streams) => streams.into_iter().map(|(_, v)| v).collect(),
-        other => return Err(unexpected("XREADGROUP", &other)),
-    };
-    let Some(Reply::Array(entries)) = streams.into_iter().next() else {
-        return Ok(None);
-    };
-    let Some(Reply::Array(entry)) = entries.into_iter().next() else {
-        return Ok(None);
-    };
-    let mut entry = entry.into_iter();
-    let Some(id) = entry.next().and_then(text) else {
-        return Err(unexpected("XREADGROUP", &"entry without id"));
-    };
-    let bytes = match entry.next() {
-        Some(Reply::Array(fields)) => {
-            let mut fields = fields.into_iter();
-            let mut found = None;
-            while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
-                if let (Some("m"), Reply::BulkString(b)) = (text(name).as_deref(), value) {
-                    found = Some(b);
-                    break;
-                }
-            }
-            found
-        }
-        _ => None,
-    };
-    Ok(Some(Raw {
-        id,
-        bytes,
-        count: 1,
-    }))
 }

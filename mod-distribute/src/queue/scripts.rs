@@ -127,20 +127,24 @@ return out
 "#;
 
 /// `KEYS[1]` stream, `KEYS[2]` dead-letter stream; `ARGV` visibility timeout
-/// (ms), max deliveries, then group and consumer per poll.
-/// → one flat array, per poll: the number of ids dead-lettered on the way, those
-/// ids, then the delivery count (`0`: nothing to deliver) and, when not `0`,
-/// the entry's id and its field `m` (`false` when missing).
+/// (ms), max deliveries, the idle time (ms) from which a delivery counts as
+/// expiring soon, then group and consumer per poll.
+/// → one flat array: per poll, the number of ids dead-lettered on the way,
+/// those ids, the delivery count (`0`: nothing to deliver) and, when not `0`,
+/// the entry's id and its field `m` (`false` when missing); then the number of
+/// *calm* groups (no delivery expired or expiring soon) and their names.
 ///
 /// Creates a group at `0` on its first poll. Expired deliveries (oldest id
 /// first) come before new messages; one delivered max-deliveries times already
 /// is dead-lettered instead.
 const POLL: &str = r#"
 local key, dlq = KEYS[1], KEYS[2]
-local idle, max = ARGV[1], tonumber(ARGV[2])
+local idle, max, soon = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 -- Polls still to answer per group: a group's new entries are read at once.
 local wanted = {}
-for i = 3, #ARGV, 2 do wanted[ARGV[i]] = (wanted[ARGV[i]] or 0) + 1 end
+for i = 4, #ARGV, 2 do wanted[ARGV[i]] = (wanted[ARGV[i]] or 0) + 1 end
+-- Groups without deliveries expiring soon (nor expired).
+local calm = {}
 -- Groups found with nothing expired in this run.
 local quiet = {}
 -- Per group: the new entries read in this run and the next to hand out. They
@@ -165,13 +169,19 @@ end
 -- (into `dead`) the ones that had max deliveries: its id, field `m` and delivery
 -- count, or nil. Makes the group if new.
 local function redeliver(group, consumer, dead)
-  local batch = redis.pcall('XPENDING', key, group, 'IDLE', idle, '-', '+', 8)
-  if batch.err then
-    if string.find(batch.err, 'NOGROUP', 1, true) == nil then error(batch.err) end
+  local near = redis.pcall('XPENDING', key, group, 'IDLE', soon, '-', '+', 1)
+  if near.err then
+    if string.find(near.err, 'NOGROUP', 1, true) == nil then error(near.err) end
     redis.call('XGROUP', 'CREATE', key, group, '0', 'MKSTREAM')
     group_cache = nil
+    calm[#calm + 1] = group
     return nil
   end
+  if #near == 0 then
+    calm[#calm + 1] = group
+    return nil
+  end
+  local batch = redis.call('XPENDING', key, group, 'IDLE', idle, '-', '+', 8)
   while #batch > 0 do
     local last
     for _, p in ipairs(batch) do
@@ -213,10 +223,12 @@ local function poll(group, consumer)
   answer(dead, e[1], field(e[2], 'm'), 1)
 end
 
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   poll(ARGV[i], ARGV[i + 1])
   wanted[ARGV[i]] = wanted[ARGV[i]] - 1
 end
+out[#out + 1] = #calm
+for _, g in ipairs(calm) do out[#out + 1] = g end
 return out
 "#;
 
