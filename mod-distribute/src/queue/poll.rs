@@ -125,7 +125,9 @@ impl Batch for Polls {
         }
         let mut out: Vec<Option<Self::Resp>> = (0..reqs.len()).map(|_| None).collect();
         for (consumer, polls) in calm {
-            let Some(entries) = self.read(&consumer.group, &consumer.name, polls.len()).await?
+            let Some(entries) = self
+                .read(&consumer.group, &consumer.name, polls.len())
+                .await?
             else {
                 continue;
             };

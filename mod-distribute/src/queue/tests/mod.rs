@@ -97,6 +97,39 @@ async fn offered_before_any_group_waits_for_the_first() {
     assert!(q.poll(&c).await.unwrap().is_none(), "pending in this group");
 }
 
+/// Polls of a group found calm are plain reads (`poll.rs`); expiries after the
+/// calm period and a group deleted meanwhile are still handled.
+#[tokio::test(flavor = "multi_thread")]
+async fn calm_groups_still_see_expiries_and_lost_groups() {
+    let (_server, redis) = setup().await;
+    let q = RedisQueue::<u32>::open(redis.clone(), "calm", short(300, 5)).unwrap();
+    let c = Consumer::new("g", "one");
+    q.offer(1).await.unwrap();
+    q.offer(2).await.unwrap();
+    // The first poll makes the group, calm (nothing pending); the next reads plainly.
+    let one = q.poll(&c).await.unwrap().unwrap();
+    let two = q.poll(&c).await.unwrap().unwrap();
+    assert_eq!((one.message, two.message), (1, 2));
+    assert!(q.ack_delivery(&two).await.unwrap());
+    assert!(q.poll(&c).await.unwrap().is_none());
+    // 1 expires after the calm half of its visibility timeout: it comes back.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let again = q.poll(&c).await.unwrap().unwrap();
+    assert_eq!((again.message, again.delivery_count), (1, 2));
+    assert!(q.ack_delivery(&again).await.unwrap());
+    assert!(q.poll(&c).await.unwrap().is_none(), "calm again");
+    // The group vanishes while the handle takes it for calm: made again.
+    let _: i64 = redis::cmd("XGROUP")
+        .arg("DESTROY")
+        .arg(q.key())
+        .arg("g")
+        .query_async(&mut redis.conn())
+        .await
+        .unwrap();
+    q.offer(3).await.unwrap();
+    assert_eq!(q.poll(&c).await.unwrap().unwrap().message, 3);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn redelivery_then_dead_letter_queue() {
     let (_server, redis) = setup().await;
