@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::future::{join, join_all};
 use mod_api::{Consumer, Result};
 use redis::Value as Reply;
 use tokio::time::Instant;
@@ -75,6 +76,23 @@ impl Polls {
         }
     }
 
+    /// Answers the polls `which` (indices into `reqs`) with the script, into `out`.
+    async fn script_for(
+        &self,
+        reqs: &[Consumer],
+        which: &[usize],
+        out: &mut [Option<(Vec<String>, Option<Raw>)>],
+    ) -> Result<()> {
+        if which.is_empty() {
+            return Ok(());
+        }
+        let polls: Vec<&Consumer> = which.iter().map(|&i| &reqs[i]).collect();
+        for (&i, answer) in which.iter().zip(self.script(&polls).await?) {
+            out[i] = Some(answer);
+        }
+        Ok(())
+    }
+
     /// Runs the poll script for `reqs`, noting the groups it found calm.
     async fn script(&self, reqs: &[&Consumer]) -> Result<Vec<(Vec<String>, Option<Raw>)>> {
         let core = &*self.core;
@@ -109,45 +127,47 @@ impl Batch for Polls {
     type Resp = (Vec<String>, Option<Raw>);
 
     async fn run(&self, reqs: &[Consumer]) -> Result<Vec<Self::Resp>> {
-        // Polls of calm groups, by group: (first consumer, indices into reqs).
+        // Polls of calm groups by group (first consumer, indices); the others.
         let mut calm: Vec<(&Consumer, Vec<usize>)> = Vec::new();
+        let mut others = Vec::new();
         {
             let now = Instant::now();
             let known = self.calm();
             for (i, consumer) in reqs.iter().enumerate() {
-                if known.get(&consumer.group).is_some_and(|&until| now < until) {
-                    match calm.iter_mut().find(|(c, _)| c.group == consumer.group) {
-                        Some((_, polls)) => polls.push(i),
-                        None => calm.push((consumer, vec![i])),
-                    }
+                if !known.get(&consumer.group).is_some_and(|&until| now < until) {
+                    others.push(i);
+                } else if let Some((_, polls)) =
+                    calm.iter_mut().find(|(c, _)| c.group == consumer.group)
+                {
+                    polls.push(i);
+                } else {
+                    calm.push((consumer, vec![i]));
                 }
             }
         }
         let mut out: Vec<Option<Self::Resp>> = (0..reqs.len()).map(|_| None).collect();
-        for (consumer, polls) in calm {
-            let Some(entries) = self
-                .read(&consumer.group, &consumer.name, polls.len())
-                .await?
-            else {
-                continue;
-            };
-            let mut entries = entries.into_iter();
-            for i in polls {
-                out[i] = Some((Vec::new(), entries.next()));
+        // The reads and the script go out together (different groups).
+        let reads = join_all(
+            calm.iter()
+                .map(|(c, polls)| self.read(&c.group, &c.name, polls.len())),
+        );
+        let (reads, answered) = join(reads, self.script_for(reqs, &others, &mut out)).await;
+        answered?;
+        let mut lost = Vec::new();
+        for ((_, polls), read) in calm.into_iter().zip(reads) {
+            match read? {
+                Some(entries) => {
+                    let mut entries = entries.into_iter();
+                    for i in polls {
+                        out[i] = Some((Vec::new(), entries.next()));
+                    }
+                }
+                None => lost.extend(polls),
             }
         }
-        let rest: Vec<&Consumer> = reqs
-            .iter()
-            .zip(&out)
-            .filter(|(_, done)| done.is_none())
-            .map(|(consumer, _)| consumer)
-            .collect();
-        if !rest.is_empty() {
-            let mut answers = self.script(&rest).await?.into_iter();
-            for slot in out.iter_mut().filter(|slot| slot.is_none()) {
-                *slot = answers.next();
-            }
-        }
+        // Groups gone meanwhile: the script makes them again.
+        lost.sort_unstable();
+        self.script_for(reqs, &lost, &mut out).await?;
         Ok(out.into_iter().flatten().collect())
     }
 }
