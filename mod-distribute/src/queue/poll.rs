@@ -69,6 +69,7 @@ impl Polls {
         match cmd.query_async::<Reply>(&mut core.redis.conn()).await {
             Ok(reply) => parse_entries(reply).map(Some),
             Err(e) if e.code() == Some("NOGROUP") => {
+                tracing::debug!(queue = %core.name, group, "consumer group gone: polled by the script");
                 self.calm().remove(group);
                 Ok(None)
             }
