@@ -135,7 +135,7 @@ impl Batch for Polls {
             let now = Instant::now();
             let known = self.calm();
             for (i, consumer) in reqs.iter().enumerate() {
-                if !known.get(&consumer.group).is_some_and(|&until| now < until) {
+                if known.get(&consumer.group).is_none_or(|&until| now >= until) {
                     others.push(i);
                 } else if let Some((_, polls)) =
                     calm.iter_mut().find(|(c, _)| c.group == consumer.group)
