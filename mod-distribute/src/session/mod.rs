@@ -23,12 +23,17 @@
 //! exists". `get` is one `GET` (no script). `validate` rewrites the idle
 //! timer only when it is at least min(1 s, idle / 1000) old, so a burst of
 //! requests of one user costs one write; a session may so end up to that
-//! much earlier than `idle_timeout` after its last validate. `create`, `validate`, `update`,
-//! `rotate`, `destroy` and `destroy_principal` are each one Lua script, so
-//! each is atomic and one round trip: `validate` reads and slides the expiry;
-//! `update` compares the version, writes, bumps it; `rotate` renames the key,
-//! bumps the version and swaps the id in the principal index; `destroy_principal`
-//! deletes every listed session and counts those that were live.
+//! much earlier than `idle_timeout` after its last validate. So `validate`
+//! first reads: one pipeline `GET` + `TIME` (the Redis clock); when the
+//! session is live and its timer fresh, that is all (a read, as atomic as
+//! `get`). Otherwise (about once a second per busy session, or always when
+//! the idle timeout is under 1 s) it runs the validate script, which reads
+//! again and slides the expiry atomically. `create`, `update`, `rotate`,
+//! `destroy` and `destroy_principal` are each one Lua script, so each is
+//! atomic and one round trip: `update` compares the version, writes, bumps
+//! it; `rotate` renames the key, bumps the version and swaps the id in the
+//! principal index; `destroy_principal` deletes every listed session and
+//! counts those that were live.
 //!
 //! `rotate` and `destroy` find the principal index from the stored principal,
 //! inside the script (a key not passed in `KEYS`): fine on one Redis, to be
@@ -66,6 +71,18 @@ fn well_formed(id: &SessionId) -> bool {
     s.len() == 43 && s.iter().all(|b| URL_SAFE.contains(b))
 }
 
+/// A session from a parsed record.
+fn from_record<D: Value>(id: SessionId, r: &record::Record<'_>) -> Result<Session<D>> {
+    Ok(Session {
+        id,
+        principal: r.principal.to_owned(),
+        data: decode(r.data)?,
+        version: r.version,
+        created_ms: r.created_ms,
+        last_seen_ms: r.last_seen_ms,
+    })
+}
+
 /// A Redis [`SessionStore`] (see the [module docs](self)).
 pub struct RedisSessions<D> {
     redis: Redis,
@@ -75,6 +92,10 @@ pub struct RedisSessions<D> {
     abs_arg: String,
     /// Least time between two idle-timer refreshes by `validate`, ms.
     refresh_arg: String,
+    /// The same three as numbers, for `validate`'s read-only path.
+    idle_ms: u64,
+    abs_ms: u64,
+    refresh_ms: u64,
     /// `<prefix>:sess:<n>:s:` — a session's key is this plus its id.
     session_base: String,
     /// `<prefix>:sess:<n>:p:` — a principal's index is this plus the principal.
@@ -86,36 +107,47 @@ impl<D: Value> RedisSessions<D> {
     /// The store `name` with `config`'s timeouts.
     pub fn new(redis: Redis, name: &str, config: SessionConfig) -> Self {
         let n = segment(name);
+        let (idle_ms, abs_ms) = (
+            millis(config.idle_timeout),
+            millis(config.absolute_lifetime),
+        );
+        let refresh_ms = (idle_ms / 1000).min(MAX_REFRESH_LAG_MS);
         RedisSessions {
             session_base: redis.key(&["sess", &n, "s", ""]),
             principal_base: redis.key(&["sess", &n, "p", ""]),
             redis,
             name: name.to_owned(),
-            idle_arg: millis(config.idle_timeout).to_string(),
-            abs_arg: millis(config.absolute_lifetime).to_string(),
-            refresh_arg: (millis(config.idle_timeout) / 1000)
-                .min(MAX_REFRESH_LAG_MS)
-                .to_string(),
+            idle_arg: idle_ms.to_string(),
+            abs_arg: abs_ms.to_string(),
+            refresh_arg: refresh_ms.to_string(),
+            idle_ms,
+            abs_ms,
+            refresh_ms,
             _data: PhantomData,
         }
     }
 
     /// A session from a stored record.
     fn session(&self, id: SessionId, bytes: &[u8]) -> Result<Session<D>> {
-        let r = record::parse(&self.name, bytes)?;
-        Ok(Session {
-            id,
-            principal: r.principal.to_owned(),
-            data: decode(r.data)?,
-            version: r.version,
-            created_ms: r.created_ms,
-            last_seen_ms: r.last_seen_ms,
-        })
+        from_record(id, &record::parse(&self.name, bytes)?)
     }
 
     fn not_found(&self) -> Error {
         tracing::debug!(store = %self.name, "session not found or ended");
         Error::not_found("session not found or expired")
+    }
+
+    /// `validate` by the script: reads, checks and slides the idle timer atomically.
+    async fn validate_script(&self, id: &SessionId) -> Result<Option<Session<D>>> {
+        let (idle, abs, every) = (&self.idle_arg, &self.abs_arg, &self.refresh_arg);
+        let args: [&[u8]; 3] = [idle.as_bytes(), abs.as_bytes(), every.as_bytes()];
+        let got: Option<(Vec<u8>, u64)> = self.session_script(&VALIDATE, id, &args).await?;
+        let Some((bytes, last_seen_ms)) = got else {
+            return Ok(None);
+        };
+        let mut session = self.session(id.clone(), &bytes)?;
+        session.last_seen_ms = last_seen_ms;
+        Ok(Some(session))
     }
 
     /// Runs a script with the session key of `id` as its first key.
@@ -199,15 +231,34 @@ impl<D: Value> SessionStore<D> for RedisSessions<D> {
         if !well_formed(id) {
             return Ok(None);
         }
-        let (idle, abs, every) = (&self.idle_arg, &self.abs_arg, &self.refresh_arg);
-        let args: [&[u8]; 3] = [idle.as_bytes(), abs.as_bytes(), every.as_bytes()];
-        let got: Option<(Vec<u8>, u64)> = self.session_script(&VALIDATE, id, &args).await?;
-        let Some((bytes, last_seen_ms)) = got else {
+        if self.refresh_ms == 0 {
+            // Every validate refreshes (idle under 1 s): straight to the script.
+            return self.validate_script(id).await;
+        }
+        // The hot path: read the record with the Redis clock; most validates
+        // find the idle timer refreshed recently and write nothing.
+        let mut get = redis::Cmd::with_capacity(2, self.session_base.len() + 48);
+        get.arg("GET").arg(Joined(&self.session_base, id.as_str()));
+        let mut pipe = redis::Pipeline::with_capacity(2);
+        pipe.add_command(get).cmd("TIME");
+        let (got, (secs, micros)): (Option<Vec<u8>>, (u64, u64)) = pipe
+            .query_async(&mut self.redis.conn())
+            .await
+            .map_err(redis_error)?;
+        let Some(bytes) = got else {
             return Ok(None);
         };
-        let mut session = self.session(id.clone(), &bytes)?;
-        session.last_seen_ms = last_seen_ms;
-        Ok(Some(session))
+        let now = secs.saturating_mul(1000) + micros / 1000;
+        let r = record::parse(&self.name, &bytes)?;
+        let end = r
+            .last_seen_ms
+            .saturating_add(self.idle_ms)
+            .min(r.created_ms.saturating_add(self.abs_ms));
+        if end > now && now.saturating_sub(r.last_seen_ms) < self.refresh_ms {
+            return from_record(id.clone(), &r).map(Some);
+        }
+        // Due for a refresh (or ended): the script re-reads and decides atomically.
+        self.validate_script(id).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(store = %self.name, ?id, expected_version))]
