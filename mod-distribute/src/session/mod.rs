@@ -59,7 +59,19 @@ const MAX_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
 /// min(1 s, idle / 1000) ago (a repeat request of one page load): a session may
 /// so end up to that much before `idle_timeout` after its last validate.
 const MAX_REFRESH_LAG_MS: u64 = 1000;
-const URL_SAFE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// The URL-safe base64 alphabet as a byte table (a linear search per byte
+/// showed in profiles of `validate`).
+const URL_SAFE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
+        b += 1;
+    }
+    table
+};
 
 fn millis(d: Duration) -> u64 {
     d.as_millis().min(MAX_MS as u128) as u64
@@ -68,7 +80,7 @@ fn millis(d: Duration) -> u64 {
 /// The shape `SessionId::generate` makes; anything else is never looked up.
 fn well_formed(id: &SessionId) -> bool {
     let s = id.as_str().as_bytes();
-    s.len() == 43 && s.iter().all(|b| URL_SAFE.contains(b))
+    s.len() == 43 && s.iter().all(|&b| URL_SAFE[b as usize])
 }
 
 /// A session from a parsed record.
