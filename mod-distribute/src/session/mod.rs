@@ -24,9 +24,10 @@
 //! timer only when it is at least min(1 s, idle / 1000) old, so a burst of
 //! requests of one user costs one write; a session may so end up to that
 //! much earlier than `idle_timeout` after its last validate. So `validate`
-//! first reads: one pipeline `GET` + `TIME` (the Redis clock); when the
-//! session is live and its timer fresh, that is all (a read, as atomic as
-//! `get`). Otherwise (about once a second per busy session, or always when
+//! first reads: one `GET` (with a `TIME` in the same pipeline at most once a
+//! second per store: an upper bound of the Redis clock is kept in between,
+//! see `session/clock.rs`); when the session is live and its timer fresh,
+//! that is all (a read, as atomic as `get`). Otherwise (about once a second per busy session, or always when
 //! the idle timeout is under 1 s) it runs the validate script, which reads
 //! again and slides the expiry atomically. `create`, `update`, `rotate`,
 //! `destroy` and `destroy_principal` are each one Lua script, so each is
@@ -39,6 +40,7 @@
 //! inside the script (a key not passed in `KEYS`): fine on one Redis, to be
 //! revisited for Redis Cluster.
 
+mod clock;
 pub(crate) mod record;
 mod scripts;
 
@@ -51,6 +53,7 @@ use mod_api::{SessionStore, Value};
 
 use crate::cache::lua::{evalsha, run, segment, Joined};
 use crate::redis_conn::{redis_error, Redis};
+use clock::RedisClock;
 use scripts::{CREATE, DESTROY, DESTROY_PRINCIPAL, ROTATE, UPDATE, VALIDATE};
 
 /// Longest timeout sent to Redis (100 years).
@@ -108,6 +111,8 @@ pub struct RedisSessions<D> {
     idle_ms: u64,
     abs_ms: u64,
     refresh_ms: u64,
+    /// Bounds the Redis clock for `validate`'s read-only path.
+    clock: RedisClock,
     /// `<prefix>:sess:<n>:s:` — a session's key is this plus its id.
     session_base: String,
     /// `<prefix>:sess:<n>:p:` — a principal's index is this plus the principal.
@@ -135,6 +140,7 @@ impl<D: Value> RedisSessions<D> {
             idle_ms,
             abs_ms,
             refresh_ms,
+            clock: RedisClock::new(),
             _data: PhantomData,
         }
     }
@@ -247,20 +253,31 @@ impl<D: Value> SessionStore<D> for RedisSessions<D> {
             // Every validate refreshes (idle under 1 s): straight to the script.
             return self.validate_script(id).await;
         }
-        // The hot path: read the record with the Redis clock; most validates
-        // find the idle timer refreshed recently and write nothing.
+        // The hot path: one `GET`; most validates find the idle timer
+        // refreshed recently and write nothing. "Now" is an upper bound of
+        // the Redis clock ([`clock`]), from a `TIME` read at most once a second.
+        let epoch = self.redis.epoch();
         let mut get = redis::Cmd::with_capacity(2, self.session_base.len() + 48);
         get.arg("GET").arg(Joined(&self.session_base, id.as_str()));
-        let mut pipe = redis::Pipeline::with_capacity(2);
-        pipe.add_command(get).cmd("TIME");
-        let (got, (secs, micros)): (Option<Vec<u8>>, (u64, u64)) = pipe
-            .query_async(&mut self.redis.conn())
-            .await
-            .map_err(redis_error)?;
+        let mut conn = self.redis.conn();
+        let (got, now) = if self.clock.now_ms_at_most(epoch).is_some() {
+            let got: Option<Vec<u8>> = get.query_async(&mut conn).await.map_err(redis_error)?;
+            // Taken after the reply: at least the Redis clock when it read the record.
+            (got, self.clock.now_ms_at_most(epoch))
+        } else {
+            let sent = self.clock.local_us();
+            let mut pipe = redis::Pipeline::with_capacity(2);
+            pipe.add_command(get).cmd("TIME");
+            let (got, (secs, micros)): (Option<Vec<u8>>, (u64, u64)) =
+                pipe.query_async(&mut conn).await.map_err(redis_error)?;
+            self.clock.sample(sent, secs, micros, epoch);
+            (got, Some(secs.saturating_mul(1000) + micros / 1000))
+        };
         let Some(bytes) = got else {
             return Ok(None);
         };
-        let now = secs.saturating_mul(1000) + micros / 1000;
+        // (A sample that went stale during the read: let the script decide.)
+        let now = now.unwrap_or(u64::MAX);
         let r = record::parse(&self.name, &bytes)?;
         let end = r
             .last_seen_ms
