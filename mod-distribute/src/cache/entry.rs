@@ -4,8 +4,9 @@
 use std::cell::RefCell;
 use std::time::Duration;
 
-use mod_api::codec::{decode, Codec, DefaultCodec};
 use mod_api::{Error, Result, Value};
+
+use super::value::{decode_value, encode_value_into};
 
 /// Longest expiry sent to Redis (100 years); longer ones are clamped.
 pub(crate) const MAX_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
@@ -35,7 +36,7 @@ pub(crate) fn with_payload<V: Value, R>(value: &V, f: impl FnOnce(&[u8]) -> R) -
         Ok(mut buf) => {
             buf.clear();
             buf.push(TAG_PLAIN);
-            DefaultCodec::encode_into(value, &mut buf)?;
+            encode_value_into(value, &mut buf)?;
             let out = f(&buf);
             if buf.capacity() > 64 * 1024 {
                 *buf = Vec::new();
@@ -44,7 +45,7 @@ pub(crate) fn with_payload<V: Value, R>(value: &V, f: impl FnOnce(&[u8]) -> R) -
         }
         Err(_) => {
             let mut buf = vec![TAG_PLAIN];
-            DefaultCodec::encode_into(value, &mut buf)?;
+            encode_value_into(value, &mut buf)?;
             Ok(f(&buf))
         }
     })
@@ -62,5 +63,5 @@ pub(crate) fn decode_entry<V: Value>(cache: &str, bytes: &[u8]) -> Result<V> {
             )));
         }
     };
-    decode(body)
+    decode_value(body)
 }

@@ -59,6 +59,7 @@ mod entry;
 mod flight;
 pub(crate) mod lua;
 mod upkeep;
+pub(crate) mod value;
 mod write;
 
 use std::marker::PhantomData;

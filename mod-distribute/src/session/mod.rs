@@ -47,11 +47,11 @@ mod scripts;
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use mod_api::codec::{decode, encode};
 use mod_api::{async_trait, Error, ErrorKind, Result, Session, SessionConfig, SessionId};
 use mod_api::{SessionStore, Value};
 
 use crate::cache::lua::{evalsha, run, segment, Joined};
+use crate::cache::value::{decode_value, encode_value_into};
 use crate::redis_conn::{redis_error, Redis};
 use clock::RedisClock;
 use scripts::{CREATE, DESTROY, DESTROY_PRINCIPAL, ROTATE, UPDATE, VALIDATE};
@@ -91,7 +91,7 @@ fn from_record<D: Value>(id: SessionId, r: &record::Record<'_>) -> Result<Sessio
     Ok(Session {
         id,
         principal: r.principal.to_owned(),
-        data: decode(r.data)?,
+        data: decode_value(r.data)?,
         version: r.version,
         created_ms: r.created_ms,
         last_seen_ms: r.last_seen_ms,
@@ -193,7 +193,9 @@ impl<D: Value> RedisSessions<D> {
 impl<D: Value> SessionStore<D> for RedisSessions<D> {
     #[tracing::instrument(level = "debug", skip_all, fields(store = %self.name, principal = %principal))]
     async fn create(&self, principal: &str, data: D) -> Result<Session<D>> {
-        let body = record::body(principal, &encode(&data)?)?;
+        let mut encoded = Vec::new();
+        encode_value_into(&data, &mut encoded)?;
+        let body = record::body(principal, &encoded)?;
         let (idle, abs) = (&self.idle_arg, &self.abs_arg);
         // 256 random bits never collide in practice; the script still refuses an
         // existing id rather than overwrite it, and we draw again.
@@ -295,7 +297,8 @@ impl<D: Value> SessionStore<D> for RedisSessions<D> {
         if !well_formed(id) {
             return Err(self.not_found());
         }
-        let bytes = encode(&data)?;
+        let mut bytes = Vec::new();
+        encode_value_into(&data, &mut bytes)?;
         let expected = expected_version.to_string();
         let (idle, abs) = (&self.idle_arg, &self.abs_arg);
         let args: [&[u8]; 4] = [expected.as_bytes(), &bytes, idle.as_bytes(), abs.as_bytes()];
