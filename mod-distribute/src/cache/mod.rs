@@ -178,6 +178,12 @@ impl<V: Value> RedisCache<V> {
             .map_err(redis_error)
     }
 
+    /// How many entries the near cache holds, if there is one.
+    #[cfg(test)]
+    pub(crate) fn near_len(&self) -> Option<usize> {
+        self.near.as_ref().map(|n| n.len())
+    }
+
     fn key_cmd(&self, command: &str, key: &str) -> Cmd {
         let mut cmd =
             Cmd::with_capacity(2, command.len() + self.shared.entry_base.len() + key.len());
