@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use mod_api::{Error, Result, Value};
 
-use super::value::{decode_value, encode_value_into};
+use super::value::{decode_value_from, encode_value_into};
 
 /// Longest expiry sent to Redis (100 years); longer ones are clamped.
 pub(crate) const MAX_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
@@ -51,11 +51,12 @@ pub(crate) fn with_payload<V: Value, R>(value: &V, f: impl FnOnce(&[u8]) -> R) -
     })
 }
 
-/// Decodes a stored entry (tag byte, optional deadline header, codec bytes).
-pub(crate) fn decode_entry<V: Value>(cache: &str, bytes: &[u8]) -> Result<V> {
-    let body = match bytes.first() {
-        Some(&TAG_PLAIN) => &bytes[1..],
-        Some(&TAG_DEADLINE) if bytes.len() >= DEADLINE_HEADER => &bytes[DEADLINE_HEADER..],
+/// Decodes a stored entry (tag byte, optional deadline header, codec bytes),
+/// reusing its buffer where the value can (see [`decode_value_from`]).
+pub(crate) fn decode_entry<V: Value>(cache: &str, bytes: Vec<u8>) -> Result<V> {
+    let start = match bytes.first() {
+        Some(&TAG_PLAIN) => 1,
+        Some(&TAG_DEADLINE) if bytes.len() >= DEADLINE_HEADER => DEADLINE_HEADER,
         _ => {
             tracing::warn!(%cache, len = bytes.len(), "cache entry with an unknown header");
             return Err(Error::codec(format!(
@@ -63,5 +64,5 @@ pub(crate) fn decode_entry<V: Value>(cache: &str, bytes: &[u8]) -> Result<V> {
             )));
         }
     };
-    decode_value(body)
+    decode_value_from(bytes, start)
 }

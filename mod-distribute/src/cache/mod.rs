@@ -207,7 +207,7 @@ impl<V: Value> RedisCache<V> {
             return got
                 .map(|(bytes, left)| {
                     Ok((
-                        decode_entry(name, &bytes)?,
+                        decode_entry(name, bytes)?,
                         Some(Duration::from_millis(left.max(0) as u64)),
                     ))
                 })
@@ -220,7 +220,7 @@ impl<V: Value> RedisCache<V> {
                 .await
                 .map_err(redis_error)?;
             return got
-                .map(|bytes| Ok((decode_entry(name, &bytes)?, None)))
+                .map(|bytes| Ok((decode_entry(name, bytes)?, None)))
                 .transpose();
         }
         let mut pipe = Pipeline::with_capacity(2);
@@ -233,7 +233,7 @@ impl<V: Value> RedisCache<V> {
             -1 => None,
             ms => Some(Duration::from_millis(ms.max(0) as u64)),
         };
-        got.map(|bytes| Ok((decode_entry(name, &bytes)?, left)))
+        got.map(|bytes| Ok((decode_entry(name, bytes)?, left)))
             .transpose()
     }
 }
