@@ -4,8 +4,9 @@
 use std::cell::RefCell;
 use std::time::Duration;
 
-use mod_api::codec::{decode, Codec, DefaultCodec};
 use mod_api::{Error, Result, Value};
+
+use super::value::{decode_value_from, encode_value_into};
 
 /// Longest expiry sent to Redis (100 years); longer ones are clamped.
 pub(crate) const MAX_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
@@ -35,7 +36,7 @@ pub(crate) fn with_payload<V: Value, R>(value: &V, f: impl FnOnce(&[u8]) -> R) -
         Ok(mut buf) => {
             buf.clear();
             buf.push(TAG_PLAIN);
-            DefaultCodec::encode_into(value, &mut buf)?;
+            encode_value_into(value, &mut buf)?;
             let out = f(&buf);
             if buf.capacity() > 64 * 1024 {
                 *buf = Vec::new();
@@ -44,17 +45,18 @@ pub(crate) fn with_payload<V: Value, R>(value: &V, f: impl FnOnce(&[u8]) -> R) -
         }
         Err(_) => {
             let mut buf = vec![TAG_PLAIN];
-            DefaultCodec::encode_into(value, &mut buf)?;
+            encode_value_into(value, &mut buf)?;
             Ok(f(&buf))
         }
     })
 }
 
-/// Decodes a stored entry (tag byte, optional deadline header, codec bytes).
-pub(crate) fn decode_entry<V: Value>(cache: &str, bytes: &[u8]) -> Result<V> {
-    let body = match bytes.first() {
-        Some(&TAG_PLAIN) => &bytes[1..],
-        Some(&TAG_DEADLINE) if bytes.len() >= DEADLINE_HEADER => &bytes[DEADLINE_HEADER..],
+/// Decodes a stored entry (tag byte, optional deadline header, codec bytes),
+/// reusing its buffer where the value can (see [`decode_value_from`]).
+pub(crate) fn decode_entry<V: Value>(cache: &str, bytes: Vec<u8>) -> Result<V> {
+    let start = match bytes.first() {
+        Some(&TAG_PLAIN) => 1,
+        Some(&TAG_DEADLINE) if bytes.len() >= DEADLINE_HEADER => DEADLINE_HEADER,
         _ => {
             tracing::warn!(%cache, len = bytes.len(), "cache entry with an unknown header");
             return Err(Error::codec(format!(
@@ -62,5 +64,5 @@ pub(crate) fn decode_entry<V: Value>(cache: &str, bytes: &[u8]) -> Result<V> {
             )));
         }
     };
-    decode(body)
+    decode_value_from(bytes, start)
 }

@@ -18,17 +18,21 @@
 //! - `get`: one `GET` (no TTI); a Lua script with a TTI (reads and moves the
 //!   expiry to min(now + TTI, TTL deadline) atomically). With a near cache: an
 //!   in-process lookup, and on a miss one round trip (`GET` + `PTTL`, or the script).
-//! - `set`: one pipeline `SET key v [PX ttl]` + `ZADD idx` (+ `PUBLISH` with a
-//!   near cache). Not MULTI, so the hot path costs one extra cheap command, and
-//!   still safe: writers write the entry before the index member, removers drop
-//!   the member before the entry, and every index change that deletes entries
-//!   is an atomic script; so concurrent operations never leave a live entry
-//!   missing from the index (at worst the index holds a member whose entry is
-//!   gone, which upkeep drops). Only a connection lost between the two
-//!   commands of one `set` (which then fails) could leave an unindexed entry,
-//!   which `clear` would miss until it expires or is written again. A TTI
-//!   cache with a TTL uses a script instead (the deadline is stamped with the
-//!   Redis clock).
+//! - `set`: while recent writes of this handle mostly replaced live entries,
+//!   first one `SET key v [PX ttl] XX` (+ `PUBLISH` with a near cache): a
+//!   live entry is already indexed, so replacing it needs no index write
+//!   (its index score stays until upkeep finds it due and re-scores it).
+//!   When nothing was replaced (or the handle mostly writes new keys, or
+//!   `get_or_load` just missed), one pipeline `SET key v [PX ttl]` + `ZADD
+//!   idx` (+ `PUBLISH`). Not MULTI, and still safe: writers write the entry
+//!   before the index member, removers drop the member before the entry,
+//!   and every index change that deletes entries is an atomic script; so
+//!   concurrent operations never leave a live entry missing from the index
+//!   (at worst the index holds a member whose entry is gone, which upkeep
+//!   drops). Only a connection lost between the two commands of one `set`
+//!   (which then fails) could leave an unindexed entry, which `clear` would
+//!   miss until it expires or is removed. A TTI cache with a TTL uses a
+//!   script instead (the deadline is stamped with the Redis clock).
 //! - `remove`: one pipeline `ZREM` + `DEL`; `contains`: `EXISTS` (no TTI refresh).
 //! - `clear`: a script moves the index aside and deletes its entries 500 per
 //!   round trip, so a big cache never blocks Redis for long; other caches are
@@ -55,21 +59,22 @@ mod entry;
 mod flight;
 pub(crate) mod lua;
 mod upkeep;
+pub(crate) mod value;
+mod write;
 
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64};
 use std::sync::Arc;
 use std::time::Duration;
 
 use mod_api::backend::check_name;
 use mod_api::cache::Loader;
-use mod_api::session::now_millis;
 use mod_api::{async_trait, Cache, CachePolicy, Result, Value};
 use redis::{Cmd, Pipeline};
 
-use self::entry::{decode_entry, millis, with_payload};
+use self::entry::{decode_entry, millis};
 use self::flight::{follow, Flights, Role};
-use self::lua::{evalsha, run, Joined, CLEAR, GET_TTI, NO_EXPIRY, SET_DEADLINE};
+use self::lua::{evalsha, run, Joined, CLEAR, GET_TTI};
 use crate::near::{clear_message, key_message_prefix, NearCache, NearHub};
 use crate::redis_conn::{redis_error, Redis};
 
@@ -92,6 +97,9 @@ struct Shared {
     upkeep_every: u64,
     new_members: AtomicU64,
     upkeep_running: AtomicBool,
+    /// Recent writes that replaced a live entry minus those of new keys
+    /// (clamped): `set` tries a plain overwrite first while it is not negative.
+    overwrites: AtomicI32,
 }
 
 /// A named Redis cache of `V` values (see the [module docs](self)).
@@ -140,6 +148,7 @@ impl<V: Value> RedisCache<V> {
             upkeep_every,
             new_members: AtomicU64::new(0),
             upkeep_running: AtomicBool::new(false),
+            overwrites: AtomicI32::new(0),
         };
         Ok(RedisCache {
             shared: Arc::new(shared),
@@ -169,18 +178,17 @@ impl<V: Value> RedisCache<V> {
             .map_err(redis_error)
     }
 
+    /// How many entries the near cache holds, if there is one.
+    #[cfg(test)]
+    pub(crate) fn near_len(&self) -> Option<usize> {
+        self.near.as_ref().map(|n| n.len())
+    }
+
     fn key_cmd(&self, command: &str, key: &str) -> Cmd {
         let mut cmd =
             Cmd::with_capacity(2, command.len() + self.shared.entry_base.len() + key.len());
         cmd.arg(command).arg(Joined(&self.shared.entry_base, key));
         cmd
-    }
-
-    fn invalidation(&self, key: &str) -> Vec<u8> {
-        let mut msg = Vec::with_capacity(self.shared.key_msg.len() + key.len());
-        msg.extend_from_slice(&self.shared.key_msg);
-        msg.extend_from_slice(key.as_bytes());
-        msg
     }
 
     /// Reads without near cache: the entry and its remaining lifetime when
@@ -199,7 +207,7 @@ impl<V: Value> RedisCache<V> {
             return got
                 .map(|(bytes, left)| {
                     Ok((
-                        decode_entry(name, &bytes)?,
+                        decode_entry(name, bytes)?,
                         Some(Duration::from_millis(left.max(0) as u64)),
                     ))
                 })
@@ -212,7 +220,7 @@ impl<V: Value> RedisCache<V> {
                 .await
                 .map_err(redis_error)?;
             return got
-                .map(|bytes| Ok((decode_entry(name, &bytes)?, None)))
+                .map(|bytes| Ok((decode_entry(name, bytes)?, None)))
                 .transpose();
         }
         let mut pipe = Pipeline::with_capacity(2);
@@ -225,100 +233,8 @@ impl<V: Value> RedisCache<V> {
             -1 => None,
             ms => Some(Duration::from_millis(ms.max(0) as u64)),
         };
-        got.map(|bytes| Ok((decode_entry(name, &bytes)?, left)))
+        got.map(|bytes| Ok((decode_entry(name, bytes)?, left)))
             .transpose()
-    }
-
-    /// Writes `value` with `ttl` (ms, `None` = none; the TTI applies on top).
-    async fn store(&self, key: &str, value: &V, ttl: Option<u64>) -> Result<()> {
-        if ttl == Some(0) || self.tti_ms == Some(0) || self.shared.max_entries == Some(0) {
-            // Expires at once (or the cache holds nothing): same as removing it.
-            self.delete(key).await?;
-            return Ok(());
-        }
-        let s = &*self.shared;
-        let mut conn = s.redis.conn();
-        let new_member: i64 = match (ttl, self.tti_ms) {
-            (Some(ttl), Some(tti)) => {
-                let cmd = with_payload(value, |payload| {
-                    let mut cmd = evalsha(
-                        &SET_DEADLINE,
-                        2,
-                        payload.len() + s.entry_base.len() + 2 * key.len(),
-                    );
-                    cmd.arg(Joined(&s.entry_base, key))
-                        .arg(&s.idx)
-                        .arg(payload)
-                        .arg(ttl)
-                        .arg(tti)
-                        .arg(key);
-                    match &s.channel {
-                        Some(channel) => cmd.arg(channel).arg(self.invalidation(key)),
-                        None => cmd.arg("").arg(""),
-                    };
-                    cmd
-                })?;
-                run(&mut conn, &SET_DEADLINE, &cmd)
-                    .await
-                    .map_err(redis_error)?
-            }
-            (ttl, tti) => {
-                let px = ttl.or(tti);
-                let score = match px {
-                    Some(px) => now_millis().saturating_add(px),
-                    None => NO_EXPIRY + now_millis(),
-                };
-                let pipe = with_payload(value, |payload| {
-                    let mut pipe = Pipeline::with_capacity(3);
-                    let mut set =
-                        Cmd::with_capacity(5, payload.len() + s.entry_base.len() + key.len() + 32);
-                    set.arg("SET").arg(Joined(&s.entry_base, key)).arg(payload);
-                    if let Some(px) = px {
-                        set.arg("PX").arg(px);
-                    }
-                    pipe.add_command(set).ignore();
-                    pipe.cmd("ZADD").arg(&s.idx).arg(score).arg(key);
-                    if let Some(channel) = &s.channel {
-                        pipe.cmd("PUBLISH")
-                            .arg(channel)
-                            .arg(self.invalidation(key))
-                            .ignore();
-                    }
-                    pipe
-                })?;
-                let (added,): (i64,) = pipe.query_async(&mut conn).await.map_err(redis_error)?;
-                added
-            }
-        };
-        if let Some(near) = &self.near {
-            // Our own write is visible to us at once, whatever the pub/sub does.
-            near.invalidate(key).await;
-        }
-        if new_member > 0 {
-            self.shared.clone().new_member();
-        }
-        Ok(())
-    }
-
-    /// Removes `key`; whether it was there.
-    async fn delete(&self, key: &str) -> Result<bool> {
-        let s = &*self.shared;
-        let mut conn = s.redis.conn();
-        let mut pipe = Pipeline::with_capacity(3);
-        // Index member first, entry second (see the module docs).
-        pipe.cmd("ZREM").arg(&s.idx).arg(key).ignore();
-        pipe.add_command(self.key_cmd("DEL", key));
-        if let Some(channel) = &s.channel {
-            pipe.cmd("PUBLISH")
-                .arg(channel)
-                .arg(self.invalidation(key))
-                .ignore();
-        }
-        let (deleted,): (i64,) = pipe.query_async(&mut conn).await.map_err(redis_error)?;
-        if let Some(near) = &self.near {
-            near.invalidate(key).await;
-        }
-        Ok(deleted > 0)
     }
 }
 
@@ -346,12 +262,12 @@ impl<V: Value> Cache<V> for RedisCache<V> {
 
     #[tracing::instrument(level = "debug", skip_all, fields(cache = %self.shared.name, key = %key))]
     async fn set(&self, key: &str, value: V) -> Result<()> {
-        self.store(key, &value, self.ttl_ms).await
+        self.store(key, &value, self.ttl_ms, false).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(cache = %self.shared.name, key = %key, ?ttl))]
     async fn set_with_ttl(&self, key: &str, value: V, ttl: Duration) -> Result<()> {
-        self.store(key, &value, Some(millis(ttl))).await
+        self.store(key, &value, Some(millis(ttl)), false).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(cache = %self.shared.name, key = %key))]
@@ -424,7 +340,7 @@ impl<V: Value> Cache<V> for RedisCache<V> {
                     }
                     let outcome = loader.await;
                     if let Ok(v) = &outcome {
-                        if let Err(e) = self.store(key, v, self.ttl_ms).await {
+                        if let Err(e) = self.store(key, v, self.ttl_ms, true).await {
                             // The caller still gets the value; the cache just missed a fill.
                             tracing::warn!(cache = %self.shared.name, error = %e, "loaded value not stored");
                         }

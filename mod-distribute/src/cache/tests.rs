@@ -6,6 +6,7 @@ use std::time::Instant;
 use mod_api::{CacheExt, Error, ErrorKind};
 
 use super::entry::MAX_MS;
+use super::lua::NO_EXPIRY;
 use super::*;
 use crate::RedisServer;
 
@@ -92,6 +93,36 @@ async fn clear_is_isolated_and_handles_many_batches() {
     assert_eq!(keys, 11);
     a.set("k1", 7).await.unwrap();
     assert_eq!(a.get("k1").await.unwrap(), Some(7));
+}
+
+/// Overwrites (`SET XX`, no index write) and writes of new keys (indexed)
+/// mixed in every order: the index still lists exactly the live entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overwrites_and_new_keys_stay_indexed() {
+    let (_server, redis) = start().await;
+    let c: RedisCache<u32> = open(&redis, "ow", CachePolicy::new());
+    let other: RedisCache<u32> = open(&redis, "ow", CachePolicy::new());
+    for round in 0..3u32 {
+        for i in 0..40u32 {
+            c.set(&format!("k{i}"), round).await.unwrap();
+        }
+    }
+    // Another handle removed a key: this handle's next write of it is new again.
+    assert!(other.remove("k3").await.unwrap());
+    c.set("k3", 9).await.unwrap();
+    // After many overwrites, a run of new keys; then overwrites again.
+    for i in 40..80u32 {
+        c.set(&format!("k{i}"), i).await.unwrap();
+    }
+    for i in 0..80u32 {
+        c.set(&format!("k{i}"), i).await.unwrap();
+    }
+    assert_eq!(c.indexed_len().await.unwrap(), 80);
+    c.clear().await.unwrap();
+    let keys: i64 = raw(&redis, &mut redis::cmd("DBSIZE")).await;
+    assert_eq!(keys, 0, "clear left entries behind");
+    c.set("k1", 1).await.unwrap();
+    assert_eq!(c.indexed_len().await.unwrap(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

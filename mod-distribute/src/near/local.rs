@@ -1,20 +1,28 @@
-//! The in-process half of a near cache: a moka cache per Redis cache, with the
-//! invalidation counters that make fills race-safe (see the [parent](super)).
+//! The in-process half of a near cache: a sharded map per Redis cache, with
+//! the invalidation counters that make fills race-safe (see the [parent](super)).
+//!
+//! A plain concurrent map with a deadline per entry, not a full cache
+//! library: a near hit is the whole point (a lookup, a clock read, a clone).
+//! `max_entries` is kept approximately: a fill that finds the map over it
+//! first drops a batch of entries (expired ones and those closest to their
+//! deadline, among a sample).
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use dashmap::DashMap;
 use mod_api::{async_trait, NearCachePolicy, Value};
-use moka::policy::Expiry;
 
 use super::{NearHub, NearTarget};
 
 /// Invalidation counters per near cache (keys hash onto them).
 const STRIPES: usize = 64;
-/// Longest duration handed to moka (it panics above 1000 years).
+/// Longest life of a near entry (also keeps `Instant` arithmetic in range).
 const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+/// Entries looked at per eviction, per entry to evict.
+const SAMPLE_FACTOR: usize = 4;
 
 /// A snapshot of invalidation counters taken before a Redis read (see the module docs).
 #[derive(Debug, Clone, Copy)]
@@ -25,34 +33,16 @@ pub(crate) struct Ticket {
     hub_epoch: u64,
 }
 
-#[derive(Clone)]
 struct Entry<V> {
     value: V,
-    ttl: Duration,
-}
-
-struct EntryExpiry;
-
-impl<V> Expiry<String, Entry<V>> for EntryExpiry {
-    fn expire_after_create(&self, _: &String, entry: &Entry<V>, _: Instant) -> Option<Duration> {
-        Some(entry.ttl)
-    }
-
-    fn expire_after_update(
-        &self,
-        _: &String,
-        entry: &Entry<V>,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(entry.ttl)
-    }
+    deadline: Instant,
 }
 
 /// The in-process near cache of one Redis cache.
 pub(crate) struct NearCache<V> {
     hub: Arc<NearHub>,
-    entries: moka::future::Cache<String, Entry<V>>,
+    entries: DashMap<String, Entry<V>>,
+    max_entries: usize,
     /// Longest life of an entry (near policy TTL, half the cache's TTI).
     max_ttl: Duration,
     stripes: [AtomicU64; STRIPES],
@@ -72,14 +62,10 @@ impl<V: Value> NearCache<V> {
         if let Some(tti) = tti {
             max_ttl = max_ttl.min(tti / 2);
         }
-        let entries = moka::future::Cache::builder()
-            .name(name)
-            .max_capacity(policy.max_entries)
-            .expire_after(EntryExpiry)
-            .build();
         let near = Arc::new(NearCache {
             hub,
-            entries,
+            entries: DashMap::new(),
+            max_entries: usize::try_from(policy.max_entries).unwrap_or(usize::MAX),
             max_ttl,
             stripes: std::array::from_fn(|_| AtomicU64::new(0)),
             all: AtomicU64::new(0),
@@ -99,7 +85,20 @@ impl<V: Value> NearCache<V> {
         if !self.hub.is_connected() {
             return None;
         }
-        self.entries.get(key).await.map(|e| e.value)
+        let now = Instant::now();
+        if let Some(e) = self.entries.get(key) {
+            if e.deadline > now {
+                return Some(e.value.clone());
+            }
+        }
+        self.entries.remove_if(key, |_, e| e.deadline <= now);
+        None
+    }
+
+    /// How many entries the near copy holds (expired ones included).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
     }
 
     /// Takes a ticket; call before reading Redis.
@@ -124,27 +123,53 @@ impl<V: Value> NearCache<V> {
     /// when it has no expiry) unless an invalidation raced the read.
     pub(crate) async fn fill(&self, key: &str, value: V, remaining: Option<Duration>, t: Ticket) {
         let ttl = remaining.map_or(self.max_ttl, |r| r.min(self.max_ttl));
-        if ttl.is_zero() || !self.still_valid(&t) {
+        if ttl.is_zero() || self.max_entries == 0 || !self.still_valid(&t) {
             return;
         }
+        if self.entries.len() >= self.max_entries {
+            self.make_room();
+        }
+        let deadline = Instant::now() + ttl;
         self.entries
-            .insert(key.to_owned(), Entry { value, ttl })
-            .await;
+            .insert(key.to_owned(), Entry { value, deadline });
         if !self.still_valid(&t) {
-            self.entries.invalidate(key).await;
+            self.entries.remove(key);
+        }
+    }
+
+    /// Drops about `max_entries / 16` entries (at least enough to get under
+    /// the bound): expired ones, and those closest to their deadline among a
+    /// sample.
+    fn make_room(&self) {
+        let len = self.entries.len();
+        let goal = (len + 1).saturating_sub(self.max_entries) + (self.max_entries / 16).max(1);
+        let now = Instant::now();
+        // Collect first: removing while iterating would lock a shard twice.
+        let mut sample: Vec<(Instant, String)> = self
+            .entries
+            .iter()
+            .take(goal.saturating_mul(SAMPLE_FACTOR))
+            .map(|e| (e.deadline, e.key().clone()))
+            .collect();
+        sample.sort_unstable_by_key(|(deadline, _)| *deadline);
+        for (i, (deadline, key)) in sample.into_iter().enumerate() {
+            if i >= goal && deadline > now {
+                break;
+            }
+            self.entries.remove(&key);
         }
     }
 
     /// Evicts `key` (after a local write, or when told by the hub).
     pub(crate) async fn invalidate(&self, key: &str) {
         self.stripes[self.stripe(key)].fetch_add(1, Ordering::SeqCst);
-        self.entries.invalidate(key).await;
+        self.entries.remove(key);
     }
 
     /// Evicts every entry.
     pub(crate) fn invalidate_all(&self) {
         self.all.fetch_add(1, Ordering::SeqCst);
-        self.entries.invalidate_all();
+        self.entries.clear();
     }
 }
 

@@ -131,6 +131,27 @@ async fn near_cache_is_invalidated_on_every_node() {
     .await;
 }
 
+/// The near copy holds about `max_entries` at most, and still serves hits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_cache_stays_near_its_bound() {
+    let (_server, redis) = start().await;
+    let policy = CachePolicy::new().near(NearCachePolicy {
+        max_entries: 32,
+        ttl: Some(Duration::from_secs(60)),
+    });
+    let (_hub, c) = node(&redis, "bound", &policy).await;
+    for i in 0..200 {
+        put_raw(&redis, "bound", &format!("k{i}"), "v").await;
+        assert_eq!(c.get(&format!("k{i}")).await.unwrap().as_deref(), Some("v"));
+    }
+    let near = c.near_len().expect("near cache");
+    assert!(
+        (1..=32).contains(&near),
+        "{near} near entries for a bound of 32"
+    );
+    assert_eq!(c.get("k199").await.unwrap().as_deref(), Some("v"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn near_entries_end_with_the_redis_ttl_and_hits_are_fast() {
     let (_server, redis) = start().await;

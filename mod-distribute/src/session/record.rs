@@ -44,8 +44,18 @@ pub(crate) fn body(principal: &str, data: &[u8]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// A zero-padded decimal field (on every `validate`: no UTF-8 pass, no `str::parse`).
 fn number(bytes: &[u8]) -> Option<u64> {
-    std::str::from_utf8(bytes).ok()?.parse().ok()
+    if bytes.is_empty() {
+        return None;
+    }
+    bytes.iter().try_fold(0u64, |n, &b| {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(digit))
+    })
 }
 
 /// Parses a record of store `store` (named in the error).
@@ -96,7 +106,9 @@ mod tests {
                 data: b"\x01\x02"
             }
         );
-        for bad in [&b""[..], b"garbage", &v[..54], &v[..57]] {
+        let mut signed = v.clone();
+        signed[0] = b'+';
+        for bad in [&b""[..], b"garbage", &v[..54], &v[..57], &signed] {
             assert!(parse("s", bad).is_err());
         }
         assert!(body(&"x".repeat(MAX_PRINCIPAL + 1), b"").is_err());

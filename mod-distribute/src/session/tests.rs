@@ -48,6 +48,10 @@ async fn lifecycle_and_key_layout() {
     // Right after a refresh (< idle / 1000 = 60 ms ago) validate does not write.
     let seen = s.validate(&created.id).await.unwrap().unwrap();
     assert_eq!(seen.last_seen_ms, created.last_seen_ms);
+    // Again, now with the Redis clock bounded from the first validate's `TIME`.
+    let again = s.validate(&created.id).await.unwrap().unwrap();
+    assert_eq!((&again.data, again.version), (&seen.data, seen.version));
+    assert!(again.last_seen_ms >= seen.last_seen_ms);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let seen = s.validate(&created.id).await.unwrap().unwrap();
     assert!(
