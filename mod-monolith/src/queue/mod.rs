@@ -5,6 +5,10 @@
 //! format is documented in `queue/spill.rs`). All state sits behind one mutex,
 //! held for short sections and never across an `await`; two [`Notify`]s wake
 //! waiting pollers (a message arrived) and blocked offerers (room was made).
+//! They are notified only when somebody is about to wait (the state records
+//! that under the same lock), so the common path touches no `Notify`: a waiter
+//! takes its `Notified` before its last look at the state, and a change made
+//! after that look wakes it.
 //!
 //! Spill files are written and read inside that section, so that ids, order and
 //! files always agree: an offer that spills costs one small `write`, a delivery
@@ -68,6 +72,15 @@ pub fn dead_letter_config() -> QueueConfig {
         max_deliveries: u32::MAX,
         ..QueueConfig::default()
     }
+}
+
+/// Spends one unit of tokio's cooperative budget, yielding when it is used up
+/// (as tokio's own channels do on each send and receive). Without it a producer
+/// and a consumer that never find the queue full or empty never yield, and the
+/// task one of them wakes can wait for another worker thread to pick it up:
+/// slow, as every hand-over then costs a thread wake-up.
+async fn cooperate() {
+    tokio::task::coop::consume_budget().await;
 }
 
 /// What one attempt to offer did.
@@ -152,8 +165,9 @@ impl<M: Value> MemoryQueue<M> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Offers once, without waiting.
-    fn attempt(&self, message: M) -> Result<Attempt<M>> {
+    /// Offers once, without waiting; `waiting`: the caller waits for room if
+    /// the queue is full.
+    fn attempt(&self, message: M, waiting: bool) -> Result<Attempt<M>> {
         let capacity = self.limits.capacity;
         self.with_state(|state| {
             if self.config.backlog == BacklogPolicy::SpillToDisk {
@@ -192,48 +206,58 @@ impl<M: Value> MemoryQueue<M> {
                     tracing::debug!("queue full, message discarded");
                     Ok(Attempt::Done(Offered::Discarded))
                 }
-                BacklogPolicy::Block { .. } => Ok(Attempt::Full(message)),
+                BacklogPolicy::Block { .. } => {
+                    state.want_room |= waiting;
+                    Ok(Attempt::Full(message))
+                }
             }
         })
     }
 
-    /// Polls once: the delivery, and when the group's next delivery expires.
-    async fn poll_once(&self, consumer: &Consumer) -> (Option<Delivery<M>>, Option<Instant>) {
-        let polled =
-            self.with_state(|state| state.poll(&consumer.group, Instant::now(), &self.limits));
-        if let Some(dlq) = &self.dead_letters {
-            for message in polled.dead {
-                tracing::info!(
-                    dlq = dlq.name(),
-                    "message dead-lettered after max_deliveries"
-                );
-                if let Err(e) = dlq.offer(message).await {
-                    tracing::error!(dlq = dlq.name(), error = %e, "dead letter lost: the dead-letter queue refused it");
-                }
-            }
+    /// Polls once: the delivery, and when the group's next delivery expires;
+    /// `waiting`: the caller waits for a message if there is none.
+    async fn poll_once(
+        &self,
+        consumer: &Consumer,
+        waiting: bool,
+    ) -> (Option<Delivery<M>>, Option<Instant>) {
+        cooperate().await;
+        let polled = self.with_state(|state| {
+            let polled = state.poll(&consumer.group, Instant::now(), &self.limits);
+            state.want_arrival |= waiting && polled.delivery.is_none();
+            polled
+        });
+        if !polled.dead.is_empty() {
+            // Boxed: keeps this rare path out of every poll's future.
+            Box::pin(self.dead_letter(polled.dead)).await;
         }
         (polled.delivery, polled.next_expiry)
     }
-}
 
-#[async_trait]
-impl<M: Value> Queue<M> for MemoryQueue<M> {
-    fn name(&self) -> &str {
-        &self.name
+    /// Hands `dead` messages to the dead-letter queue.
+    async fn dead_letter(&self, dead: Vec<M>) {
+        let Some(dlq) = &self.dead_letters else {
+            return;
+        };
+        for message in dead {
+            tracing::info!(
+                dlq = dlq.name(),
+                "message dead-lettered after max_deliveries"
+            );
+            if let Err(e) = dlq.offer(message).await {
+                tracing::error!(dlq = dlq.name(), error = %e, "dead letter lost: the dead-letter queue refused it");
+            }
+        }
     }
 
-    #[tracing::instrument(skip_all, fields(queue = %self.name))]
-    async fn offer(&self, message: M) -> Result<Offered> {
-        let timeout = match self.config.backlog {
-            BacklogPolicy::Block { timeout } => timeout,
-            _ => Duration::ZERO,
-        };
+    /// The rest of an offer that found a `Block` queue full: waits for room.
+    async fn offer_waiting(&self, message: M, timeout: Duration) -> Result<Offered> {
         let deadline = after(Instant::now(), timeout);
         let mut message = message;
         loop {
-            let mut room = pin!(self.room.notified());
-            room.as_mut().enable();
-            match self.attempt(message)? {
+            // Taken before the attempt: room made after it wakes this offer.
+            let room = pin!(self.room.notified());
+            match self.attempt(message, true)? {
                 Attempt::Done(offered) => return Ok(offered),
                 Attempt::Full(back) => message = back,
             }
@@ -247,9 +271,56 @@ impl<M: Value> Queue<M> for MemoryQueue<M> {
         }
     }
 
+    /// The rest of a `poll_timeout` that found nothing: waits for a message.
+    async fn poll_waiting(
+        &self,
+        consumer: &Consumer,
+        timeout: Duration,
+    ) -> Option<Delivery<M>> {
+        let deadline = after(Instant::now(), timeout);
+        loop {
+            // Taken before the poll: a message offered after it wakes this call.
+            let arrived = pin!(self.arrived.notified());
+            let (delivery, next_expiry) = self.poll_once(consumer, true).await;
+            if delivery.is_some() {
+                return delivery;
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            // Wake for a new message, or when a pending delivery may be redelivered.
+            let wake = next_expiry.map_or(deadline, |at| at.min(deadline));
+            let _ = tokio::time::timeout_at(wake, arrived).await;
+        }
+    }
+}
+
+#[async_trait]
+impl<M: Value> Queue<M> for MemoryQueue<M> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    #[tracing::instrument(skip_all, fields(queue = %self.name))]
+    async fn offer(&self, message: M) -> Result<Offered> {
+        cooperate().await;
+        match self.attempt(message, false)? {
+            Attempt::Done(offered) => Ok(offered),
+            // Only `Block` comes here. Boxed, like `poll_waiting` below, so the
+            // waiting state (`Notified`, timer) is not part of every call's future.
+            Attempt::Full(message) => {
+                let timeout = match self.config.backlog {
+                    BacklogPolicy::Block { timeout } => timeout,
+                    _ => Duration::ZERO,
+                };
+                Box::pin(self.offer_waiting(message, timeout)).await
+            }
+        }
+    }
+
     #[tracing::instrument(skip_all, fields(queue = %self.name, group = %consumer.group, consumer = %consumer.name))]
     async fn poll(&self, consumer: &Consumer) -> Result<Option<Delivery<M>>> {
-        Ok(self.poll_once(consumer).await.0)
+        Ok(self.poll_once(consumer, false).await.0)
     }
 
     #[tracing::instrument(skip_all, fields(queue = %self.name, group = %consumer.group, consumer = %consumer.name))]
@@ -258,21 +329,11 @@ impl<M: Value> Queue<M> for MemoryQueue<M> {
         consumer: &Consumer,
         timeout: Duration,
     ) -> Result<Option<Delivery<M>>> {
-        let deadline = after(Instant::now(), timeout);
-        loop {
-            let mut arrived = pin!(self.arrived.notified());
-            arrived.as_mut().enable();
-            let (delivery, next_expiry) = self.poll_once(consumer).await;
-            if delivery.is_some() {
-                return Ok(delivery);
-            }
-            if Instant::now() >= deadline {
-                return Ok(None);
-            }
-            // Wake for a new message, or when a pending delivery may be redelivered.
-            let wake = next_expiry.map_or(deadline, |at| at.min(deadline));
-            let _ = tokio::time::timeout_at(wake, arrived).await;
+        let (delivery, _) = self.poll_once(consumer, false).await;
+        if delivery.is_some() || timeout.is_zero() {
+            return Ok(delivery);
         }
+        Ok(Box::pin(self.poll_waiting(consumer, timeout)).await)
     }
 
     #[tracing::instrument(skip_all, fields(queue = %self.name, group, id = %id))]

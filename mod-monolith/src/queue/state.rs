@@ -80,19 +80,64 @@ pub(super) struct State<M> {
     room: bool,
     /// Set when messages became available (pollers may find one).
     arrived: bool,
+    /// Set when an offerer is about to wait for room: only then is `room` worth
+    /// a wake-up (waking costs more than the rest of an offer).
+    pub(super) want_room: bool,
+    /// Set when a poller is about to wait for a message.
+    pub(super) want_arrival: bool,
 }
 
-/// The id of message `seq`: zero-padded so ids sort like offers.
+/// Digits of an id: enough for every `u64`.
+const ID_DIGITS: usize = 20;
+
+/// The id of message `seq`: zero-padded so ids sort like offers. (By hand: one
+/// is made per offer and per delivery, and `format!` costs several times more.)
 pub(super) fn message_id(seq: u64) -> MessageId {
-    MessageId(format!("{seq:020}"))
+    let mut digits = [b'0'; ID_DIGITS];
+    let mut rest = seq;
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    // ASCII digits are UTF-8, so this never yields the empty fallback.
+    MessageId(std::str::from_utf8(&digits).unwrap_or_default().to_owned())
 }
 
-/// The sequence number of `id`, if it is one of ours.
+/// The sequence number of `id`, if it is one of ours (any string of decimal
+/// digits that fits a `u64`).
 pub(super) fn parse_id(id: &MessageId) -> Option<u64> {
-    if id.0.is_empty() || !id.0.bytes().all(|b| b.is_ascii_digit()) {
+    let mut bytes = id.0.as_bytes();
+    // Extra leading zeros change nothing (`str::parse` accepts them too).
+    while bytes.len() > ID_DIGITS && bytes[0] == b'0' {
+        bytes = &bytes[1..];
+    }
+    if bytes.is_empty() || bytes.len() > ID_DIGITS {
         return None;
     }
-    id.0.parse().ok()
+    // Up to 19 digits cannot overflow; only a 20th needs checking.
+    let (head, last) = bytes.split_at(bytes.len().min(ID_DIGITS - 1));
+    let mut n = 0u64;
+    for &b in head {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        n = n * 10 + u64::from(digit);
+    }
+    match last {
+        [] => Some(n),
+        [b] => {
+            let digit = b.wrapping_sub(b'0');
+            if digit > 9 {
+                return None;
+            }
+            n.checked_mul(10)?.checked_add(u64::from(digit))
+        }
+        _ => None,
+    }
 }
 
 /// `now + d`, saturating far in the future instead of overflowing.
@@ -111,6 +156,8 @@ impl<M: Value> State<M> {
             spill,
             room: false,
             arrived: false,
+            want_room: false,
+            want_arrival: false,
         }
     }
 
@@ -129,12 +176,12 @@ impl<M: Value> State<M> {
         self.spill.as_ref().is_some_and(|s| !s.is_empty())
     }
 
-    /// Takes the (room, arrived) signals raised since the last call.
+    /// Takes the (room, arrived) signals raised since the last call that
+    /// somebody waits for (see `want_room`, `want_arrival`).
     pub(super) fn signals(&mut self) -> (bool, bool) {
-        let out = (self.room, self.arrived);
-        self.room = false;
-        self.arrived = false;
-        out
+        let room = std::mem::take(&mut self.room) && std::mem::take(&mut self.want_room);
+        let arrived = std::mem::take(&mut self.arrived) && std::mem::take(&mut self.want_arrival);
+        (room, arrived)
     }
 
     /// Appends `message` to memory; its sequence number.
@@ -201,7 +248,11 @@ impl<M: Value> State<M> {
 
     /// The next delivery for `group` at `now`.
     pub(super) fn poll(&mut self, group: &str, now: Instant, limits: &Limits) -> Polled<M> {
-        let g = self.groups.entry(group.to_owned()).or_default();
+        // Looked up before inserting: `entry` would need an owned key per poll.
+        let g = match self.groups.get_mut(group) {
+            Some(g) => g,
+            None => self.groups.entry(group.to_owned()).or_default(),
+        };
         let mut expired: Vec<u64> = g
             .expiry
             .range(..=(now, u64::MAX))
