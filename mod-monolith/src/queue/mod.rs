@@ -15,6 +15,7 @@
 //! that refills one small read. One process at a time may use a spill folder.
 
 mod record;
+mod seqs;
 mod spill;
 mod state;
 #[cfg(test)]
@@ -301,7 +302,7 @@ impl<M: Value> Queue<M> for MemoryQueue<M> {
         &self.name
     }
 
-    #[tracing::instrument(skip_all, fields(queue = %self.name))]
+    #[tracing::instrument(level = "debug", skip_all, fields(queue = %self.name))]
     async fn offer(&self, message: M) -> Result<Offered> {
         cooperate().await;
         match self.attempt(message, false)? {
@@ -318,12 +319,12 @@ impl<M: Value> Queue<M> for MemoryQueue<M> {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(queue = %self.name, group = %consumer.group, consumer = %consumer.name))]
+    #[tracing::instrument(level = "debug", skip_all, fields(queue = %self.name, group = %consumer.group, consumer = %consumer.name))]
     async fn poll(&self, consumer: &Consumer) -> Result<Option<Delivery<M>>> {
         Ok(self.poll_once(consumer, false).await.0)
     }
 
-    #[tracing::instrument(skip_all, fields(queue = %self.name, group = %consumer.group, consumer = %consumer.name))]
+    #[tracing::instrument(level = "debug", skip_all, fields(queue = %self.name, group = %consumer.group, consumer = %consumer.name))]
     async fn poll_timeout(
         &self,
         consumer: &Consumer,
@@ -336,7 +337,7 @@ impl<M: Value> Queue<M> for MemoryQueue<M> {
         Ok(Box::pin(self.poll_waiting(consumer, timeout)).await)
     }
 
-    #[tracing::instrument(skip_all, fields(queue = %self.name, group, id = %id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(queue = %self.name, group, id = %id))]
     async fn ack(&self, group: &str, id: &MessageId) -> Result<bool> {
         let Some(seq) = parse_id(id) else {
             return Ok(false);
@@ -345,7 +346,7 @@ impl<M: Value> Queue<M> for MemoryQueue<M> {
         Ok(self.with_state(|state| state.ack(group, seq, capacity)))
     }
 
-    #[tracing::instrument(skip_all, fields(queue = %self.name, id = %id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(queue = %self.name, id = %id))]
     async fn remove(&self, id: &MessageId) -> Result<bool> {
         let Some(seq) = parse_id(id) else {
             return Ok(false);
@@ -354,7 +355,7 @@ impl<M: Value> Queue<M> for MemoryQueue<M> {
         self.with_state(|state| state.remove(seq, capacity))
     }
 
-    #[tracing::instrument(skip_all, fields(queue = %self.name))]
+    #[tracing::instrument(level = "debug", skip_all, fields(queue = %self.name))]
     async fn len(&self) -> Result<usize> {
         Ok(self.lock().len())
     }
