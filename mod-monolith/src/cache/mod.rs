@@ -188,7 +188,8 @@ impl<V: Value> Cache<V> for MokaCache<V> {
         match loader.await {
             Ok(value) => {
                 // Stored before the flight ends, so a later miss finds it.
-                self.inner.insert(key.to_owned(), self.entry(value.clone(), None));
+                self.inner
+                    .insert(key.to_owned(), self.entry(value.clone(), None));
                 leader.finish(Ok(value.clone()));
                 Ok(value)
             }
@@ -321,7 +322,7 @@ mod tests {
         let leader = {
             let c = c.clone();
             tokio::spawn(async move {
-                c.get_or_insert_with("k", || std::future::pending::<mod_api::Result<u64>>())
+                c.get_or_insert_with("k", std::future::pending::<mod_api::Result<u64>>)
                     .await
             })
         };
@@ -331,7 +332,10 @@ mod tests {
             tokio::spawn(async move { c.get_or_insert_with("k", || async { Ok(7) }).await })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!waiter.is_finished(), "the waiter did not wait for the leader");
+        assert!(
+            !waiter.is_finished(),
+            "the waiter did not wait for the leader"
+        );
         leader.abort();
         assert_eq!(waiter.await.unwrap().unwrap(), 7);
         assert_eq!(c.get("k").await.unwrap(), Some(7));

@@ -273,11 +273,7 @@ impl<M: Value> MemoryQueue<M> {
     }
 
     /// The rest of a `poll_timeout` that found nothing: waits for a message.
-    async fn poll_waiting(
-        &self,
-        consumer: &Consumer,
-        timeout: Duration,
-    ) -> Option<Delivery<M>> {
+    async fn poll_waiting(&self, consumer: &Consumer, timeout: Duration) -> Option<Delivery<M>> {
         let deadline = after(Instant::now(), timeout);
         loop {
             // Taken before the poll: a message offered after it wakes this call.

@@ -133,7 +133,9 @@ mod tests {
         let mut x: u64 = 7;
         let mut next = 0u64;
         for _ in 0..20_000 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             match (x >> 33) % 10 {
                 0..=4 => {
                     seqs.insert(next, next * 2);
