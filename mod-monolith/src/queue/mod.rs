@@ -14,6 +14,7 @@
 //! files always agree: an offer that spills costs one small `write`, a delivery
 //! that refills one small read. One process at a time may use a spill folder.
 
+mod ids;
 mod record;
 mod seqs;
 mod spill;
@@ -33,8 +34,9 @@ use mod_api::{
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use ids::{message_id, parse_id};
 use spill::Spill;
-use state::{after, message_id, parse_id, Limits, State};
+use state::{after, Limits, State};
 
 /// A queue of `M` messages held in this process.
 ///

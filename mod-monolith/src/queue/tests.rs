@@ -345,7 +345,7 @@ async fn dead_letters_go_to_the_given_queue() {
 
 #[test]
 fn ids_round_trip_and_parse_like_str_parse() {
-    use super::state::{message_id, parse_id};
+    use super::ids::{message_id, parse_id};
     use mod_api::MessageId;
     for seq in [0, 1, 9, 10, 12345, u64::MAX / 10, u64::MAX - 1, u64::MAX] {
         let id = message_id(seq);
