@@ -128,6 +128,7 @@ impl<M: Value> MemoryQueue<M> {
         Ok(MemoryQueue {
             name: name.to_owned(),
             limits: Limits {
+                name: name.to_owned(),
                 capacity: config.capacity,
                 visibility_timeout: config.visibility_timeout,
                 max_deliveries: config.max_deliveries,
@@ -177,7 +178,7 @@ impl<M: Value> MemoryQueue<M> {
                 state.refill(capacity);
                 if state.spilling() || state.full(capacity) {
                     let seq = state.push_spilled(&message)?;
-                    tracing::debug!(id = %message_id(seq), "message spilled");
+                    tracing::debug!(queue = %self.name, id = %message_id(seq), "message spilled");
                     return Ok(Attempt::Done(Offered::Spilled(message_id(seq))));
                 }
             }
@@ -188,7 +189,7 @@ impl<M: Value> MemoryQueue<M> {
             }
             match self.config.backlog {
                 BacklogPolicy::Reject | BacklogPolicy::SpillToDisk => {
-                    tracing::debug!("queue full, message rejected");
+                    tracing::debug!(queue = %self.name, "queue full, message rejected");
                     Err(Error::new(
                         ErrorKind::QueueFull,
                         format!("queue {:?} is full ({capacity} messages)", self.name),
@@ -199,14 +200,14 @@ impl<M: Value> MemoryQueue<M> {
                     let id = message_id(state.push(message));
                     match dropped {
                         Some(dropped) => {
-                            tracing::debug!(%dropped, "oldest message dropped");
+                            tracing::debug!(queue = %self.name, %dropped, "oldest message dropped");
                             Ok(Attempt::Done(Offered::DisplacedOldest { id, dropped }))
                         }
                         None => Ok(Attempt::Done(Offered::Enqueued(id))),
                     }
                 }
                 BacklogPolicy::DropNewest => {
-                    tracing::debug!("queue full, message discarded");
+                    tracing::debug!(queue = %self.name, "queue full, message discarded");
                     Ok(Attempt::Done(Offered::Discarded))
                 }
                 BacklogPolicy::Block { .. } => {
@@ -244,11 +245,12 @@ impl<M: Value> MemoryQueue<M> {
         };
         for message in dead {
             tracing::info!(
+                queue = %self.name,
                 dlq = dlq.name(),
                 "message dead-lettered after max_deliveries"
             );
             if let Err(e) = dlq.offer(message).await {
-                tracing::error!(dlq = dlq.name(), error = %e, "dead letter lost: the dead-letter queue refused it");
+                tracing::error!(queue = %self.name, dlq = dlq.name(), error = %e, "dead letter lost: the dead-letter queue refused it");
             }
         }
     }
@@ -265,7 +267,7 @@ impl<M: Value> MemoryQueue<M> {
                 Attempt::Full(back) => message = back,
             }
             if tokio::time::timeout_at(deadline, room).await.is_err() {
-                tracing::debug!(?timeout, "queue still full, offer timed out");
+                tracing::debug!(queue = %self.name, ?timeout, "queue still full, offer timed out");
                 return Err(Error::timeout(format!(
                     "queue {:?} stayed full for {timeout:?}",
                     self.name
@@ -300,8 +302,12 @@ impl<M: Value> Queue<M> for MemoryQueue<M> {
         &self.name
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(queue = %self.name))]
+    // The hot calls (offer, poll, ack) log a trace event rather than open a
+    // span: a span costs more even when disabled (with tracing's `log` feature a
+    // disabled span still records its fields), which shows on calls this short.
+    // Their rarer events name the queue themselves.
     async fn offer(&self, message: M) -> Result<Offered> {
+        tracing::trace!(queue = %self.name, "offer");
         cooperate().await;
         match self.attempt(message, false)? {
             Attempt::Done(offered) => Ok(offered),
@@ -317,17 +323,17 @@ impl<M: Value> Queue<M> for MemoryQueue<M> {
         }
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(queue = %self.name, group = %consumer.group, consumer = %consumer.name))]
     async fn poll(&self, consumer: &Consumer) -> Result<Option<Delivery<M>>> {
+        tracing::trace!(queue = %self.name, group = %consumer.group, consumer = %consumer.name, "poll");
         Ok(self.poll_once(consumer, false).await.0)
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(queue = %self.name, group = %consumer.group, consumer = %consumer.name))]
     async fn poll_timeout(
         &self,
         consumer: &Consumer,
         timeout: Duration,
     ) -> Result<Option<Delivery<M>>> {
+        tracing::trace!(queue = %self.name, group = %consumer.group, consumer = %consumer.name, ?timeout, "poll");
         let (delivery, _) = self.poll_once(consumer, false).await;
         if delivery.is_some() || timeout.is_zero() {
             return Ok(delivery);
@@ -335,8 +341,8 @@ impl<M: Value> Queue<M> for MemoryQueue<M> {
         Ok(Box::pin(self.poll_waiting(consumer, timeout)).await)
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(queue = %self.name, group, id = %id))]
     async fn ack(&self, group: &str, id: &MessageId) -> Result<bool> {
+        tracing::trace!(queue = %self.name, group, id = %id, "ack");
         let Some(seq) = parse_id(id) else {
             return Ok(false);
         };

@@ -107,6 +107,8 @@ impl Group {
 
 /// The settings the state machine needs.
 pub(super) struct Limits {
+    /// The queue's name, for the state's own log events.
+    pub name: String,
     pub capacity: usize,
     pub visibility_timeout: Duration,
     pub max_deliveries: u32,
@@ -266,7 +268,7 @@ impl<M: Value> State<M> {
                     dead_seqs.push(seq);
                     continue;
                 }
-                tracing::warn!(group, id = %message_id(seq), count, "message exceeded max_deliveries and there is no dead-letter queue; delivering it again");
+                tracing::warn!(queue = %limits.name, group, id = %message_id(seq), count, "message exceeded max_deliveries and there is no dead-letter queue; delivering it again");
             }
             if chosen.is_none() {
                 chosen = Some((seq, count.saturating_add(1)));
