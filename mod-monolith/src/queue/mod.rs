@@ -5,12 +5,18 @@
 //! format is documented in `queue/spill.rs`). All state sits behind one mutex,
 //! held for short sections and never across an `await`; two [`Notify`]s wake
 //! waiting pollers (a message arrived) and blocked offerers (room was made).
+//! They are notified only when somebody is about to wait (the state records
+//! that under the same lock), so the common path touches no `Notify`: a waiter
+//! takes its `Notified` before its last look at the state, and a change made
+//! after that look wakes it.
 //!
 //! Spill files are written and read inside that section, so that ids, order and
 //! files always agree: an offer that spills costs one small `write`, a delivery
 //! that refills one small read. One process at a time may use a spill folder.
 
+mod ids;
 mod record;
+mod seqs;
 mod spill;
 mod state;
 #[cfg(test)]
@@ -28,8 +34,9 @@ use mod_api::{
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use ids::{message_id, parse_id};
 use spill::Spill;
-use state::{after, message_id, parse_id, Limits, State};
+use state::{after, Limits, State};
 
 /// A queue of `M` messages held in this process.
 ///
@@ -68,6 +75,15 @@ pub fn dead_letter_config() -> QueueConfig {
         max_deliveries: u32::MAX,
         ..QueueConfig::default()
     }
+}
+
+/// Spends one unit of tokio's cooperative budget, yielding when it is used up
+/// (as tokio's own channels do on each send and receive). Without it a producer
+/// and a consumer that never find the queue full or empty never yield, and the
+/// task one of them wakes can wait for another worker thread to pick it up:
+/// slow, as every hand-over then costs a thread wake-up.
+async fn cooperate() {
+    tokio::task::coop::consume_budget().await;
 }
 
 /// What one attempt to offer did.
@@ -112,6 +128,7 @@ impl<M: Value> MemoryQueue<M> {
         Ok(MemoryQueue {
             name: name.to_owned(),
             limits: Limits {
+                name: name.to_owned(),
                 capacity: config.capacity,
                 visibility_timeout: config.visibility_timeout,
                 max_deliveries: config.max_deliveries,
@@ -152,15 +169,16 @@ impl<M: Value> MemoryQueue<M> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Offers once, without waiting.
-    fn attempt(&self, message: M) -> Result<Attempt<M>> {
+    /// Offers once, without waiting; `waiting`: the caller waits for room if
+    /// the queue is full.
+    fn attempt(&self, message: M, waiting: bool) -> Result<Attempt<M>> {
         let capacity = self.limits.capacity;
         self.with_state(|state| {
             if self.config.backlog == BacklogPolicy::SpillToDisk {
                 state.refill(capacity);
                 if state.spilling() || state.full(capacity) {
                     let seq = state.push_spilled(&message)?;
-                    tracing::debug!(id = %message_id(seq), "message spilled");
+                    tracing::debug!(queue = %self.name, id = %message_id(seq), "message spilled");
                     return Ok(Attempt::Done(Offered::Spilled(message_id(seq))));
                 }
             }
@@ -171,7 +189,7 @@ impl<M: Value> MemoryQueue<M> {
             }
             match self.config.backlog {
                 BacklogPolicy::Reject | BacklogPolicy::SpillToDisk => {
-                    tracing::debug!("queue full, message rejected");
+                    tracing::debug!(queue = %self.name, "queue full, message rejected");
                     Err(Error::new(
                         ErrorKind::QueueFull,
                         format!("queue {:?} is full ({capacity} messages)", self.name),
@@ -182,37 +200,99 @@ impl<M: Value> MemoryQueue<M> {
                     let id = message_id(state.push(message));
                     match dropped {
                         Some(dropped) => {
-                            tracing::debug!(%dropped, "oldest message dropped");
+                            tracing::debug!(queue = %self.name, %dropped, "oldest message dropped");
                             Ok(Attempt::Done(Offered::DisplacedOldest { id, dropped }))
                         }
                         None => Ok(Attempt::Done(Offered::Enqueued(id))),
                     }
                 }
                 BacklogPolicy::DropNewest => {
-                    tracing::debug!("queue full, message discarded");
+                    tracing::debug!(queue = %self.name, "queue full, message discarded");
                     Ok(Attempt::Done(Offered::Discarded))
                 }
-                BacklogPolicy::Block { .. } => Ok(Attempt::Full(message)),
+                BacklogPolicy::Block { .. } => {
+                    state.want_room |= waiting;
+                    Ok(Attempt::Full(message))
+                }
             }
         })
     }
 
-    /// Polls once: the delivery, and when the group's next delivery expires.
-    async fn poll_once(&self, consumer: &Consumer) -> (Option<Delivery<M>>, Option<Instant>) {
-        let polled =
-            self.with_state(|state| state.poll(&consumer.group, Instant::now(), &self.limits));
-        if let Some(dlq) = &self.dead_letters {
-            for message in polled.dead {
-                tracing::info!(
-                    dlq = dlq.name(),
-                    "message dead-lettered after max_deliveries"
-                );
-                if let Err(e) = dlq.offer(message).await {
-                    tracing::error!(dlq = dlq.name(), error = %e, "dead letter lost: the dead-letter queue refused it");
-                }
-            }
+    /// Polls once: the delivery, and when the group's next delivery expires;
+    /// `waiting`: the caller waits for a message if there is none.
+    async fn poll_once(
+        &self,
+        consumer: &Consumer,
+        waiting: bool,
+    ) -> (Option<Delivery<M>>, Option<Instant>) {
+        cooperate().await;
+        let polled = self.with_state(|state| {
+            let polled = state.poll(&consumer.group, Instant::now(), &self.limits);
+            state.want_arrival |= waiting && polled.delivery.is_none();
+            polled
+        });
+        if !polled.dead.is_empty() {
+            // Boxed: keeps this rare path out of every poll's future.
+            Box::pin(self.dead_letter(polled.dead)).await;
         }
         (polled.delivery, polled.next_expiry)
+    }
+
+    /// Hands `dead` messages to the dead-letter queue.
+    async fn dead_letter(&self, dead: Vec<M>) {
+        let Some(dlq) = &self.dead_letters else {
+            return;
+        };
+        for message in dead {
+            tracing::info!(
+                queue = %self.name,
+                dlq = dlq.name(),
+                "message dead-lettered after max_deliveries"
+            );
+            if let Err(e) = dlq.offer(message).await {
+                tracing::error!(queue = %self.name, dlq = dlq.name(), error = %e, "dead letter lost: the dead-letter queue refused it");
+            }
+        }
+    }
+
+    /// The rest of an offer that found a `Block` queue full: waits for room.
+    async fn offer_waiting(&self, message: M, timeout: Duration) -> Result<Offered> {
+        let deadline = after(Instant::now(), timeout);
+        let mut message = message;
+        loop {
+            // Taken before the attempt: room made after it wakes this offer.
+            let room = pin!(self.room.notified());
+            match self.attempt(message, true)? {
+                Attempt::Done(offered) => return Ok(offered),
+                Attempt::Full(back) => message = back,
+            }
+            if tokio::time::timeout_at(deadline, room).await.is_err() {
+                tracing::debug!(queue = %self.name, ?timeout, "queue still full, offer timed out");
+                return Err(Error::timeout(format!(
+                    "queue {:?} stayed full for {timeout:?}",
+                    self.name
+                )));
+            }
+        }
+    }
+
+    /// The rest of a `poll_timeout` that found nothing: waits for a message.
+    async fn poll_waiting(&self, consumer: &Consumer, timeout: Duration) -> Option<Delivery<M>> {
+        let deadline = after(Instant::now(), timeout);
+        loop {
+            // Taken before the poll: a message offered after it wakes this call.
+            let arrived = pin!(self.arrived.notified());
+            let (delivery, next_expiry) = self.poll_once(consumer, true).await;
+            if delivery.is_some() {
+                return delivery;
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            // Wake for a new message, or when a pending delivery may be redelivered.
+            let wake = next_expiry.map_or(deadline, |at| at.min(deadline));
+            let _ = tokio::time::timeout_at(wake, arrived).await;
+        }
     }
 }
 
@@ -222,61 +302,47 @@ impl<M: Value> Queue<M> for MemoryQueue<M> {
         &self.name
     }
 
-    #[tracing::instrument(skip_all, fields(queue = %self.name))]
+    // The hot calls (offer, poll, ack) log a trace event rather than open a
+    // span: a span costs more even when disabled (with tracing's `log` feature a
+    // disabled span still records its fields), which shows on calls this short.
+    // Their rarer events name the queue themselves.
     async fn offer(&self, message: M) -> Result<Offered> {
-        let timeout = match self.config.backlog {
-            BacklogPolicy::Block { timeout } => timeout,
-            _ => Duration::ZERO,
-        };
-        let deadline = after(Instant::now(), timeout);
-        let mut message = message;
-        loop {
-            let mut room = pin!(self.room.notified());
-            room.as_mut().enable();
-            match self.attempt(message)? {
-                Attempt::Done(offered) => return Ok(offered),
-                Attempt::Full(back) => message = back,
-            }
-            if tokio::time::timeout_at(deadline, room).await.is_err() {
-                tracing::debug!(?timeout, "queue still full, offer timed out");
-                return Err(Error::timeout(format!(
-                    "queue {:?} stayed full for {timeout:?}",
-                    self.name
-                )));
+        tracing::trace!(queue = %self.name, "offer");
+        cooperate().await;
+        match self.attempt(message, false)? {
+            Attempt::Done(offered) => Ok(offered),
+            // Only `Block` comes here. Boxed, like `poll_waiting` below, so the
+            // waiting state (`Notified`, timer) is not part of every call's future.
+            Attempt::Full(message) => {
+                let timeout = match self.config.backlog {
+                    BacklogPolicy::Block { timeout } => timeout,
+                    _ => Duration::ZERO,
+                };
+                Box::pin(self.offer_waiting(message, timeout)).await
             }
         }
     }
 
-    #[tracing::instrument(skip_all, fields(queue = %self.name, group = %consumer.group, consumer = %consumer.name))]
     async fn poll(&self, consumer: &Consumer) -> Result<Option<Delivery<M>>> {
-        Ok(self.poll_once(consumer).await.0)
+        tracing::trace!(queue = %self.name, group = %consumer.group, consumer = %consumer.name, "poll");
+        Ok(self.poll_once(consumer, false).await.0)
     }
 
-    #[tracing::instrument(skip_all, fields(queue = %self.name, group = %consumer.group, consumer = %consumer.name))]
     async fn poll_timeout(
         &self,
         consumer: &Consumer,
         timeout: Duration,
     ) -> Result<Option<Delivery<M>>> {
-        let deadline = after(Instant::now(), timeout);
-        loop {
-            let mut arrived = pin!(self.arrived.notified());
-            arrived.as_mut().enable();
-            let (delivery, next_expiry) = self.poll_once(consumer).await;
-            if delivery.is_some() {
-                return Ok(delivery);
-            }
-            if Instant::now() >= deadline {
-                return Ok(None);
-            }
-            // Wake for a new message, or when a pending delivery may be redelivered.
-            let wake = next_expiry.map_or(deadline, |at| at.min(deadline));
-            let _ = tokio::time::timeout_at(wake, arrived).await;
+        tracing::trace!(queue = %self.name, group = %consumer.group, consumer = %consumer.name, ?timeout, "poll");
+        let (delivery, _) = self.poll_once(consumer, false).await;
+        if delivery.is_some() || timeout.is_zero() {
+            return Ok(delivery);
         }
+        Ok(Box::pin(self.poll_waiting(consumer, timeout)).await)
     }
 
-    #[tracing::instrument(skip_all, fields(queue = %self.name, group, id = %id))]
     async fn ack(&self, group: &str, id: &MessageId) -> Result<bool> {
+        tracing::trace!(queue = %self.name, group, id = %id, "ack");
         let Some(seq) = parse_id(id) else {
             return Ok(false);
         };
@@ -284,7 +350,7 @@ impl<M: Value> Queue<M> for MemoryQueue<M> {
         Ok(self.with_state(|state| state.ack(group, seq, capacity)))
     }
 
-    #[tracing::instrument(skip_all, fields(queue = %self.name, id = %id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(queue = %self.name, id = %id))]
     async fn remove(&self, id: &MessageId) -> Result<bool> {
         let Some(seq) = parse_id(id) else {
             return Ok(false);
@@ -293,7 +359,7 @@ impl<M: Value> Queue<M> for MemoryQueue<M> {
         self.with_state(|state| state.remove(seq, capacity))
     }
 
-    #[tracing::instrument(skip_all, fields(queue = %self.name))]
+    #[tracing::instrument(level = "debug", skip_all, fields(queue = %self.name))]
     async fn len(&self) -> Result<usize> {
         Ok(self.lock().len())
     }

@@ -5,14 +5,22 @@
 //! message below it has been delivered to the group at least once) and its
 //! pending deliveries; a message is done for a group when it is below the cursor
 //! and not pending, and leaves the log when it is done for every group.
+//!
+//! Groups are a list, not a map: a queue has few, every ack already visits all
+//! of them, and comparing a few names beats hashing one.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::VecDeque;
 use std::time::Duration;
 
-use mod_api::{Delivery, MessageId, Result, Value};
+use mod_api::{Delivery, Result, Value};
 use tokio::time::Instant;
 
+use super::ids::message_id;
+use super::seqs::Seqs;
 use super::spill::Spill;
+
+/// Stale expiry entries allowed beyond the number of pending deliveries.
+const EXPIRY_SLACK: usize = 32;
 
 /// A message in memory.
 pub(super) struct Entry<M> {
@@ -31,29 +39,76 @@ struct Pending {
 #[derive(Default)]
 pub(super) struct Group {
     cursor: u64,
-    pending: BTreeMap<u64, Pending>,
-    /// `(deadline, seq)` of every pending delivery, to find expired ones fast.
-    expiry: BTreeSet<(Instant, u64)>,
+    pending: Seqs<Pending>,
+    /// `(deadline, seq)` of each delivery, in delivery order: deadlines ascend,
+    /// as the visibility timeout is the same for every delivery. An entry goes
+    /// stale when its delivery is acked or redelivered (`pending` then has no or
+    /// another deadline for it); stale entries are dropped from the front, and
+    /// all at once when they outnumber live ones. The front is always live.
+    expiry: VecDeque<(Instant, u64)>,
 }
 
 impl Group {
     fn insert(&mut self, seq: u64, deadline: Instant, count: u32) {
-        if let Some(old) = self.pending.insert(seq, Pending { deadline, count }) {
-            self.expiry.remove(&(old.deadline, seq));
-        }
-        self.expiry.insert((deadline, seq));
+        // Never below the last deadline, so the order holds whatever the clock does.
+        let deadline = self
+            .expiry
+            .back()
+            .map_or(deadline, |&(last, _)| deadline.max(last));
+        self.pending.insert(seq, Pending { deadline, count });
+        self.expiry.push_back((deadline, seq));
+        self.tidy();
     }
 
     fn remove(&mut self, seq: u64) -> bool {
-        match self.pending.remove(&seq) {
-            Some(p) => self.expiry.remove(&(p.deadline, seq)),
-            None => false,
+        let removed = self.pending.remove(seq).is_some();
+        if removed {
+            self.tidy();
         }
+        removed
+    }
+
+    fn is_live(pending: &Seqs<Pending>, (deadline, seq): (Instant, u64)) -> bool {
+        pending.get(seq).is_some_and(|p| p.deadline == deadline)
+    }
+
+    /// Drops stale expiry entries at the front, and all of them when too many.
+    fn tidy(&mut self) {
+        while let Some(&front) = self.expiry.front() {
+            if Self::is_live(&self.pending, front) {
+                break;
+            }
+            self.expiry.pop_front();
+        }
+        if self.expiry.len() > 2 * self.pending.len() + EXPIRY_SLACK {
+            let pending = &self.pending;
+            self.expiry.retain(|&e| Self::is_live(pending, e));
+        }
+    }
+
+    /// Pending deliveries whose deadline is at or before `now`, by sequence number.
+    fn expired(&self, now: Instant) -> Vec<u64> {
+        let mut expired: Vec<u64> = self
+            .expiry
+            .iter()
+            .take_while(|&&(at, _)| at <= now)
+            .filter(|&&e| Self::is_live(&self.pending, e))
+            .map(|&(_, seq)| seq)
+            .collect();
+        expired.sort_unstable();
+        expired
+    }
+
+    /// When the next pending delivery expires.
+    fn next_expiry(&self) -> Option<Instant> {
+        self.expiry.front().map(|&(at, _)| at)
     }
 }
 
 /// The settings the state machine needs.
 pub(super) struct Limits {
+    /// The queue's name, for the state's own log events.
+    pub name: String,
     pub capacity: usize,
     pub visibility_timeout: Duration,
     pub max_deliveries: u32,
@@ -73,26 +128,18 @@ pub(super) struct Polled<M> {
 /// The whole state of one queue.
 pub(super) struct State<M> {
     next_seq: u64,
-    log: BTreeMap<u64, Entry<M>>,
-    groups: HashMap<String, Group>,
+    log: Seqs<Entry<M>>,
+    groups: Vec<(String, Group)>,
     spill: Option<Spill>,
     /// Set when the log shrank (offerers may find room).
     room: bool,
     /// Set when messages became available (pollers may find one).
     arrived: bool,
-}
-
-/// The id of message `seq`: zero-padded so ids sort like offers.
-pub(super) fn message_id(seq: u64) -> MessageId {
-    MessageId(format!("{seq:020}"))
-}
-
-/// The sequence number of `id`, if it is one of ours.
-pub(super) fn parse_id(id: &MessageId) -> Option<u64> {
-    if id.0.is_empty() || !id.0.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    id.0.parse().ok()
+    /// Set when an offerer is about to wait for room: only then is `room` worth
+    /// a wake-up (waking costs more than the rest of an offer).
+    pub(super) want_room: bool,
+    /// Set when a poller is about to wait for a message.
+    pub(super) want_arrival: bool,
 }
 
 /// `now + d`, saturating far in the future instead of overflowing.
@@ -106,11 +153,13 @@ impl<M: Value> State<M> {
     pub(super) fn new(spill: Option<Spill>, max_seq: Option<u64>) -> Self {
         State {
             next_seq: max_seq.map_or(0, |s| s.saturating_add(1)),
-            log: BTreeMap::new(),
-            groups: HashMap::new(),
+            log: Seqs::default(),
+            groups: Vec::new(),
             spill,
             room: false,
             arrived: false,
+            want_room: false,
+            want_arrival: false,
         }
     }
 
@@ -129,12 +178,12 @@ impl<M: Value> State<M> {
         self.spill.as_ref().is_some_and(|s| !s.is_empty())
     }
 
-    /// Takes the (room, arrived) signals raised since the last call.
+    /// Takes the (room, arrived) signals raised since the last call that
+    /// somebody waits for (see `want_room`, `want_arrival`).
     pub(super) fn signals(&mut self) -> (bool, bool) {
-        let out = (self.room, self.arrived);
-        self.room = false;
-        self.arrived = false;
-        out
+        let room = std::mem::take(&mut self.room) && std::mem::take(&mut self.want_room);
+        let arrived = std::mem::take(&mut self.arrived) && std::mem::take(&mut self.want_arrival);
+        (room, arrived)
     }
 
     /// Appends `message` to memory; its sequence number.
@@ -171,7 +220,7 @@ impl<M: Value> State<M> {
     /// Drops the oldest message in memory; its sequence number.
     pub(super) fn drop_oldest(&mut self) -> Option<u64> {
         let (seq, _) = self.log.pop_first()?;
-        for group in self.groups.values_mut() {
+        for (_, group) in &mut self.groups {
             group.remove(seq);
         }
         self.left(seq);
@@ -201,24 +250,25 @@ impl<M: Value> State<M> {
 
     /// The next delivery for `group` at `now`.
     pub(super) fn poll(&mut self, group: &str, now: Instant, limits: &Limits) -> Polled<M> {
-        let g = self.groups.entry(group.to_owned()).or_default();
-        let mut expired: Vec<u64> = g
-            .expiry
-            .range(..=(now, u64::MAX))
-            .map(|&(_, seq)| seq)
-            .collect();
-        expired.sort_unstable();
+        let index = match self.groups.iter().position(|(name, _)| name == group) {
+            Some(index) => index,
+            None => {
+                self.groups.push((group.to_owned(), Group::default()));
+                self.groups.len() - 1
+            }
+        };
+        let g = &mut self.groups[index].1;
         let mut dead_seqs = Vec::new();
         let mut chosen = None;
-        for seq in expired {
-            let count = g.pending.get(&seq).map_or(0, |p| p.count);
+        for seq in g.expired(now) {
+            let count = g.pending.get(seq).map_or(0, |p| p.count);
             if count >= limits.max_deliveries {
                 if limits.has_dead_letters {
                     g.remove(seq);
                     dead_seqs.push(seq);
                     continue;
                 }
-                tracing::warn!(group, id = %message_id(seq), count, "message exceeded max_deliveries and there is no dead-letter queue; delivering it again");
+                tracing::warn!(queue = %limits.name, group, id = %message_id(seq), count, "message exceeded max_deliveries and there is no dead-letter queue; delivering it again");
             }
             if chosen.is_none() {
                 chosen = Some((seq, count.saturating_add(1)));
@@ -230,8 +280,8 @@ impl<M: Value> State<M> {
                 g.insert(seq, deadline, count);
                 Some((seq, count))
             }
-            None => match self.log.range_mut(g.cursor..).next() {
-                Some((&seq, entry)) => {
+            None => match self.log.first_from(g.cursor) {
+                Some((seq, entry)) => {
                     entry.received = true;
                     g.cursor = seq + 1;
                     g.insert(seq, deadline, 1);
@@ -240,9 +290,9 @@ impl<M: Value> State<M> {
                 None => None,
             },
         };
-        let next_expiry = g.expiry.first().map(|&(at, _)| at);
+        let next_expiry = g.next_expiry();
         let delivery = delivery.and_then(|(seq, delivery_count)| {
-            let message = self.log.get(&seq)?.message.clone();
+            let message = self.log.get(seq)?.message.clone();
             Some(Delivery {
                 id: message_id(seq),
                 group: group.to_owned(),
@@ -252,7 +302,7 @@ impl<M: Value> State<M> {
         });
         let mut dead = Vec::with_capacity(dead_seqs.len());
         for seq in dead_seqs {
-            if let Some(entry) = self.log.get(&seq) {
+            if let Some(entry) = self.log.get(seq) {
                 dead.push(entry.message.clone());
             }
             self.settle(seq);
@@ -269,7 +319,11 @@ impl<M: Value> State<M> {
 
     /// Acknowledges `seq` in `group`; whether it was pending there.
     pub(super) fn ack(&mut self, group: &str, seq: u64, capacity: usize) -> bool {
-        let acked = self.groups.get_mut(group).is_some_and(|g| g.remove(seq));
+        let acked = self
+            .groups
+            .iter_mut()
+            .find(|(name, _)| name == group)
+            .is_some_and(|(_, g)| g.remove(seq));
         if acked {
             self.settle(seq);
             self.refill(capacity);
@@ -279,11 +333,11 @@ impl<M: Value> State<M> {
 
     /// Withdraws `seq` if no group has received it.
     pub(super) fn remove(&mut self, seq: u64, capacity: usize) -> Result<bool> {
-        if let Some(entry) = self.log.get(&seq) {
+        if let Some(entry) = self.log.get(seq) {
             if entry.received {
                 return Ok(false);
             }
-            self.log.remove(&seq);
+            self.log.remove(seq);
             self.left(seq);
             self.refill(capacity);
             return Ok(true);
@@ -303,9 +357,9 @@ impl<M: Value> State<M> {
         let done = !self.groups.is_empty()
             && self
                 .groups
-                .values()
-                .all(|g| seq < g.cursor && !g.pending.contains_key(&seq));
-        if done && self.log.remove(&seq).is_some() {
+                .iter()
+                .all(|(_, g)| seq < g.cursor && !g.pending.contains(seq));
+        if done && self.log.remove(seq).is_some() {
             self.left(seq);
         }
     }

@@ -342,3 +342,29 @@ async fn dead_letters_go_to_the_given_queue() {
     let dead = dlq.poll(&c).await.unwrap().unwrap();
     assert_eq!((dead.message, dead.delivery_count), (9, 1));
 }
+
+#[test]
+fn ids_round_trip_and_parse_like_str_parse() {
+    use super::ids::{message_id, parse_id};
+    use mod_api::MessageId;
+    for seq in [0, 1, 9, 10, 12345, u64::MAX / 10, u64::MAX - 1, u64::MAX] {
+        let id = message_id(seq);
+        assert_eq!(id.0, format!("{seq:020}"));
+        assert_eq!(parse_id(&id), Some(seq));
+    }
+    for (text, parsed) in [
+        ("", None),
+        ("7", Some(7)),
+        ("0000000000000000000000042", Some(42)),
+        ("18446744073709551615", Some(u64::MAX)),
+        ("18446744073709551616", None),
+        ("99999999999999999999", None),
+        ("123456789012345678901", None),
+        ("12a", None),
+        ("+5", None),
+        ("-5", None),
+        (" 5", None),
+    ] {
+        assert_eq!(parse_id(&MessageId(text.into())), parsed, "{text:?}");
+    }
+}

@@ -1,6 +1,9 @@
-//! The in-process cache: a [`moka`] future cache per name.
+//! The in-process cache: a [`moka`] sync cache per name.
 //!
-//! Values are kept by value (moved in, cloned out) and never serialized.
+//! Values are kept by value (moved in, cloned out) and never serialized. moka's
+//! sync cache, not its future one: none of its calls wait for anything but
+//! short internal locks, so the async methods here never suspend and their
+//! futures stay small; `get_or_load` keeps its own single flight ([`flight`]).
 //!
 //! # Expiry and eviction
 //!
@@ -17,11 +20,15 @@
 //!   a few writes. LRU (not moka's default TinyLFU admission) so that a value
 //!   just `set` is kept and the least recently used one goes, as with Redis.
 
+mod flight;
+
 use std::time::{Duration, Instant};
 
 use mod_api::cache::Loader;
 use mod_api::{async_trait, Cache, CachePolicy, Result, Value};
 use moka::policy::{EvictionPolicy, Expiry};
+
+use flight::{Flights, Role};
 
 /// Longest duration handed to moka: it panics above 1000 years, and nobody
 /// needs more than "forever" (a century).
@@ -60,14 +67,16 @@ pub struct MokaCache<V> {
     name: String,
     /// The policy's TTL, applied to entries stored without their own.
     ttl: Option<Duration>,
-    inner: moka::future::Cache<String, Entry<V>>,
+    inner: moka::sync::Cache<String, Entry<V>>,
+    /// The `get_or_load` calls running a loader.
+    flights: Flights<V>,
 }
 
 impl<V: Value> MokaCache<V> {
     /// A cache named `name` with `policy` (its near-cache part is ignored: this
     /// cache is already in process). `max_entries = 0` stores nothing.
     pub fn new(name: &str, policy: &CachePolicy) -> Self {
-        let mut builder = moka::future::Cache::builder()
+        let mut builder = moka::sync::Cache::builder()
             .name(name)
             .eviction_policy(EvictionPolicy::lru())
             .expire_after(EntryExpiry);
@@ -81,6 +90,7 @@ impl<V: Value> MokaCache<V> {
             name: name.to_owned(),
             ttl: policy.ttl.map(|d| d.min(MAX_DURATION)),
             inner: builder.build(),
+            flights: Flights::new(),
         }
     }
 
@@ -88,7 +98,7 @@ impl<V: Value> MokaCache<V> {
     /// removal of expired entries. Afterwards [`entry_count`](Self::entry_count)
     /// is at most `max_entries`.
     pub async fn run_pending_tasks(&self) {
-        self.inner.run_pending_tasks().await;
+        self.inner.run_pending_tasks();
     }
 
     /// The number of entries as of the last maintenance (may include entries
@@ -111,22 +121,25 @@ impl<V: Value> Cache<V> for MokaCache<V> {
         &self.name
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(cache = %self.name, key = %key))]
+    // The hot calls log a trace event rather than open a span: a span costs
+    // more even when disabled (with tracing's `log` feature, a disabled span
+    // still records its fields), which shows on a call this short.
     async fn get(&self, key: &str) -> Result<Option<V>> {
-        Ok(self.inner.get(key).await.map(|e| e.value))
+        tracing::trace!(cache = %self.name, key, "get");
+        Ok(self.inner.get(key).map(|e| e.value))
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(cache = %self.name, key = %key))]
     async fn set(&self, key: &str, value: V) -> Result<()> {
+        tracing::trace!(cache = %self.name, key, "set");
         let entry = self.entry(value, None);
-        self.inner.insert(key.to_owned(), entry).await;
+        self.inner.insert(key.to_owned(), entry);
         Ok(())
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(cache = %self.name, key = %key, ?ttl))]
     async fn set_with_ttl(&self, key: &str, value: V, ttl: Duration) -> Result<()> {
         let entry = self.entry(value, Some(ttl.min(MAX_DURATION)));
-        self.inner.insert(key.to_owned(), entry).await;
+        self.inner.insert(key.to_owned(), entry);
         Ok(())
     }
 
@@ -136,7 +149,7 @@ impl<V: Value> Cache<V> for MokaCache<V> {
         // yet; `contains_key` sees only live ones. (A `set` racing between the
         // two calls is removed but reported as absent: harmless.)
         let live = self.inner.contains_key(key);
-        Ok(self.inner.remove(key).await.is_some() && live)
+        Ok(self.inner.remove(key).is_some() && live)
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(cache = %self.name, key = %key))]
@@ -155,17 +168,37 @@ impl<V: Value> Cache<V> for MokaCache<V> {
 
     #[tracing::instrument(level = "debug", skip_all, fields(cache = %self.name, key = %key))]
     async fn get_or_load(&self, key: &str, loader: Loader<'_, V>) -> Result<V> {
-        // moka runs one `init` per key and shares its result with the waiters;
-        // an error is shared as `Arc<Error>` and not stored.
-        let ttl = self.ttl;
-        let init = async move { loader.await.map(|value| Entry { value, ttl }) };
-        match self.inner.try_get_with_by_ref(key, init).await {
-            Ok(entry) => Ok(entry.value),
-            Err(shared) => {
-                // moka keeps its own reference, so the error is copied: same kind
-                // and retryable flag, the source chain folded into the message.
-                let err = shared.to_detached();
+        if let Some(entry) = self.inner.get(key) {
+            return Ok(entry.value);
+        }
+        let leader = loop {
+            match self.flights.join(key) {
+                Role::Leader(leader) => break leader,
+                Role::Waiter(rx) => match Flights::wait(rx).await {
+                    Some(outcome) => return outcome,
+                    // The leader was cancelled: try again, maybe as the leader.
+                    None => continue,
+                },
+            }
+        };
+        // A load may have finished between the miss above and the join.
+        if let Some(entry) = self.inner.get(key) {
+            return Ok(entry.value);
+        }
+        match loader.await {
+            Ok(value) => {
+                // Stored before the flight ends, so a later miss finds it.
+                self.inner
+                    .insert(key.to_owned(), self.entry(value.clone(), None));
+                leader.finish(Ok(value.clone()));
+                Ok(value)
+            }
+            Err(e) => {
+                // Waiters get a copy: same kind and retryable flag, the source
+                // chain folded into the message; the caller gets the same.
+                let err = e.to_detached();
                 tracing::debug!(cache = %self.name, kind = %err.kind(), "loader failed");
+                leader.finish(Err(err.to_detached()));
                 Err(err)
             }
         }
@@ -281,5 +314,30 @@ mod tests {
         assert!(!err.is_retryable());
         assert_eq!(err.message(), "load: disk");
         assert!(!c.contains("k").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_loader_hands_over_to_a_waiter() {
+        let c = std::sync::Arc::new(cache(CachePolicy::new()));
+        let leader = {
+            let c = c.clone();
+            tokio::spawn(async move {
+                c.get_or_insert_with("k", std::future::pending::<mod_api::Result<u64>>)
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let waiter = {
+            let c = c.clone();
+            tokio::spawn(async move { c.get_or_insert_with("k", || async { Ok(7) }).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !waiter.is_finished(),
+            "the waiter did not wait for the leader"
+        );
+        leader.abort();
+        assert_eq!(waiter.await.unwrap().unwrap(), 7);
+        assert_eq!(c.get("k").await.unwrap(), Some(7));
     }
 }

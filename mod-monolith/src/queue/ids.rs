@@ -1,0 +1,57 @@
+//! Message ids: a message's sequence number in 20 zero-padded decimal digits,
+//! so that ids sort like offers.
+
+use mod_api::MessageId;
+
+/// Digits of an id: enough for every `u64`.
+const ID_DIGITS: usize = 20;
+
+/// The id of message `seq`: zero-padded so ids sort like offers. (By hand: one
+/// is made per offer and per delivery, and `format!` costs several times more.)
+pub(super) fn message_id(seq: u64) -> MessageId {
+    let mut digits = [b'0'; ID_DIGITS];
+    let mut rest = seq;
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    // ASCII digits are UTF-8, so this never yields the empty fallback.
+    MessageId(std::str::from_utf8(&digits).unwrap_or_default().to_owned())
+}
+
+/// The sequence number of `id`, if it is one of ours (any string of decimal
+/// digits that fits a `u64`).
+pub(super) fn parse_id(id: &MessageId) -> Option<u64> {
+    let mut bytes = id.0.as_bytes();
+    // Extra leading zeros change nothing (`str::parse` accepts them too).
+    while bytes.len() > ID_DIGITS && bytes[0] == b'0' {
+        bytes = &bytes[1..];
+    }
+    if bytes.is_empty() || bytes.len() > ID_DIGITS {
+        return None;
+    }
+    // Up to 19 digits cannot overflow; only a 20th needs checking.
+    let (head, last) = bytes.split_at(bytes.len().min(ID_DIGITS - 1));
+    let mut n = 0u64;
+    for &b in head {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        n = n * 10 + u64::from(digit);
+    }
+    match last {
+        [] => Some(n),
+        [b] => {
+            let digit = b.wrapping_sub(b'0');
+            if digit > 9 {
+                return None;
+            }
+            n.checked_mul(10)?.checked_add(u64::from(digit))
+        }
+        _ => None,
+    }
+}
