@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mod_api::config::RpcConfig;
 use mod_api::{Call, Error, ErrorKind, Result};
@@ -183,11 +183,31 @@ impl RpcClient {
     /// connection stays usable); any error the server reports. Dropping the
     /// future before the reply sends a CANCEL.
     pub async fn call(&self, call: Call, timeout: Duration) -> Result<Vec<u8>> {
-        let span = tracing::debug_span!("rpc.call", service = call.service, method = call.method);
-        self.call_inner(call, timeout).instrument(span).await
+        self.call_within(&call, Instant::now() + timeout, timeout)
+            .await
     }
 
-    async fn call_inner(&self, call: Call, timeout: Duration) -> Result<Vec<u8>> {
+    /// Like [`call`](Self::call), borrowing the call (a caller that may retry
+    /// keeps it) and ending at `deadline`; `budget` is the time left until it,
+    /// which travels to the server.
+    pub async fn call_within(
+        &self,
+        call: &Call,
+        deadline: Instant,
+        budget: Duration,
+    ) -> Result<Vec<u8>> {
+        let span = tracing::debug_span!("rpc.call", service = call.service, method = call.method);
+        self.call_inner(call, deadline, budget)
+            .instrument(span)
+            .await
+    }
+
+    async fn call_inner(
+        &self,
+        call: &Call,
+        deadline: Instant,
+        budget: Duration,
+    ) -> Result<Vec<u8>> {
         let shared = &self.inner.shared;
         if self.is_closed() {
             return Err(mark_not_sent(unavailable(
@@ -207,7 +227,7 @@ impl RpcClient {
             )));
         }
         // 0 means "no deadline" on the wire; a call always has one.
-        let deadline_ms = timeout.as_millis().clamp(1, u32::MAX as u128) as u32;
+        let deadline_ms = budget.as_millis().clamp(1, u32::MAX as u128) as u32;
         let (tx, rx) = oneshot::channel();
         // A lone call has nothing to coalesce with: write it from here, sparing
         // a wake-up of the connection's task. Otherwise let the task batch them.
@@ -242,13 +262,12 @@ impl RpcClient {
                 )))
             }
         };
-        drop(call.payload);
         let mut guard = CancelOnDrop {
             shared,
             id,
             armed: true,
         };
-        let outcome = tokio::time::timeout(timeout, rx).await;
+        let outcome = tokio::time::timeout_at(deadline.into(), rx).await;
         match outcome {
             Ok(Ok(reply)) => {
                 guard.armed = false;
@@ -260,7 +279,7 @@ impl RpcClient {
             }
             // The guard forgets the id and tells the server to stop.
             Err(_) => Err(Error::timeout(format!(
-                "rpc call {}::{} to {} timed out after {timeout:?}",
+                "rpc call {}::{} to {} timed out after {budget:?}",
                 call.service, call.method, shared.addr
             ))),
         }
@@ -371,7 +390,10 @@ async fn serve(shared: &Shared, reader: &mut FrameReader) -> Result<(), ReadErro
             more = reader.fill() => if !more? {
                 return Err(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into()));
             },
-            r = shared.outbox.wait() => r.map_err(ReadError::Io)?,
+            r = shared.outbox.wait() => {
+                r.map_err(ReadError::Io)?;
+                tokio::task::yield_now().await;
+            }
         }
     }
 }
