@@ -8,7 +8,6 @@
 //! spawned per call.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -24,28 +23,10 @@ use tracing::Instrument;
 use super::frame::{self, Frame, FrameError, Head, Request, Status};
 use super::outbox::{Outbox, State};
 use super::reader::{FrameReader, ReadError, Ready, Rest};
-use super::{mark_not_sent, CONNECT_TIMEOUT};
-
-/// Call ids are sequential: a multiplicative hash spreads them for the map.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
+use super::{mark_not_sent, IdBuildHasher, CONNECT_TIMEOUT};
 
 type Reply = Result<Vec<u8>>;
-type Pending = HashMap<u64, oneshot::Sender<Reply>, BuildHasherDefault<IdHasher>>;
+type Pending = HashMap<u64, oneshot::Sender<Reply>, IdBuildHasher>;
 
 struct Shared {
     addr: String,

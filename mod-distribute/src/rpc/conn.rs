@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
+use std::pin::pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -30,13 +31,16 @@ use super::frame::{self, FrameError, Head, Kind, RequestLayout, Status};
 use super::outbox::Outbox;
 use super::reader::{FrameReader, ReadError, Ready, Rest};
 use super::server::ServerShared;
-use super::HANDSHAKE_TIMEOUT;
+use super::{IdBuildHasher, HANDSHAKE_TIMEOUT};
 
 /// What a connection shares with its calls.
 pub(crate) struct ConnState {
     peer: SocketAddr,
     pub(crate) outbox: Outbox,
-    calls: Mutex<HashMap<u64, AbortHandle>>,
+    /// Calls that went on in a task of their own. The ids come from the
+    /// client, and a fast hash is fine: a client that picks colliding ids
+    /// slows down its own connection only.
+    calls: Mutex<HashMap<u64, AbortHandle, IdBuildHasher>>,
 }
 
 impl ConnState {
@@ -44,11 +48,11 @@ impl ConnState {
         ConnState {
             peer,
             outbox: Outbox::new(wr),
-            calls: Mutex::new(HashMap::new()),
+            calls: Mutex::new(HashMap::default()),
         }
     }
 
-    fn calls(&self) -> MutexGuard<'_, HashMap<u64, AbortHandle>> {
+    fn calls(&self) -> MutexGuard<'_, HashMap<u64, AbortHandle, IdBuildHasher>> {
         self.calls.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -313,8 +317,6 @@ fn start_call(
         conn.respond(id, Err(e), server.max_frame);
         return;
     };
-    let deadline = (layout.deadline_ms > 0)
-        .then(|| Instant::now() + Duration::from_millis(u64::from(layout.deadline_ms)));
     if conn.calls().contains_key(&id) {
         let e = Error::invalid_input(format!("call id {id} is already in flight"));
         conn.respond(id, Err(e), server.max_frame);
@@ -335,7 +337,7 @@ fn start_call(
         method = layout.method(&rest),
         call = id
     );
-    let mut call = Box::pin(run_call(guard, dispatcher, rest, layout, deadline).instrument(span));
+    let mut call = Box::pin(run_call(guard, dispatcher, rest, layout).instrument(span));
     if call.as_mut().poll(cx).is_ready() {
         return;
     }
@@ -346,28 +348,34 @@ fn start_call(
 }
 
 /// Runs one call: deadline and panics are handled here, at the task boundary.
+///
+/// The deadline's clock starts when the method first waits: a method that
+/// finishes at once cannot pass it, and is spared reading the clock.
 async fn run_call(
     guard: CallGuard,
     dispatcher: Arc<dyn Dispatch>,
     rest: Vec<u8>,
     layout: RequestLayout,
-    deadline: Option<Instant>,
 ) {
     let (method, payload) = (layout.method(&rest), layout.payload(&rest));
     let service = dispatcher.service();
-    let work = AssertUnwindSafe(dispatcher.dispatch(method, payload)).catch_unwind();
-    let outcome = match deadline {
-        Some(at) => match tokio::time::timeout_at(at, work).await {
-            Ok(outcome) => outcome,
-            Err(_) => {
-                tracing::debug!(service, method, "rpc call passed its deadline; dropped");
-                Ok(Err(Error::timeout(format!(
-                    "{service}::{method} passed its deadline of {} ms on the server",
-                    layout.deadline_ms
-                ))))
+    let mut work = pin!(AssertUnwindSafe(dispatcher.dispatch(method, payload)).catch_unwind());
+    let first = poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await;
+    let outcome = match (first, layout.deadline_ms) {
+        (Poll::Ready(outcome), _) => outcome,
+        (Poll::Pending, 0) => work.await,
+        (Poll::Pending, ms) => {
+            let at = Instant::now() + Duration::from_millis(u64::from(ms));
+            match tokio::time::timeout_at(at, work).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    tracing::debug!(service, method, "rpc call passed its deadline; dropped");
+                    Ok(Err(Error::timeout(format!(
+                        "{service}::{method} passed its deadline of {ms} ms on the server"
+                    ))))
+                }
             }
-        },
-        None => work.await,
+        }
     };
     let result = outcome.unwrap_or_else(|_| {
         tracing::error!(

@@ -29,6 +29,7 @@
 //! `recvfrom` and two `epoll_wait` — what a plain TCP ping-pong costs — and no
 //! futex or eventfd wake-up.
 
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -45,6 +46,27 @@ mod server;
 pub use client::RpcClient;
 pub use pool::RpcConnections;
 pub use server::{Dispatchers, RpcServer};
+
+/// Call ids are sequential: a multiplicative hash spreads them for the map.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// Hashes call ids (for the maps of calls in flight).
+pub(crate) type IdBuildHasher = BuildHasherDefault<IdHasher>;
 
 /// How long a client may take to connect and be accepted.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
