@@ -7,9 +7,9 @@
 //! to its oneshot) and the writer for when the socket is full; no task is
 //! spawned per call.
 
-use std::collections::HashMap;
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mod_api::config::RpcConfig;
@@ -22,38 +22,31 @@ use tracing::Instrument;
 
 use super::frame::{self, Frame, FrameError, Head, Request, Status};
 use super::outbox::{Outbox, State};
+use super::pending::{Pending, Waiter, NONE};
 use super::reader::{FrameReader, ReadError, Ready, Rest};
-use super::{mark_not_sent, IdBuildHasher, CONNECT_TIMEOUT};
-
-type Reply = Result<Vec<u8>>;
-type Pending = HashMap<u64, oneshot::Sender<Reply>, IdBuildHasher>;
+use super::{mark_not_sent, CONNECT_TIMEOUT};
 
 struct Shared {
     addr: String,
     max_frame: usize,
     outbox: Outbox,
-    pending: Mutex<Pending>,
+    pending: Pending,
     /// No new calls: the connection is lost, closed, or the server sent GOAWAY.
     closed: AtomicBool,
 }
 
 impl Shared {
-    fn pending(&self) -> MutexGuard<'_, Pending> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Marks the connection dead and fails every pending call.
     fn fail(&self, kind: ErrorKind, why: &str) {
         self.closed.store(true, Ordering::Release);
         self.outbox.close();
         // The writer is stopped: ids above the last batch it took never left.
         let taken = self.outbox.taken();
-        let drained: Vec<_> = self.pending().drain().collect();
-        for (id, tx) in drained {
+        for (id, waiter) in self.pending.drain() {
             let err = Error::new(kind, format!("rpc connection to {} lost: {why}", self.addr))
                 .with_retryable(true);
             let err = if id > taken { mark_not_sent(err) } else { err };
-            let _ = tx.send(Err(err));
+            let _ = waiter.tx.send(Err(err));
         }
     }
 }
@@ -128,7 +121,7 @@ impl RpcClient {
                 addr: addr.to_string(),
                 max_frame: config.max_frame_bytes as usize,
                 outbox: Outbox::new(wr),
-                pending: Mutex::new(Pending::default()),
+                pending: Pending::new(),
                 closed: AtomicBool::new(false),
             });
             let task = tokio::spawn(run(shared.clone(), rd));
@@ -212,7 +205,14 @@ impl RpcClient {
         let (tx, rx) = oneshot::channel();
         // A lone call has nothing to coalesce with: write it from here, sparing
         // a wake-up of the connection's task. Otherwise let the task batch them.
-        let alone = shared.pending().is_empty();
+        let alone = shared.pending.is_empty();
+        let waiter = Waiter {
+            tx,
+            due: shared.pending.due(deadline),
+            service: call.service,
+            method: call.method,
+            budget,
+        };
         let encode = |s: &mut State| {
             let id = s.mark + 1;
             let req = Request {
@@ -225,8 +225,8 @@ impl RpcClient {
             frame::encode_request(&mut s.buf, &req, shared.max_frame)?;
             s.mark = id;
             // Inserted before the writer can take the frame, so the reply finds it.
-            shared.pending().insert(id, tx);
-            Ok::<_, frame::FrameError>(id)
+            let rearm = shared.pending.insert(id, waiter);
+            Ok::<_, frame::FrameError>((id, rearm))
         };
         let pushed = if alone {
             shared.outbox.push_now(encode)
@@ -234,7 +234,13 @@ impl RpcClient {
             shared.outbox.push(encode)
         };
         let id = match pushed {
-            Ok(Ok(id)) => id,
+            Ok(Ok((id, rearm))) => {
+                if rearm {
+                    // Earlier than the connection's timer: have its task re-arm.
+                    shared.outbox.nudge();
+                }
+                id
+            }
             Ok(Err(e)) => return Err(mark_not_sent(e.into())),
             Err(_) => {
                 return Err(mark_not_sent(unavailable(
@@ -248,21 +254,12 @@ impl RpcClient {
             id,
             armed: true,
         };
-        let outcome = tokio::time::timeout_at(deadline.into(), rx).await;
+        // The reply, the connection's failure, or the timeout from its sweep.
+        let outcome = rx.await;
+        guard.armed = false;
         match outcome {
-            Ok(Ok(reply)) => {
-                guard.armed = false;
-                reply
-            }
-            Ok(Err(_)) => {
-                guard.armed = false;
-                Err(unavailable(&shared.addr, "connection closed"))
-            }
-            // The guard forgets the id and tells the server to stop.
-            Err(_) => Err(Error::timeout(format!(
-                "rpc call {}::{} to {} timed out after {budget:?}",
-                call.service, call.method, shared.addr
-            ))),
+            Ok(reply) => reply,
+            Err(_) => Err(unavailable(&shared.addr, "connection closed")),
         }
     }
 }
@@ -279,7 +276,7 @@ impl Drop for CancelOnDrop<'_> {
         if !self.armed {
             return;
         }
-        if self.shared.pending().remove(&self.id).is_some() {
+        if self.shared.pending.remove(self.id).is_some() {
             let id = self.id;
             let _ = self
                 .shared
@@ -325,7 +322,7 @@ fn on_frame(shared: &Shared, head: Head, rest: Rest<'_>) -> Result<(), ReadError
             data,
         } => {
             // Absent: the caller gave up (timeout or cancel); drop the reply.
-            let Some(tx) = shared.pending().remove(&call_id) else {
+            let Some(Waiter { tx, .. }) = shared.pending.remove(call_id) else {
                 return Ok(());
             };
             let reply = match status {
@@ -351,6 +348,9 @@ fn on_frame(shared: &Shared, head: Head, rest: Rest<'_>) -> Result<(), ReadError
 /// The connection's loop: route every response that arrived, write the queued
 /// requests in one batch, wait for more of either.
 async fn serve(shared: &Shared, reader: &mut FrameReader) -> Result<(), ReadError> {
+    // Armed at the earliest deadline of the waiting calls (see pending.rs).
+    let mut armed = NONE;
+    let mut timer = pin!(tokio::time::sleep(Duration::ZERO));
     loop {
         loop {
             match reader.next()? {
@@ -366,6 +366,13 @@ async fn serve(shared: &Shared, reader: &mut FrameReader) -> Result<(), ReadErro
         if shared.outbox.finished() {
             return Ok(());
         }
+        let due = shared.pending.next_due();
+        if due != armed {
+            armed = due;
+            if due != NONE {
+                timer.as_mut().reset(shared.pending.instant(due).into());
+            }
+        }
         tokio::select! {
             biased;
             more = reader.fill() => if !more? {
@@ -375,12 +382,30 @@ async fn serve(shared: &Shared, reader: &mut FrameReader) -> Result<(), ReadErro
                 r.map_err(ReadError::Io)?;
                 tokio::task::yield_now().await;
             }
+            () = &mut timer, if armed != NONE => {
+                for id in shared.pending.sweep(&shared.addr) {
+                    tracing::debug!(addr = %shared.addr, call = id, "rpc call timed out");
+                    let _ = shared.outbox.push(|s| frame::encode_cancel(&mut s.buf, id));
+                }
+                // Re-armed above, at the next deadline the sweep found.
+                armed = 0;
+            }
         }
     }
 }
 
 /// The connection task: runs the loop, then fails what is left.
 async fn run(shared: Arc<Shared>, mut reader: FrameReader) {
+    // Callers wait on this task alone (no timer of their own): should it end
+    // any other way (a panic), they must still hear of it.
+    struct FailOnDrop<'a>(&'a Shared);
+    impl Drop for FailOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0
+                .fail(ErrorKind::Unavailable, "rpc connection task ended");
+        }
+    }
+    let _guard = FailOnDrop(&shared);
     let why = match serve(&shared, &mut reader).await {
         Ok(()) => {
             shared.fail(ErrorKind::Closed, "client closed");

@@ -39,6 +39,7 @@ mod client;
 mod conn;
 pub mod frame;
 mod outbox;
+mod pending;
 mod pool;
 mod reader;
 mod server;

@@ -216,13 +216,24 @@ impl Outbox {
     /// frames, or a full socket that became writable. Cancel safe.
     pub(crate) async fn wait(&self) -> io::Result<()> {
         if self.lock().blocked {
-            self.sock.writable().await?;
-            self.lock().blocked = false;
-            Ok(())
+            // A nudge still gets through while the socket is full.
+            tokio::select! {
+                r = self.sock.writable() => {
+                    r?;
+                    self.lock().blocked = false;
+                }
+                () = self.wake.notified() => {}
+            }
         } else {
             self.wake.notified().await;
-            Ok(())
         }
+        Ok(())
+    }
+
+    /// Wakes the connection's task (waiting in [`wait`](Self::wait)) for a
+    /// reason of the sender's own, e.g. an earlier deadline to arm.
+    pub(crate) fn nudge(&self) {
+        self.wake.notify_one();
     }
 
     /// Whether the outbox is closed and everything queued was written.
