@@ -82,8 +82,14 @@ impl Codec for Bincode {
 struct Append<'a>(&'a mut Vec<u8>);
 
 impl bincode::enc::write::Writer for Append<'_> {
+    #[inline]
     fn write(&mut self, bytes: &[u8]) -> std::result::Result<(), bincode::error::EncodeError> {
-        self.0.extend_from_slice(bytes);
+        // Most writes are one byte (each element of a `Vec<u8>`): a push
+        // inlines, a copy of a slice of unknown length calls `memcpy`.
+        match bytes {
+            [b] => self.0.push(*b),
+            _ => self.0.extend_from_slice(bytes),
+        }
         Ok(())
     }
 }
