@@ -157,23 +157,23 @@ impl RpcClient {
     /// connection stays usable); any error the server reports. Dropping the
     /// future before the reply sends a CANCEL.
     pub async fn call(&self, call: Call, timeout: Duration) -> Result<Vec<u8>> {
+        let span = tracing::debug_span!("rpc.call", service = call.service, method = call.method);
         self.call_within(&call, Instant::now() + timeout, timeout)
+            .instrument(span)
             .await
     }
 
     /// Like [`call`](Self::call), borrowing the call (a caller that may retry
     /// keeps it) and ending at `deadline`; `budget` is the time left until it,
-    /// which travels to the server.
+    /// which travels to the server. No span of its own: the caller's (the
+    /// service client's `modkit.call`) covers it.
     pub async fn call_within(
         &self,
         call: &Call,
         deadline: Instant,
         budget: Duration,
     ) -> Result<Vec<u8>> {
-        let span = tracing::debug_span!("rpc.call", service = call.service, method = call.method);
-        self.call_inner(call, deadline, budget)
-            .instrument(span)
-            .await
+        self.call_inner(call, deadline, budget).await
     }
 
     async fn call_inner(

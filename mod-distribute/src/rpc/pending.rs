@@ -63,7 +63,7 @@ impl Pending {
     pub(crate) fn due(&self, deadline: Instant) -> u64 {
         let d = deadline.saturating_duration_since(self.epoch);
         let ms = d.as_millis() as u64;
-        ms + u64::from(d.subsec_nanos() % 1_000_000 != 0)
+        ms + u64::from(!d.subsec_nanos().is_multiple_of(1_000_000))
     }
 
     /// The instant `due` ms after the epoch.
