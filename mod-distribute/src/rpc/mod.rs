@@ -23,9 +23,12 @@
 //! loop handles every frame that arrived (parsed in place from one read
 //! buffer), then writes everything queued in one `write`, then waits for either
 //! (reader.rs, outbox.rs). A lone client call writes its request from the
-//! caller; concurrent calls are batched by the connection's task. On the
-//! server a call is polled once in the loop and only gets a task of its own if
-//! it has to wait (conn.rs). A sequential call costs two `sendto`, two
+//! caller; concurrent calls are batched by the connection's task, which lets
+//! the callers woken by one batch of replies append their next requests before
+//! it writes (else each request left in a `write` of its own). Client deadlines
+//! are swept by that task with one timer, not a timer per call (pending.rs).
+//! On the server a call is polled once in the loop and only gets a task of its
+//! own if it has to wait (conn.rs). A sequential call costs two `sendto`, two
 //! `recvfrom` and two `epoll_wait` — what a plain TCP ping-pong costs — and no
 //! futex or eventfd wake-up.
 
@@ -36,6 +39,7 @@ use async_trait::async_trait;
 use mod_api::{Call, Error, Result, Transport};
 
 mod client;
+mod client_task;
 mod conn;
 pub mod frame;
 mod outbox;
