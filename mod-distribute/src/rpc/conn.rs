@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::frame::{self, FrameError, Head, Kind, RequestLayout, Status};
-use super::outbox::Outbox;
+use super::outbox::{Outbox, State};
 use super::reader::{FrameReader, ReadError, Ready, Rest};
 use super::server::ServerShared;
 use super::{IdBuildHasher, HANDSHAKE_TIMEOUT};
@@ -41,6 +41,8 @@ pub(crate) struct ConnState {
     /// client, and a fast hash is fine: a client that picks colliding ids
     /// slows down its own connection only.
     calls: Mutex<HashMap<u64, AbortHandle, IdBuildHasher>>,
+    /// The connection's task: a reply produced in it needs no wake-up.
+    task: OnceLock<tokio::task::Id>,
 }
 
 impl ConnState {
@@ -49,6 +51,7 @@ impl ConnState {
             peer,
             outbox: Outbox::new(wr),
             calls: Mutex::new(HashMap::default()),
+            task: OnceLock::new(),
         }
     }
 
@@ -74,9 +77,13 @@ impl ConnState {
             }
             Err(e) => (Status::Err, encode_error(&e)),
         };
-        let _ = self
-            .outbox
-            .push(|s| frame::encode_response(&mut s.buf, id, status, &data));
+        let encode = |s: &mut State| frame::encode_response(&mut s.buf, id, status, &data);
+        // A call that finished in the connection's loop: the loop flushes next.
+        let _ = if tokio::task::try_id().is_some_and(|t| self.task.get() == Some(&t)) {
+            self.outbox.push_quiet(encode)
+        } else {
+            self.outbox.push(encode)
+        };
     }
 }
 
@@ -126,6 +133,7 @@ pub(crate) async fn serve(
     id: u64,
     rd: OwnedReadHalf,
 ) {
+    let _ = conn.task.set(tokio::task::id());
     let _cleanup = ConnCleanup {
         server: server.clone(),
         conn: conn.clone(),

@@ -107,6 +107,16 @@ impl Outbox {
         Ok(r)
     }
 
+    /// Like [`push`](Self::push) without waking anyone: for the connection's
+    /// task itself, which flushes before it waits.
+    pub(crate) fn push_quiet<R>(&self, f: impl FnOnce(&mut State) -> R) -> Result<R, Closed> {
+        let mut s = self.lock();
+        if s.closed {
+            return Err(Closed);
+        }
+        Ok(f(&mut s))
+    }
+
     /// Like [`push`](Self::push), but writes at once from this thread when no
     /// one else is writing.
     pub(crate) fn push_now<R>(&self, f: impl FnOnce(&mut State) -> R) -> Result<R, Closed> {
