@@ -28,6 +28,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::frame::{self, FrameError, Head, Kind, RequestLayout, Status};
+use super::handshake::{handshake, Refusal};
 use super::outbox::{Outbox, State};
 use super::reader::{FrameReader, ReadError, Ready, Rest};
 use super::server::ServerShared;
@@ -263,44 +264,6 @@ fn on_frame(
     }
 }
 
-enum Refusal {
-    Protocol(ReadError),
-    Auth,
-}
-
-/// Reads the HELLO and checks its secret.
-async fn handshake(server: &ServerShared, reader: &mut FrameReader) -> Result<(), Refusal> {
-    let (head, secret) = match reader.read_one().await {
-        Ok(Some(f)) => f,
-        Ok(None) => return Err(Refusal::Protocol(ReadError::Truncated)),
-        Err(e) => return Err(Refusal::Protocol(e)),
-    };
-    if head.kind != Kind::Hello || head.call_id != 0 {
-        return Err(Refusal::Protocol(ReadError::Frame(FrameError::Malformed(
-            "the first frame must be HELLO",
-        ))));
-    }
-    match &server.secret {
-        Some(expected) if !constant_time_eq(expected, &secret) => Err(Refusal::Auth),
-        _ => Ok(()),
-    }
-}
-
-/// Compares in time that depends on the length of `given` only, never on where
-/// the bytes differ.
-fn constant_time_eq(expected: &[u8], given: &[u8]) -> bool {
-    let mut diff = u8::from(expected.len() != given.len());
-    for (i, &g) in given.iter().enumerate() {
-        let e = if expected.is_empty() {
-            0
-        } else {
-            expected[i % expected.len()]
-        };
-        diff |= e ^ g;
-    }
-    std::hint::black_box(diff) == 0
-}
-
 fn start_call(
     server: &Arc<ServerShared>,
     conn: &Arc<ConnState>,
@@ -397,20 +360,4 @@ async fn run_call(
         ))
     });
     guard.conn.respond(guard.id, result, guard.server.max_frame);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::constant_time_eq;
-
-    #[test]
-    fn secret_comparison() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
-        assert!(!constant_time_eq(b"abc", b"abcabc"));
-        assert!(!constant_time_eq(b"abc", b""));
-        assert!(!constant_time_eq(b"", b"x"));
-        assert!(constant_time_eq(b"", b""));
-    }
 }

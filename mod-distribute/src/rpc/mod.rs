@@ -42,6 +42,7 @@ mod client;
 mod client_task;
 mod conn;
 pub mod frame;
+mod handshake;
 mod outbox;
 mod pending;
 mod pool;
