@@ -44,12 +44,17 @@ impl Codec for Bincode {
     const NAME: &'static str = "bincode2";
 
     fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<()> {
-        bincode::serde::encode_into_std_write(value, buf, bincode::config::standard())
-            .map(|_| ())
-            .map_err(|e| {
-                tracing::warn!(error = %e, "encode failed");
-                Error::codec("cannot encode value").with_source(e)
-            })
+        let failed = |e: bincode::error::EncodeError| {
+            tracing::warn!(error = %e, "encode failed");
+            Error::codec("cannot encode value").with_source(e)
+        };
+        let config = bincode::config::standard();
+        // Sized first: bincode writes a `Vec<u8>` byte by byte, and growing the
+        // buffer as it goes took more time than the encoding itself.
+        let mut size = bincode::enc::write::SizeWriter::default();
+        bincode::serde::encode_into_writer(value, &mut size, config).map_err(failed)?;
+        buf.reserve(size.bytes_written);
+        bincode::serde::encode_into_writer(value, Append(buf), config).map_err(failed)
     }
 
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
@@ -70,6 +75,22 @@ impl Codec for Bincode {
             )));
         }
         Ok(value)
+    }
+}
+
+/// A bincode writer appending to a vector.
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl bincode::enc::write::Writer for Append<'_> {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) -> std::result::Result<(), bincode::error::EncodeError> {
+        // Most writes are one byte (each element of a `Vec<u8>`): a push
+        // inlines, a copy of a slice of unknown length calls `memcpy`.
+        match bytes {
+            [b] => self.0.push(*b),
+            _ => self.0.extend_from_slice(bytes),
+        }
+        Ok(())
     }
 }
 

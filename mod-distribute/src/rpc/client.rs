@@ -4,14 +4,12 @@
 //! its id under the same lock, so ids leave in increasing order), which writes
 //! it at once or coalesced with others, and waits on a oneshot stored in the
 //! pending map. One task per connection runs the reader (routes each response
-//! to its oneshot) and the writer for when the socket is full; no task is
-//! spawned per call.
+//! to its oneshot), the writer for when the socket is full, and the deadline
+//! sweep; no task is spawned per call and no timer registered per call.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use mod_api::config::RpcConfig;
 use mod_api::{Call, Error, ErrorKind, Result};
@@ -21,58 +19,35 @@ use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 use tracing::Instrument;
 
-use super::frame::{self, Frame, FrameError, Head, Request, Status};
+use super::client_task::{read_hello_answer, run};
+use super::frame::{self, Request};
 use super::outbox::{Outbox, State};
-use super::reader::{FrameReader, ReadError, Ready, Rest};
+use super::pending::{Pending, Waiter};
+use super::reader::FrameReader;
 use super::{mark_not_sent, CONNECT_TIMEOUT};
 
-/// Call ids are sequential: a multiplicative hash spreads them for the map.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-type Reply = Result<Vec<u8>>;
-type Pending = HashMap<u64, oneshot::Sender<Reply>, BuildHasherDefault<IdHasher>>;
-
-struct Shared {
-    addr: String,
+/// What a client connection shares with its task.
+pub(super) struct Shared {
+    pub(super) addr: String,
     max_frame: usize,
-    outbox: Outbox,
-    pending: Mutex<Pending>,
+    pub(super) outbox: Outbox,
+    pub(super) pending: Pending,
     /// No new calls: the connection is lost, closed, or the server sent GOAWAY.
-    closed: AtomicBool,
+    pub(super) closed: AtomicBool,
 }
 
 impl Shared {
-    fn pending(&self) -> MutexGuard<'_, Pending> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Marks the connection dead and fails every pending call.
-    fn fail(&self, kind: ErrorKind, why: &str) {
+    pub(super) fn fail(&self, kind: ErrorKind, why: &str) {
         self.closed.store(true, Ordering::Release);
         self.outbox.close();
         // The writer is stopped: ids above the last batch it took never left.
         let taken = self.outbox.taken();
-        let drained: Vec<_> = self.pending().drain().collect();
-        for (id, tx) in drained {
+        for (id, waiter) in self.pending.drain() {
             let err = Error::new(kind, format!("rpc connection to {} lost: {why}", self.addr))
                 .with_retryable(true);
             let err = if id > taken { mark_not_sent(err) } else { err };
-            let _ = tx.send(Err(err));
+            let _ = waiter.tx.send(Err(err));
         }
     }
 }
@@ -147,7 +122,7 @@ impl RpcClient {
                 addr: addr.to_string(),
                 max_frame: config.max_frame_bytes as usize,
                 outbox: Outbox::new(wr),
-                pending: Mutex::new(Pending::default()),
+                pending: Pending::new(),
                 closed: AtomicBool::new(false),
             });
             let task = tokio::spawn(run(shared.clone(), rd));
@@ -184,10 +159,30 @@ impl RpcClient {
     /// future before the reply sends a CANCEL.
     pub async fn call(&self, call: Call, timeout: Duration) -> Result<Vec<u8>> {
         let span = tracing::debug_span!("rpc.call", service = call.service, method = call.method);
-        self.call_inner(call, timeout).instrument(span).await
+        self.call_within(&call, Instant::now() + timeout, timeout)
+            .instrument(span)
+            .await
     }
 
-    async fn call_inner(&self, call: Call, timeout: Duration) -> Result<Vec<u8>> {
+    /// Like [`call`](Self::call), borrowing the call (a caller that may retry
+    /// keeps it) and ending at `deadline`; `budget` is the time left until it,
+    /// which travels to the server. No span of its own: the caller's (the
+    /// service client's `modkit.call`) covers it.
+    pub async fn call_within(
+        &self,
+        call: &Call,
+        deadline: Instant,
+        budget: Duration,
+    ) -> Result<Vec<u8>> {
+        self.call_inner(call, deadline, budget).await
+    }
+
+    async fn call_inner(
+        &self,
+        call: &Call,
+        deadline: Instant,
+        budget: Duration,
+    ) -> Result<Vec<u8>> {
         let shared = &self.inner.shared;
         if self.is_closed() {
             return Err(mark_not_sent(unavailable(
@@ -207,11 +202,18 @@ impl RpcClient {
             )));
         }
         // 0 means "no deadline" on the wire; a call always has one.
-        let deadline_ms = timeout.as_millis().clamp(1, u32::MAX as u128) as u32;
+        let deadline_ms = budget.as_millis().clamp(1, u32::MAX as u128) as u32;
         let (tx, rx) = oneshot::channel();
         // A lone call has nothing to coalesce with: write it from here, sparing
         // a wake-up of the connection's task. Otherwise let the task batch them.
-        let alone = shared.pending().is_empty();
+        let alone = shared.pending.is_empty();
+        let waiter = Waiter {
+            tx,
+            due: shared.pending.due(deadline),
+            service: call.service,
+            method: call.method,
+            budget,
+        };
         let encode = |s: &mut State| {
             let id = s.mark + 1;
             let req = Request {
@@ -224,8 +226,8 @@ impl RpcClient {
             frame::encode_request(&mut s.buf, &req, shared.max_frame)?;
             s.mark = id;
             // Inserted before the writer can take the frame, so the reply finds it.
-            shared.pending().insert(id, tx);
-            Ok::<_, frame::FrameError>(id)
+            let rearm = shared.pending.insert(id, waiter);
+            Ok::<_, frame::FrameError>((id, rearm))
         };
         let pushed = if alone {
             shared.outbox.push_now(encode)
@@ -233,7 +235,13 @@ impl RpcClient {
             shared.outbox.push(encode)
         };
         let id = match pushed {
-            Ok(Ok(id)) => id,
+            Ok(Ok((id, rearm))) => {
+                if rearm {
+                    // Earlier than the connection's timer: have its task re-arm.
+                    shared.outbox.nudge();
+                }
+                id
+            }
             Ok(Err(e)) => return Err(mark_not_sent(e.into())),
             Err(_) => {
                 return Err(mark_not_sent(unavailable(
@@ -242,27 +250,17 @@ impl RpcClient {
                 )))
             }
         };
-        drop(call.payload);
         let mut guard = CancelOnDrop {
             shared,
             id,
             armed: true,
         };
-        let outcome = tokio::time::timeout(timeout, rx).await;
+        // The reply, the connection's failure, or the timeout from its sweep.
+        let outcome = rx.await;
+        guard.armed = false;
         match outcome {
-            Ok(Ok(reply)) => {
-                guard.armed = false;
-                reply
-            }
-            Ok(Err(_)) => {
-                guard.armed = false;
-                Err(unavailable(&shared.addr, "connection closed"))
-            }
-            // The guard forgets the id and tells the server to stop.
-            Err(_) => Err(Error::timeout(format!(
-                "rpc call {}::{} to {} timed out after {timeout:?}",
-                call.service, call.method, shared.addr
-            ))),
+            Ok(reply) => reply,
+            Err(_) => Err(unavailable(&shared.addr, "connection closed")),
         }
     }
 }
@@ -279,7 +277,7 @@ impl Drop for CancelOnDrop<'_> {
         if !self.armed {
             return;
         }
-        if self.shared.pending().remove(&self.id).is_some() {
+        if self.shared.pending.remove(self.id).is_some() {
             let id = self.id;
             let _ = self
                 .shared
@@ -287,116 +285,4 @@ impl Drop for CancelOnDrop<'_> {
                 .push(|s| frame::encode_cancel(&mut s.buf, id));
         }
     }
-}
-
-fn decode_error(data: &[u8]) -> Error {
-    mod_api::codec::decode::<Error>(data)
-        .unwrap_or_else(|e| Error::codec("undecodable error from rpc server").with_source(e))
-}
-
-/// Reads the server's answer to HELLO: `Ok` when accepted.
-async fn read_hello_answer(reader: &mut FrameReader) -> Result<()> {
-    let fail = |what: String| Error::unavailable(format!("rpc handshake: {what}"));
-    let (head, rest) = match reader.read_one().await {
-        Ok(Some(f)) => f,
-        Ok(None) => return Err(fail("server closed the connection".into())),
-        Err(e) => return Err(fail(e.to_string())),
-    };
-    match frame::decode_rest(head, &rest) {
-        Ok(Frame::Response {
-            call_id: 0,
-            status: Status::Ok,
-            ..
-        }) => Ok(()),
-        Ok(Frame::Response {
-            call_id: 0, data, ..
-        }) => Err(decode_error(data)),
-        Ok(other) => Err(fail(format!("unexpected frame {other:?}"))),
-        Err(e) => Err(fail(e.to_string())),
-    }
-}
-
-/// Routes one response to its caller.
-fn on_frame(shared: &Shared, head: Head, rest: Rest<'_>) -> Result<(), ReadError> {
-    match frame::decode_rest(head, rest.bytes())? {
-        Frame::Response {
-            call_id,
-            status,
-            data,
-        } => {
-            // Absent: the caller gave up (timeout or cancel); drop the reply.
-            let Some(tx) = shared.pending().remove(&call_id) else {
-                return Ok(());
-            };
-            let reply = match status {
-                // The status byte comes first, then the reply.
-                Status::Ok => Ok(rest.into_vec(1)),
-                Status::Err => Err(decode_error(data)),
-                Status::Refused => Err(mark_not_sent(decode_error(data))),
-            };
-            let _ = tx.send(reply);
-            Ok(())
-        }
-        Frame::GoAway => {
-            tracing::debug!(addr = %shared.addr, "rpc server going away");
-            shared.closed.store(true, Ordering::Release);
-            Ok(())
-        }
-        _ => Err(ReadError::Frame(FrameError::Malformed(
-            "unexpected frame from server",
-        ))),
-    }
-}
-
-/// The connection's loop: route every response that arrived, write the queued
-/// requests in one batch, wait for more of either.
-async fn serve(shared: &Shared, reader: &mut FrameReader) -> Result<(), ReadError> {
-    loop {
-        loop {
-            match reader.next()? {
-                Ready::None => break,
-                Ready::InPlace { head, rest, used } => {
-                    on_frame(shared, head, Rest::Borrowed(rest))?;
-                    reader.consume(used);
-                }
-                Ready::Owned { head, rest } => on_frame(shared, head, Rest::Owned(rest))?,
-            }
-        }
-        shared.outbox.flush().map_err(ReadError::Io)?;
-        if shared.outbox.finished() {
-            return Ok(());
-        }
-        tokio::select! {
-            biased;
-            more = reader.fill() => if !more? {
-                return Err(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into()));
-            },
-            r = shared.outbox.wait() => r.map_err(ReadError::Io)?,
-        }
-    }
-}
-
-/// The connection task: runs the loop, then fails what is left.
-async fn run(shared: Arc<Shared>, mut reader: FrameReader) {
-    let why = match serve(&shared, &mut reader).await {
-        Ok(()) => {
-            shared.fail(ErrorKind::Closed, "client closed");
-            return;
-        }
-        Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            "server closed the connection".to_string()
-        }
-        Err(ReadError::Io(e)) => e.to_string(),
-        Err(e) => {
-            tracing::error!(addr = %shared.addr, error = %e, "rpc protocol error; closing");
-            e.to_string()
-        }
-    };
-    // After GOAWAY the close is the expected end of a graceful shutdown.
-    if shared.closed.load(Ordering::Acquire) {
-        tracing::debug!(addr = %shared.addr, why, "rpc connection closed after goaway");
-    } else {
-        tracing::warn!(addr = %shared.addr, why, "rpc connection lost");
-    }
-    shared.fail(ErrorKind::Unavailable, &why);
 }

@@ -14,8 +14,9 @@ use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
+use std::pin::pin;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -27,16 +28,22 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::frame::{self, FrameError, Head, Kind, RequestLayout, Status};
-use super::outbox::Outbox;
+use super::handshake::{handshake, Refusal};
+use super::outbox::{Outbox, State};
 use super::reader::{FrameReader, ReadError, Ready, Rest};
 use super::server::ServerShared;
-use super::HANDSHAKE_TIMEOUT;
+use super::{IdBuildHasher, HANDSHAKE_TIMEOUT};
 
 /// What a connection shares with its calls.
 pub(crate) struct ConnState {
     peer: SocketAddr,
     pub(crate) outbox: Outbox,
-    calls: Mutex<HashMap<u64, AbortHandle>>,
+    /// Calls that went on in a task of their own. The ids come from the
+    /// client, and a fast hash is fine: a client that picks colliding ids
+    /// slows down its own connection only.
+    calls: Mutex<HashMap<u64, AbortHandle, IdBuildHasher>>,
+    /// The connection's task: a reply produced in it needs no wake-up.
+    task: OnceLock<tokio::task::Id>,
 }
 
 impl ConnState {
@@ -44,11 +51,12 @@ impl ConnState {
         ConnState {
             peer,
             outbox: Outbox::new(wr),
-            calls: Mutex::new(HashMap::new()),
+            calls: Mutex::new(HashMap::default()),
+            task: OnceLock::new(),
         }
     }
 
-    fn calls(&self) -> MutexGuard<'_, HashMap<u64, AbortHandle>> {
+    fn calls(&self) -> MutexGuard<'_, HashMap<u64, AbortHandle, IdBuildHasher>> {
         self.calls.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -70,9 +78,13 @@ impl ConnState {
             }
             Err(e) => (Status::Err, encode_error(&e)),
         };
-        let _ = self
-            .outbox
-            .push(|s| frame::encode_response(&mut s.buf, id, status, &data));
+        let encode = |s: &mut State| frame::encode_response(&mut s.buf, id, status, &data);
+        // A call that finished in the connection's loop: the loop flushes next.
+        let _ = if tokio::task::try_id().is_some_and(|t| self.task.get() == Some(&t)) {
+            self.outbox.push_quiet(encode)
+        } else {
+            self.outbox.push(encode)
+        };
     }
 }
 
@@ -122,6 +134,7 @@ pub(crate) async fn serve(
     id: u64,
     rd: OwnedReadHalf,
 ) {
+    let _ = conn.task.set(tokio::task::id());
     let _cleanup = ConnCleanup {
         server: server.clone(),
         conn: conn.clone(),
@@ -251,44 +264,6 @@ fn on_frame(
     }
 }
 
-enum Refusal {
-    Protocol(ReadError),
-    Auth,
-}
-
-/// Reads the HELLO and checks its secret.
-async fn handshake(server: &ServerShared, reader: &mut FrameReader) -> Result<(), Refusal> {
-    let (head, secret) = match reader.read_one().await {
-        Ok(Some(f)) => f,
-        Ok(None) => return Err(Refusal::Protocol(ReadError::Truncated)),
-        Err(e) => return Err(Refusal::Protocol(e)),
-    };
-    if head.kind != Kind::Hello || head.call_id != 0 {
-        return Err(Refusal::Protocol(ReadError::Frame(FrameError::Malformed(
-            "the first frame must be HELLO",
-        ))));
-    }
-    match &server.secret {
-        Some(expected) if !constant_time_eq(expected, &secret) => Err(Refusal::Auth),
-        _ => Ok(()),
-    }
-}
-
-/// Compares in time that depends on the length of `given` only, never on where
-/// the bytes differ.
-fn constant_time_eq(expected: &[u8], given: &[u8]) -> bool {
-    let mut diff = u8::from(expected.len() != given.len());
-    for (i, &g) in given.iter().enumerate() {
-        let e = if expected.is_empty() {
-            0
-        } else {
-            expected[i % expected.len()]
-        };
-        diff |= e ^ g;
-    }
-    std::hint::black_box(diff) == 0
-}
-
 fn start_call(
     server: &Arc<ServerShared>,
     conn: &Arc<ConnState>,
@@ -313,8 +288,6 @@ fn start_call(
         conn.respond(id, Err(e), server.max_frame);
         return;
     };
-    let deadline = (layout.deadline_ms > 0)
-        .then(|| Instant::now() + Duration::from_millis(u64::from(layout.deadline_ms)));
     if conn.calls().contains_key(&id) {
         let e = Error::invalid_input(format!("call id {id} is already in flight"));
         conn.respond(id, Err(e), server.max_frame);
@@ -335,7 +308,7 @@ fn start_call(
         method = layout.method(&rest),
         call = id
     );
-    let mut call = Box::pin(run_call(guard, dispatcher, rest, layout, deadline).instrument(span));
+    let mut call = Box::pin(run_call(guard, dispatcher, rest, layout).instrument(span));
     if call.as_mut().poll(cx).is_ready() {
         return;
     }
@@ -346,28 +319,34 @@ fn start_call(
 }
 
 /// Runs one call: deadline and panics are handled here, at the task boundary.
+///
+/// The deadline's clock starts when the method first waits: a method that
+/// finishes at once cannot pass it, and is spared reading the clock.
 async fn run_call(
     guard: CallGuard,
     dispatcher: Arc<dyn Dispatch>,
     rest: Vec<u8>,
     layout: RequestLayout,
-    deadline: Option<Instant>,
 ) {
     let (method, payload) = (layout.method(&rest), layout.payload(&rest));
     let service = dispatcher.service();
-    let work = AssertUnwindSafe(dispatcher.dispatch(method, payload)).catch_unwind();
-    let outcome = match deadline {
-        Some(at) => match tokio::time::timeout_at(at, work).await {
-            Ok(outcome) => outcome,
-            Err(_) => {
-                tracing::debug!(service, method, "rpc call passed its deadline; dropped");
-                Ok(Err(Error::timeout(format!(
-                    "{service}::{method} passed its deadline of {} ms on the server",
-                    layout.deadline_ms
-                ))))
+    let mut work = pin!(AssertUnwindSafe(dispatcher.dispatch(method, payload)).catch_unwind());
+    let first = poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await;
+    let outcome = match (first, layout.deadline_ms) {
+        (Poll::Ready(outcome), _) => outcome,
+        (Poll::Pending, 0) => work.await,
+        (Poll::Pending, ms) => {
+            let at = Instant::now() + Duration::from_millis(u64::from(ms));
+            match tokio::time::timeout_at(at, work).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    tracing::debug!(service, method, "rpc call passed its deadline; dropped");
+                    Ok(Err(Error::timeout(format!(
+                        "{service}::{method} passed its deadline of {ms} ms on the server"
+                    ))))
+                }
             }
-        },
-        None => work.await,
+        }
     };
     let result = outcome.unwrap_or_else(|_| {
         tracing::error!(
@@ -381,20 +360,4 @@ async fn run_call(
         ))
     });
     guard.conn.respond(guard.id, result, guard.server.max_frame);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::constant_time_eq;
-
-    #[test]
-    fn secret_comparison() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
-        assert!(!constant_time_eq(b"abc", b"abcabc"));
-        assert!(!constant_time_eq(b"abc", b""));
-        assert!(!constant_time_eq(b"", b"x"));
-        assert!(constant_time_eq(b"", b""));
-    }
 }

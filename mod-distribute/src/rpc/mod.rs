@@ -23,21 +23,28 @@
 //! loop handles every frame that arrived (parsed in place from one read
 //! buffer), then writes everything queued in one `write`, then waits for either
 //! (reader.rs, outbox.rs). A lone client call writes its request from the
-//! caller; concurrent calls are batched by the connection's task. On the
-//! server a call is polled once in the loop and only gets a task of its own if
-//! it has to wait (conn.rs). A sequential call costs two `sendto`, two
+//! caller; concurrent calls are batched by the connection's task, which lets
+//! the callers woken by one batch of replies append their next requests before
+//! it writes (else each request left in a `write` of its own). Client deadlines
+//! are swept by that task with one timer, not a timer per call (pending.rs).
+//! On the server a call is polled once in the loop and only gets a task of its
+//! own if it has to wait (conn.rs). A sequential call costs two `sendto`, two
 //! `recvfrom` and two `epoll_wait` — what a plain TCP ping-pong costs — and no
 //! futex or eventfd wake-up.
 
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use mod_api::{Call, Error, Result, Transport};
 
 mod client;
+mod client_task;
 mod conn;
 pub mod frame;
+mod handshake;
 mod outbox;
+mod pending;
 mod pool;
 mod reader;
 mod server;
@@ -45,6 +52,27 @@ mod server;
 pub use client::RpcClient;
 pub use pool::RpcConnections;
 pub use server::{Dispatchers, RpcServer};
+
+/// Call ids are sequential: a multiplicative hash spreads them for the map.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// Hashes call ids (for the maps of calls in flight).
+pub(crate) type IdBuildHasher = BuildHasherDefault<IdHasher>;
 
 /// How long a client may take to connect and be accepted.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -107,6 +107,16 @@ impl Outbox {
         Ok(r)
     }
 
+    /// Like [`push`](Self::push) without waking anyone: for the connection's
+    /// task itself, which flushes before it waits.
+    pub(crate) fn push_quiet<R>(&self, f: impl FnOnce(&mut State) -> R) -> Result<R, Closed> {
+        let mut s = self.lock();
+        if s.closed {
+            return Err(Closed);
+        }
+        Ok(f(&mut s))
+    }
+
     /// Like [`push`](Self::push), but writes at once from this thread when no
     /// one else is writing.
     pub(crate) fn push_now<R>(&self, f: impl FnOnce(&mut State) -> R) -> Result<R, Closed> {
@@ -216,13 +226,24 @@ impl Outbox {
     /// frames, or a full socket that became writable. Cancel safe.
     pub(crate) async fn wait(&self) -> io::Result<()> {
         if self.lock().blocked {
-            self.sock.writable().await?;
-            self.lock().blocked = false;
-            Ok(())
+            // A nudge still gets through while the socket is full.
+            tokio::select! {
+                r = self.sock.writable() => {
+                    r?;
+                    self.lock().blocked = false;
+                }
+                () = self.wake.notified() => {}
+            }
         } else {
             self.wake.notified().await;
-            Ok(())
         }
+        Ok(())
+    }
+
+    /// Wakes the connection's task (waiting in [`wait`](Self::wait)) for a
+    /// reason of the sender's own, e.g. an earlier deadline to arm.
+    pub(crate) fn nudge(&self) {
+        self.wake.notify_one();
     }
 
     /// Whether the outbox is closed and everything queued was written.

@@ -56,7 +56,13 @@ impl RpcConnections {
 
     /// The live connection to `addr`, connecting (again) if there is none.
     pub async fn get(&self, addr: &str) -> Result<RpcClient> {
-        let slot = self.slots().entry(addr.to_string()).or_default().clone();
+        let slot = {
+            let mut slots = self.slots();
+            match slots.get(addr) {
+                Some(slot) => slot.clone(),
+                None => slots.entry(addr.to_string()).or_default().clone(),
+            }
+        };
         if let Some(client) = slot.live() {
             return Ok(client);
         }

@@ -1,0 +1,302 @@
+//! [`ServiceProxy`]: the client side of one remote service.
+//!
+//! The registry watch is turned into a [`Targets`] list by the follow task, once
+//! per snapshot, so a call only reads an `Arc`: no instance is cloned, no
+//! address looked up and nothing allocated to choose where a call goes. Each
+//! target keeps its in-flight count, its failure mark and its connection across
+//! snapshots, as long as its address stays in the registry.
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use mod_api::config::{Balance, InvokeConfig};
+use mod_api::{Call, Error, ErrorKind, Instance, Registry, Result, Status, Transport};
+use tokio::sync::watch;
+
+use crate::rpc::{not_sent, RpcClient, RpcConnections};
+
+/// How long an instance whose connection failed is skipped.
+const FAILED_BACKOFF: Duration = Duration::from_secs(2);
+
+/// One address of the service, as the proxy sees it.
+struct Target {
+    address: String,
+    /// Calls of this proxy running on it (for [`Balance::LeastInFlight`]).
+    in_flight: AtomicUsize,
+    /// Skipped until this many ms after the proxy's epoch; 0: never failed.
+    failed_until: AtomicU64,
+    /// The connection last used, so that a call need not ask the pool.
+    client: Mutex<Option<RpcClient>>,
+}
+
+impl Target {
+    fn new(address: &str) -> Target {
+        Target {
+            address: address.to_owned(),
+            in_flight: AtomicUsize::new(0),
+            failed_until: AtomicU64::new(0),
+            client: Mutex::new(None),
+        }
+    }
+
+    /// Whether it failed less than [`FAILED_BACKOFF`] ago; reads the clock
+    /// only for a target that ever failed.
+    fn backing_off(&self, epoch: Instant) -> bool {
+        let until = self.failed_until.load(Ordering::Relaxed);
+        until != 0 && millis_since(epoch) < until
+    }
+
+    /// A live connection: the cached one, else one from the pool.
+    async fn client(&self, pool: &RpcConnections) -> Result<RpcClient> {
+        {
+            let cached = self.client.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(client) = cached.as_ref().filter(|c| !c.is_closed()) {
+                return Ok(client.clone());
+            }
+        }
+        let client = pool.get(&self.address).await?;
+        *self.client.lock().unwrap_or_else(|e| e.into_inner()) = Some(client.clone());
+        Ok(client)
+    }
+}
+
+fn millis_since(epoch: Instant) -> u64 {
+    epoch.elapsed().as_millis() as u64
+}
+
+/// The service's addresses from one registry snapshot.
+#[derive(Default)]
+struct Targets {
+    /// One per address in the snapshot, whatever its status (kept for the next one).
+    all: Vec<Arc<Target>>,
+    /// The addresses with an `Up` instance, in snapshot order.
+    up: Vec<Arc<Target>>,
+}
+
+impl Targets {
+    /// The targets of `instances`, reusing those of `prev` by address.
+    fn build(instances: &[Instance], prev: &Targets) -> Targets {
+        let mut next = Targets::default();
+        for i in instances {
+            let known = next.all.iter().find(|t| t.address == i.address).cloned();
+            let target = match known {
+                Some(t) => t,
+                None => {
+                    let t = prev
+                        .all
+                        .iter()
+                        .find(|t| t.address == i.address)
+                        .cloned()
+                        .unwrap_or_else(|| Arc::new(Target::new(&i.address)));
+                    next.all.push(t.clone());
+                    t
+                }
+            };
+            if i.status == Status::Up && !next.up.iter().any(|t| Arc::ptr_eq(t, &target)) {
+                next.up.push(target);
+            }
+        }
+        next
+    }
+}
+
+/// The client side of one service: follows its instances, balances, retries.
+pub struct ServiceProxy {
+    service: &'static str,
+    config: InvokeConfig,
+    targets: watch::Receiver<Option<Arc<Targets>>>,
+    connections: Arc<RpcConnections>,
+    next: AtomicUsize,
+    /// The origin of [`Target::failed_until`].
+    epoch: Instant,
+}
+
+impl ServiceProxy {
+    /// A proxy that follows `registry`'s watch of `service` in the background.
+    pub fn start(
+        service: &'static str,
+        registry: Arc<dyn Registry>,
+        connections: Arc<RpcConnections>,
+        config: InvokeConfig,
+    ) -> Arc<ServiceProxy> {
+        let (tx, rx) = watch::channel(None);
+        let proxy = Arc::new(ServiceProxy {
+            service,
+            config,
+            targets: rx,
+            connections,
+            next: AtomicUsize::new(0),
+            epoch: Instant::now(),
+        });
+        tokio::spawn(follow(service, registry, tx));
+        proxy
+    }
+
+    /// The `Up` targets not backing off (all `Up` ones if every one is).
+    fn candidates<'a>(&self, targets: &'a Targets) -> Cow<'a, [Arc<Target>]> {
+        if targets
+            .up
+            .iter()
+            .all(|t| t.failed_until.load(Ordering::Relaxed) == 0)
+        {
+            return Cow::Borrowed(&targets.up);
+        }
+        let healthy: Vec<_> = targets
+            .up
+            .iter()
+            .filter(|t| !t.backing_off(self.epoch))
+            .cloned()
+            .collect();
+        if healthy.is_empty() {
+            Cow::Borrowed(&targets.up)
+        } else {
+            Cow::Owned(healthy)
+        }
+    }
+
+    /// The next target among `candidates` not `tried` yet.
+    fn pick<'a>(
+        &self,
+        candidates: &'a [Arc<Target>],
+        tried: &[Arc<Target>],
+    ) -> Option<&'a Arc<Target>> {
+        let fresh = |t: &&Arc<Target>| !tried.iter().any(|d| Arc::ptr_eq(d, t));
+        match self.config.balance {
+            Balance::RoundRobin => {
+                let n = candidates.iter().filter(fresh).count();
+                if n == 0 {
+                    return None;
+                }
+                let k = self.next.fetch_add(1, Ordering::Relaxed) % n;
+                candidates.iter().filter(fresh).nth(k)
+            }
+            Balance::LeastInFlight => candidates
+                .iter()
+                .filter(fresh)
+                .min_by_key(|t| t.in_flight.load(Ordering::Relaxed)),
+        }
+    }
+
+    async fn targets(&self, deadline: Instant) -> Result<Arc<Targets>> {
+        if let Some(targets) = self.targets.borrow().as_ref() {
+            return Ok(targets.clone());
+        }
+        let mut rx = self.targets.clone();
+        let wait = async move { rx.wait_for(Option::is_some).await.map(|t| t.clone()) };
+        match tokio::time::timeout_at(deadline.into(), wait).await {
+            Ok(Ok(targets)) => Ok(targets.unwrap_or_default()),
+            Ok(Err(_)) => Err(Error::closed("the registry watch ended")),
+            Err(_) => Err(Error::unavailable(format!(
+                "no snapshot of service {} from the registry before the deadline",
+                self.service
+            ))),
+        }
+    }
+
+    /// One attempt on `target`, counted in its in-flight calls.
+    async fn attempt(
+        &self,
+        target: &Target,
+        call: &Call,
+        deadline: Instant,
+        budget: Duration,
+    ) -> Result<Vec<u8>> {
+        // Decremented however the attempt ends, including the caller dropping it.
+        struct InFlight<'a>(&'a AtomicUsize);
+        impl Drop for InFlight<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        target.in_flight.fetch_add(1, Ordering::Relaxed);
+        let _counted = InFlight(&target.in_flight);
+        let client = target.client(&self.connections).await?;
+        client.call_within(call, deadline, budget).await
+    }
+}
+
+#[async_trait]
+impl Transport for ServiceProxy {
+    async fn call(&self, call: Call) -> Result<Vec<u8>> {
+        let timeout = call.timeout.unwrap_or(self.config.timeout);
+        let start = Instant::now();
+        let deadline = start + timeout;
+        let targets = self.targets(deadline).await?;
+        let candidates = self.candidates(&targets);
+        let mut tried: Vec<Arc<Target>> = Vec::new();
+        let mut last_error = None;
+        let attempts = 1 + self.config.retries as usize;
+        for attempt in 0..attempts {
+            let Some(target) = self.pick(&candidates, &tried) else {
+                break;
+            };
+            // The first attempt starts now: it has the whole timeout.
+            let budget = if attempt == 0 {
+                timeout
+            } else {
+                deadline.saturating_duration_since(Instant::now())
+            };
+            if budget.is_zero() {
+                return Err(Error::timeout(format!(
+                    "{}::{} deadline passed",
+                    call.service, call.method
+                )));
+            }
+            let e = match self.attempt(target, &call, deadline, budget).await {
+                Ok(reply) => return Ok(reply),
+                Err(e) => e,
+            };
+            let address = &target.address;
+            let transport_failure = matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Closed);
+            if transport_failure {
+                let until = millis_since(self.epoch) + FAILED_BACKOFF.as_millis() as u64 + 1;
+                target.failed_until.store(until, Ordering::Relaxed);
+            }
+            let may_retry = transport_failure && (call.idempotent || not_sent(&e));
+            tracing::warn!(service = call.service, method = call.method, %address, error = %e, may_retry, "remote call failed");
+            if !may_retry {
+                return Err(e);
+            }
+            last_error = Some(e);
+            tried.push(target.clone());
+        }
+        Err(last_error.unwrap_or_else(|| {
+            Error::unavailable(format!("no Up instance of service {}", call.service))
+        }))
+    }
+}
+
+/// Feeds the proxy's targets from the registry watch until the proxy (the only
+/// receiver) is dropped.
+async fn follow(
+    service: &'static str,
+    registry: Arc<dyn Registry>,
+    tx: watch::Sender<Option<Arc<Targets>>>,
+) {
+    let mut current = Arc::new(Targets::default());
+    loop {
+        match registry.watch(service).await {
+            Ok(mut watch) => loop {
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    next = watch.next() => match next {
+                        Some(snapshot) => {
+                            tracing::debug!(service, version = snapshot.version, n = snapshot.instances.len(), "instances changed");
+                            current = Arc::new(Targets::build(&snapshot.instances, &current));
+                            tx.send_replace(Some(current.clone()));
+                        }
+                        None => break,
+                    },
+                }
+            },
+            Err(e) => tracing::warn!(service, error = %e, "registry watch failed; retrying"),
+        }
+        tokio::select! {
+            _ = tx.closed() => return,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
