@@ -52,7 +52,7 @@ impl RedisClock {
 
     /// At least the Redis clock now, in ms; `None` without a fresh sample of
     /// endpoint `epoch` (then read `TIME`).
-    pub(super) fn now_ms_at_most(&self, epoch: u64) -> Option<u64> {
+    pub(super) fn upper_bound_ms(&self, epoch: u64) -> Option<u64> {
         let sampled_at = self.sampled_at.load(Ordering::Acquire);
         let now = self.local_us();
         if sampled_at == 0
@@ -74,14 +74,14 @@ mod tests {
     #[test]
     fn bounds_the_remote_clock_from_above_while_fresh() {
         let clock = RedisClock::new();
-        assert_eq!(clock.now_ms_at_most(0), None);
+        assert_eq!(clock.upper_bound_ms(0), None);
         let sent = clock.local_us();
         clock.sample(sent, 1_700_000_000, 500_000, 0);
-        let now = clock.now_ms_at_most(0).expect("fresh sample");
+        let now = clock.upper_bound_ms(0).expect("fresh sample");
         assert!(
             (1_700_000_000_500..1_700_000_000_600).contains(&now),
             "{now}"
         );
-        assert_eq!(clock.now_ms_at_most(1), None, "sample of another endpoint");
+        assert_eq!(clock.upper_bound_ms(1), None, "sample of another endpoint");
     }
 }

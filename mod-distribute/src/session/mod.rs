@@ -262,10 +262,10 @@ impl<D: Value> SessionStore<D> for RedisSessions<D> {
         let mut get = redis::Cmd::with_capacity(2, self.session_base.len() + 48);
         get.arg("GET").arg(Joined(&self.session_base, id.as_str()));
         let mut conn = self.redis.conn();
-        let (got, now) = if self.clock.now_ms_at_most(epoch).is_some() {
+        let (got, now) = if self.clock.upper_bound_ms(epoch).is_some() {
             let got: Option<Vec<u8>> = get.query_async(&mut conn).await.map_err(redis_error)?;
             // Taken after the reply: at least the Redis clock when it read the record.
-            (got, self.clock.now_ms_at_most(epoch))
+            (got, self.clock.upper_bound_ms(epoch))
         } else {
             let sent = self.clock.local_us();
             let mut pipe = redis::Pipeline::with_capacity(2);
