@@ -132,9 +132,9 @@ async fn lapsed_lease_expires_within_ttl_plus_sweep() {
     assert_eq!(snap.instances[0].id, "keep");
     assert!(snap.version > first.version);
     assert!(took >= ttl, "removed before its ttl: {took:?}");
-    // TTL + one sweep, plus slack for a loaded machine.
+    // TTL + one sweep, plus generous slack for a loaded 2-core machine.
     assert!(
-        took < ttl + SWEEP + Duration::from_millis(300),
+        took < ttl + SWEEP + Duration::from_millis(1200),
         "took {took:?}"
     );
     let err = a.heartbeat("exp", "dies").await.expect_err("expired");
