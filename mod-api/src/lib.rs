@@ -15,6 +15,7 @@ pub mod cache;
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod flight;
 pub mod invoke;
 pub mod queue;
 pub mod registry;

@@ -56,7 +56,6 @@
 //! near-cache invalidations depend on it).
 
 mod entry;
-mod flight;
 pub(crate) mod lua;
 mod upkeep;
 pub(crate) mod value;
@@ -73,10 +72,10 @@ use mod_api::{async_trait, Cache, CachePolicy, Result, Value};
 use redis::{Cmd, Pipeline};
 
 use self::entry::{decode_entry, millis};
-use self::flight::{follow, Flights, Role};
 use self::lua::{evalsha, run, Joined, CLEAR, GET_TTI};
 use crate::near::{clear_message, key_message_prefix, NearCache, NearHub};
 use crate::redis_conn::{redis_error, Redis};
+use mod_api::flight::{follow, Flights, Role};
 
 /// Entries deleted per `clear` round trip, and upkeep work per script run.
 const BATCH: usize = 500;

@@ -270,7 +270,7 @@ async fn get_or_load_is_single_flight_and_errors_are_not_stored() {
     }
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert!(!c.contains("k").await.unwrap());
-    assert_eq!(c.flights.len(), 0);
+    assert_eq!(c.flights.in_flight(), 0);
     let v = c
         .get_or_insert_with("k", || async { Ok("loaded".to_string()) })
         .await

@@ -3,7 +3,7 @@
 //! Values are kept by value (moved in, cloned out) and never serialized. moka's
 //! sync cache, not its future one: none of its calls wait for anything but
 //! short internal locks, so the async methods here never suspend and their
-//! futures stay small; `get_or_load` keeps its own single flight ([`flight`]).
+//! futures stay small; `get_or_load` runs its own single flight ([`mod_api::flight`]).
 //!
 //! # Expiry and eviction
 //!
@@ -20,15 +20,13 @@
 //!   a few writes. LRU (not moka's default TinyLFU admission) so that a value
 //!   just `set` is kept and the least recently used one goes, as with Redis.
 
-mod flight;
-
 use std::time::{Duration, Instant};
 
 use mod_api::cache::Loader;
 use mod_api::{async_trait, Cache, CachePolicy, Result, Value};
 use moka::policy::{EvictionPolicy, Expiry};
 
-use flight::{Flights, Role};
+use mod_api::flight::{follow, Flights, Role};
 
 /// Longest duration handed to moka: it panics above 1000 years, and nobody
 /// needs more than "forever" (a century).
@@ -90,7 +88,7 @@ impl<V: Value> MokaCache<V> {
             name: name.to_owned(),
             ttl: policy.ttl.map(|d| d.min(MAX_DURATION)),
             inner: builder.build(),
-            flights: Flights::new(),
+            flights: Flights::default(),
         }
     }
 
@@ -174,7 +172,7 @@ impl<V: Value> Cache<V> for MokaCache<V> {
         let leader = loop {
             match self.flights.join(key) {
                 Role::Leader(leader) => break leader,
-                Role::Waiter(rx) => match Flights::wait(rx).await {
+                Role::Follower(rx) => match follow(rx).await {
                     Some(outcome) => return outcome,
                     // The leader was cancelled: try again, maybe as the leader.
                     None => continue,
@@ -185,23 +183,18 @@ impl<V: Value> Cache<V> for MokaCache<V> {
         if let Some(entry) = self.inner.get(key) {
             return Ok(entry.value);
         }
-        match loader.await {
-            Ok(value) => {
-                // Stored before the flight ends, so a later miss finds it.
-                self.inner
-                    .insert(key.to_owned(), self.entry(value.clone(), None));
-                leader.finish(Ok(value.clone()));
-                Ok(value)
-            }
-            Err(e) => {
-                // Waiters get a copy: same kind and retryable flag, the source
-                // chain folded into the message; the caller gets the same.
-                let err = e.to_detached();
-                tracing::debug!(cache = %self.name, kind = %err.kind(), "loader failed");
-                leader.finish(Err(err.to_detached()));
-                Err(err)
-            }
+        // Waiters get a copy of an error: same kind and retryable flag, the
+        // source chain folded into the message; the caller gets the same.
+        let outcome = loader.await.map_err(|e| e.to_detached());
+        match &outcome {
+            // Stored before the flight ends, so a later miss finds it.
+            Ok(value) => self
+                .inner
+                .insert(key.to_owned(), self.entry(value.clone(), None)),
+            Err(err) => tracing::debug!(cache = %self.name, kind = %err.kind(), "loader failed"),
         }
+        leader.finish(&outcome);
+        outcome
     }
 }
 

@@ -1,24 +1,28 @@
-//! Single flight for `get_or_load`: one loader per key per cache handle.
+//! Single flight for [`Cache::get_or_load`](crate::Cache::get_or_load), for
+//! backends: at most one loader runs per key (per cache handle), and callers
+//! that miss the same key meanwhile wait for its outcome. A leader that is
+//! cancelled (its future dropped) frees the key without an outcome; its
+//! followers then try again, and one of them leads.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use mod_api::Error;
+use crate::Error;
 use tokio::sync::watch;
 
 /// The loader's outcome as shared with waiters (`None` while it runs).
 type Slot<V> = Option<Result<V, Error>>;
 
 /// The loads in flight of one cache handle, by key.
-pub(crate) struct Flights<V> {
+pub struct Flights<V> {
     map: Mutex<HashMap<String, watch::Receiver<Slot<V>>>>,
     /// Loads finished so far (of any key).
     finished: AtomicU64,
 }
 
 /// What a caller of [`Flights::join`] does.
-pub(crate) enum Role<'a, V> {
+pub enum Role<'a, V> {
     /// Runs the loader, then [`Leader::finish`]es.
     Leader(Leader<'a, V>),
     /// Waits for the leader's outcome.
@@ -27,7 +31,7 @@ pub(crate) enum Role<'a, V> {
 
 /// The one caller that loads a key; dropping it (cancellation) frees the key,
 /// and its followers retry.
-pub(crate) struct Leader<'a, V> {
+pub struct Leader<'a, V> {
     flights: &'a Flights<V>,
     key: String,
     tx: watch::Sender<Slot<V>>,
@@ -46,12 +50,12 @@ impl<V: Clone> Flights<V> {
     /// How many loads have finished. A leader whose caller read this before
     /// its cache miss, and finds it unchanged, knows no load stored the key
     /// in between (a finish counts before its key is freed).
-    pub(crate) fn finished(&self) -> u64 {
+    pub fn finished(&self) -> u64 {
         self.finished.load(Ordering::SeqCst)
     }
 
     /// Joins the load of `key`, or starts it.
-    pub(crate) fn join(&self, key: &str) -> Role<'_, V> {
+    pub fn join(&self, key: &str) -> Role<'_, V> {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(rx) = map.get(key) {
             return Role::Follower(rx.clone());
@@ -66,8 +70,7 @@ impl<V: Clone> Flights<V> {
     }
 
     /// How many loads are in flight.
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
+    pub fn in_flight(&self) -> usize {
         self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 }
@@ -75,7 +78,7 @@ impl<V: Clone> Flights<V> {
 impl<V> Leader<'_, V> {
     /// Hands the outcome to every follower (errors detached: kind, message,
     /// retryable flag and the source's text) and frees the key.
-    pub(crate) fn finish(self, outcome: &Result<V, Error>)
+    pub fn finish(self, outcome: &Result<V, Error>)
     where
         V: Clone,
     {
@@ -101,7 +104,7 @@ impl<V> Drop for Leader<'_, V> {
 }
 
 /// Waits for a leader; `None` when it was cancelled before finishing.
-pub(crate) async fn follow<V: Clone>(mut rx: watch::Receiver<Slot<V>>) -> Option<Result<V, Error>> {
+pub async fn follow<V: Clone>(mut rx: watch::Receiver<Slot<V>>) -> Option<Result<V, Error>> {
     let slot = rx.wait_for(Option::is_some).await.ok()?;
     match slot.as_ref()? {
         Ok(v) => Some(Ok(v.clone())),
