@@ -79,9 +79,9 @@ pub async fn monolith(plan: Plan) -> BenchResult {
     Ok(())
 }
 
-/// A raw redis-rs side: `GET` of `base + key`, sequential or `workers` wide.
-fn raw_get(conn: &MultiplexedConnection, base: &str, workers: usize) -> Side {
-    let keys: Arc<Vec<String>> = Arc::new(keys().iter().map(|k| format!("{base}{k}")).collect());
+/// A raw redis-rs side: `GET` of each of `keys` in turn (all present),
+/// sequential or `workers` wide. Also the peer of `session.validate.redis.seq`.
+pub fn raw_get(conn: &MultiplexedConnection, keys: Arc<Vec<String>>, workers: usize) -> Side {
     let conn = conn.clone();
     side(move |dur| {
         let (conn, keys) = (conn.clone(), keys.clone());
@@ -90,7 +90,7 @@ fn raw_get(conn: &MultiplexedConnection, base: &str, workers: usize) -> Side {
             async move {
                 let mut i = w * 17;
                 timed_loop!(dur, 1, {
-                    let key = &keys[i % KEYS];
+                    let key = &keys[i % keys.len()];
                     i += 1;
                     let got: Option<Vec<u8>> = redis::cmd("GET")
                         .arg(key)
@@ -167,8 +167,10 @@ pub async fn redis(plan: Plan, url: &str, prefix: &str) -> BenchResult {
         }
     }
 
+    let raw_keys: Arc<Vec<String>> =
+        Arc::new(keys().iter().map(|k| format!("{base}{k}")).collect());
     let seq_get = modkit_side(&cache, 1, false);
-    let raw_seq = raw_get(&conn, &base, 1);
+    let raw_seq = raw_get(&conn, raw_keys.clone(), 1);
     compare(
         plan,
         "cache.get.redis.seq",
@@ -178,7 +180,7 @@ pub async fn redis(plan: Plan, url: &str, prefix: &str) -> BenchResult {
     )
     .await;
     let c64_get = modkit_side(&cache, C64, false);
-    let raw_c64 = raw_get(&conn, &base, C64);
+    let raw_c64 = raw_get(&conn, raw_keys, C64);
     compare(plan, "cache.get.redis.c64", "redis-rs", c64_get, raw_c64).await;
 
     let c64_set = modkit_side(&writes, C64, true);

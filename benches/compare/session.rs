@@ -8,6 +8,7 @@ use mod_distribute::Distributed;
 use mod_monolith::Monolith;
 use modkit::{Backend, Config, Session, SessionConfig, SessionId, SessionStore};
 
+use crate::cache::raw_get;
 use crate::fixtures::{node_config, payload};
 use crate::harness::{compare, side, Plan, Side};
 use crate::{timed_loop, BenchResult};
@@ -98,22 +99,7 @@ pub async fn redis(plan: Plan, url: &str, prefix: &str) -> BenchResult {
     }
     let ids: Arc<Vec<SessionId>> = Arc::new(sessions.iter().map(|s| s.id.clone()).collect());
     let modkit = validate_side(&store, ids, 1);
-    let peer = side(move |dur| {
-        let (mut conn, keys) = (conn.clone(), keys.clone());
-        Box::pin(async move {
-            let mut i = 0usize;
-            timed_loop!(dur, 1, {
-                let key = &keys[i % SESSIONS];
-                i += 1;
-                let got: Option<Vec<u8>> = redis::cmd("GET")
-                    .arg(key)
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
-                black_box(got.unwrap());
-            })
-        })
-    });
+    let peer = raw_get(&conn, keys, 1);
     compare(plan, "session.validate.redis.seq", "redis-rs", modkit, peer).await;
     Ok(())
 }
