@@ -111,6 +111,13 @@ pub(crate) fn encode_value_into<V: Value>(value: &V, buf: &mut Vec<u8>) -> Resul
     }
 }
 
+/// The codec bytes of `value`.
+pub(crate) fn encode_value<V: Value>(value: &V) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    encode_value_into(value, &mut buf)?;
+    Ok(buf)
+}
+
 /// Decodes a value from its codec bytes.
 pub(crate) fn decode_value<V: Value>(bytes: &[u8]) -> Result<V> {
     let mut slot: Option<V> = None;

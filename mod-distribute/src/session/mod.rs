@@ -51,7 +51,7 @@ use mod_api::{async_trait, Error, ErrorKind, Result, Session, SessionConfig, Ses
 use mod_api::{SessionStore, Value};
 
 use crate::cache::lua::{evalsha, run, segment, Joined};
-use crate::cache::value::{decode_value, encode_value_into};
+use crate::cache::value::{decode_value, encode_value};
 use crate::redis_conn::{redis_error, Redis};
 use clock::RedisClock;
 use scripts::{CREATE, DESTROY, DESTROY_PRINCIPAL, ROTATE, UPDATE, VALIDATE};
@@ -193,9 +193,7 @@ impl<D: Value> RedisSessions<D> {
 impl<D: Value> SessionStore<D> for RedisSessions<D> {
     #[tracing::instrument(level = "debug", skip_all, fields(store = %self.name, principal = %principal))]
     async fn create(&self, principal: &str, data: D) -> Result<Session<D>> {
-        let mut encoded = Vec::new();
-        encode_value_into(&data, &mut encoded)?;
-        let body = record::body(principal, &encoded)?;
+        let body = record::body(principal, &encode_value(&data)?)?;
         let (idle, abs) = (&self.idle_arg, &self.abs_arg);
         // 256 random bits never collide in practice; the script still refuses an
         // existing id rather than overwrite it, and we draw again.
@@ -297,8 +295,7 @@ impl<D: Value> SessionStore<D> for RedisSessions<D> {
         if !well_formed(id) {
             return Err(self.not_found());
         }
-        let mut bytes = Vec::new();
-        encode_value_into(&data, &mut bytes)?;
+        let bytes = encode_value(&data)?;
         let expected = expected_version.to_string();
         let (idle, abs) = (&self.idle_arg, &self.abs_arg);
         let args: [&[u8]; 4] = [expected.as_bytes(), &bytes, idle.as_bytes(), abs.as_bytes()];
