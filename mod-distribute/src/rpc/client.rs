@@ -174,15 +174,6 @@ impl RpcClient {
         deadline: Instant,
         budget: Duration,
     ) -> Result<Vec<u8>> {
-        self.call_inner(call, deadline, budget).await
-    }
-
-    async fn call_inner(
-        &self,
-        call: &Call,
-        deadline: Instant,
-        budget: Duration,
-    ) -> Result<Vec<u8>> {
         let shared = &self.inner.shared;
         if self.is_closed() {
             return Err(mark_not_sent(unavailable(
