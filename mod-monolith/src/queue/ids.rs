@@ -23,35 +23,12 @@ pub(super) fn message_id(seq: u64) -> MessageId {
 }
 
 /// The sequence number of `id`, if it is one of ours (any string of decimal
-/// digits that fits a `u64`).
+/// digits that fits a `u64`; `str::parse` alone would also take a `+` sign).
 pub(super) fn parse_id(id: &MessageId) -> Option<u64> {
-    let mut bytes = id.0.as_bytes();
-    // Extra leading zeros change nothing (`str::parse` accepts them too).
-    while bytes.len() > ID_DIGITS && bytes[0] == b'0' {
-        bytes = &bytes[1..];
-    }
-    if bytes.is_empty() || bytes.len() > ID_DIGITS {
-        return None;
-    }
-    // Up to 19 digits cannot overflow; only a 20th needs checking.
-    let (head, last) = bytes.split_at(bytes.len().min(ID_DIGITS - 1));
-    let mut n = 0u64;
-    for &b in head {
-        let digit = b.wrapping_sub(b'0');
-        if digit > 9 {
-            return None;
-        }
-        n = n * 10 + u64::from(digit);
-    }
-    match last {
-        [] => Some(n),
-        [b] => {
-            let digit = b.wrapping_sub(b'0');
-            if digit > 9 {
-                return None;
-            }
-            n.checked_mul(10)?.checked_add(u64::from(digit))
-        }
-        _ => None,
+    let text = id.0.as_str();
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        text.parse().ok()
+    } else {
+        None
     }
 }
