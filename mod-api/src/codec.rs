@@ -58,11 +58,7 @@ impl Codec for Bincode {
     }
 
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-        let (value, used) = bincode::serde::decode_from_slice::<T, _>(
-            bytes,
-            bincode::config::standard(),
-        )
-        .map_err(|e| {
+        let (value, used) = bounded_decode::<T>(bytes).map_err(|e| {
             tracing::warn!(error = %e, len = bytes.len(), "decode failed");
             Error::codec(format!("cannot decode {}", std::any::type_name::<T>())).with_source(e)
         })?;
@@ -75,6 +71,36 @@ impl Codec for Bincode {
             )));
         }
         Ok(value)
+    }
+}
+
+/// Decodes with a byte limit of the smallest tier that holds the input.
+///
+/// Why: bincode allocates a string or byte buffer of the length its prefix
+/// claims before it reads the bytes, so 9 bytes claiming 2^40 allocated 1 TiB
+/// and aborted the process. With a limit, bincode counts the bytes every such
+/// buffer claims and fails once the count passes it. In serde mode only
+/// strings and byte buffers claim, and valid ones claim no more than the
+/// bytes they occupy, so a limit of at least the input's length never rejects
+/// a valid value. The limit is a const generic, hence tiers: a decode
+/// allocates at most the input's tier (at most 16 times the input, 4 KiB at
+/// least; 4 GiB at most, so a value with more than 4 GiB of strings and bytes
+/// does not decode). Sequences are preallocated by serde's cautious size hint (at most
+/// 1 MiB each) and grow only as their elements decode.
+fn bounded_decode<T: DeserializeOwned>(
+    bytes: &[u8],
+) -> std::result::Result<(T, usize), bincode::error::DecodeError> {
+    use bincode::config::standard;
+    use bincode::serde::decode_from_slice as from;
+    const K: usize = 1024;
+    match bytes.len() {
+        n if n <= 4 * K => from(bytes, standard().with_limit::<{ 4 * K }>()),
+        n if n <= 64 * K => from(bytes, standard().with_limit::<{ 64 * K }>()),
+        n if n <= K * K => from(bytes, standard().with_limit::<{ K * K }>()),
+        n if n <= 16 * K * K => from(bytes, standard().with_limit::<{ 16 * K * K }>()),
+        n if n <= 256 * K * K => from(bytes, standard().with_limit::<{ 256 * K * K }>()),
+        // Past any frame or value size modkit accepts by default.
+        _ => from(bytes, standard().with_limit::<{ u32::MAX as usize }>()),
     }
 }
 
@@ -146,23 +172,4 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::error::ErrorKind;
-
-    #[test]
-    fn round_trip_and_garbage() {
-        let v = (7u64, String::from("seven"), vec![1u8, 2, 3]);
-        let bytes = encode(&v).unwrap();
-        let back: (u64, String, Vec<u8>) = decode(&bytes).unwrap();
-        assert_eq!(back, v);
-
-        let err = decode::<(u64, String)>(&[0xff, 0xff, 0xff]).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Codec);
-
-        let mut long = bytes.clone();
-        long.push(0);
-        let err = decode::<(u64, String, Vec<u8>)>(&long).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Codec);
-    }
-}
+mod tests;

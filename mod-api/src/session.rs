@@ -38,9 +38,18 @@ impl Default for SessionConfig {
 }
 
 /// An unguessable session id.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
+///
+/// Deserializing checks the shape as [`SessionId::parse`] does, so an id that
+/// came over the wire or out of storage is always 43 URL-safe characters.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
 pub struct SessionId(String);
+
+impl Serialize for SessionId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
 
 const ID_BYTES: usize = 32;
 const URL_SAFE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -65,12 +74,7 @@ impl SessionId {
 
     /// Accepts an id received from a client: only checks its shape, never trusts it.
     pub fn parse(text: &str) -> Result<SessionId> {
-        let ok = text.len() == 43 && text.bytes().all(|b| URL_SAFE.contains(&b));
-        if ok {
-            Ok(SessionId(text.to_owned()))
-        } else {
-            Err(Error::invalid_input("malformed session id"))
-        }
+        SessionId::try_from(text.to_owned())
     }
 }
 
@@ -83,8 +87,26 @@ impl fmt::Display for SessionId {
 impl fmt::Debug for SessionId {
     // Ids are bearer secrets: never print one whole in logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SessionId({}…)", &self.0[..self.0.len().min(6)])
+        // By characters: an id is ASCII once parsed, but Debug must never panic.
+        let head: String = self.0.chars().take(6).collect();
+        write!(f, "SessionId({head}…)")
     }
+}
+
+impl TryFrom<String> for SessionId {
+    type Error = Error;
+
+    fn try_from(text: String) -> Result<SessionId> {
+        if is_well_formed(&text) {
+            Ok(SessionId(text))
+        } else {
+            Err(Error::invalid_input("malformed session id"))
+        }
+    }
+}
+
+fn is_well_formed(text: &str) -> bool {
+    text.len() == 43 && text.bytes().all(|b| URL_SAFE.contains(&b))
 }
 
 fn base64_url(bytes: &[u8]) -> String {
@@ -178,6 +200,19 @@ mod tests {
         assert!(SessionId::parse("short").is_err());
         assert!(SessionId::parse(&"+".repeat(43)).is_err());
         assert!(!format!("{a:?}").contains(a.as_str()));
+    }
+
+    #[test]
+    fn decoded_ids_are_checked_and_never_panic_in_debug() {
+        let good = SessionId::generate().unwrap();
+        let back: SessionId = crate::codec::decode(&crate::codec::encode(&good).unwrap()).unwrap();
+        assert_eq!(back, good);
+        // A non-ASCII id from the wire: a codec error, not a panic later in Debug.
+        let hostile = crate::codec::encode("ééééééééééééééééééééé€").unwrap();
+        let err = crate::codec::decode::<SessionId>(&hostile).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Codec);
+        let odd = SessionId("ab\u{e9}\u{e9}\u{e9}\u{e9}".into());
+        assert_eq!(format!("{odd:?}"), "SessionId(ab\u{e9}\u{e9}\u{e9}\u{e9}…)");
     }
 
     #[test]
