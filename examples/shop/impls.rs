@@ -90,6 +90,7 @@ impl AuthService {
         let config = SessionConfig {
             idle_timeout: Duration::from_secs(15 * 60),
             absolute_lifetime: Duration::from_secs(8 * 60 * 60),
+            ..SessionConfig::default()
         };
         Ok(AuthService {
             sessions: app.sessions("logins", config)?,
@@ -155,7 +156,7 @@ pub fn orders_queue(app: &App) -> Result<Arc<dyn Queue<OrderPlaced>>> {
         },
         visibility_timeout: Duration::from_secs(10),
         max_deliveries: 3,
-        spill_dir: None,
+        ..QueueConfig::default()
     };
     app.queue("orders", config)
 }

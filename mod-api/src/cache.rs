@@ -23,7 +23,7 @@ pub type Loader<'a, V> = Pin<Box<dyn Future<Output = Result<V>> + Send + 'a>>;
 /// distributed backend's docs). With both `ttl` and `tti` an entry goes at
 /// whichever comes first; a per-entry TTL from [`Cache::set_with_ttl`] replaces
 /// the policy's TTL for that entry.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct CachePolicy {
     /// Maximum number of entries; `None` is unbounded.
@@ -37,6 +37,22 @@ pub struct CachePolicy {
     /// A small in-process cache in front of a remote one (distributed package only;
     /// the monolith is already in-process and ignores it).
     pub near: Option<NearCachePolicy>,
+    /// Largest encoded value `set` accepts (default
+    /// [`DEFAULT_MAX_VALUE_BYTES`](crate::codec::DEFAULT_MAX_VALUE_BYTES), 16 MiB);
+    /// a larger one fails with `PayloadTooLarge` before it reaches any store.
+    pub max_value_bytes: usize,
+}
+
+impl Default for CachePolicy {
+    fn default() -> Self {
+        CachePolicy {
+            max_entries: None,
+            ttl: None,
+            tti: None,
+            near: None,
+            max_value_bytes: crate::codec::DEFAULT_MAX_VALUE_BYTES,
+        }
+    }
 }
 
 impl CachePolicy {
@@ -60,6 +76,12 @@ impl CachePolicy {
     /// Sets the time to idle.
     pub fn tti(mut self, tti: Duration) -> Self {
         self.tti = Some(tti);
+        self
+    }
+
+    /// Sets the largest encoded value `set` accepts.
+    pub fn max_value_bytes(mut self, n: usize) -> Self {
+        self.max_value_bytes = n;
         self
     }
 

@@ -34,6 +34,42 @@ pub trait Codec: Send + Sync + 'static {
         Self::encode_into(value, &mut buf)?;
         Ok(buf)
     }
+
+    /// The length `value` would encode to. The default encodes; codecs
+    /// override it with a measuring pass that allocates nothing.
+    fn encoded_len<T: Serialize + ?Sized>(value: &T) -> Result<usize> {
+        Self::encode(value).map(|b| b.len())
+    }
+}
+
+/// The largest encoded value (cache entry, session data, queue message) a
+/// building block accepts unless its configuration says otherwise: 16 MiB, the
+/// default RPC frame limit, and well under Redis's 512 MB string limit.
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Fails with a non-retryable [`ErrorKind::PayloadTooLarge`](crate::ErrorKind)
+/// (and a `warn` event) when an encoded value of `len` bytes is over `max`.
+/// `block` and `name` say where, e.g. `("cache", "users")`.
+pub fn check_value_len(block: &str, name: &str, len: usize, max: usize) -> Result<()> {
+    if len <= max {
+        return Ok(());
+    }
+    tracing::warn!(block, name, len, max, "value too large; refused");
+    Err(Error::new(
+        crate::ErrorKind::PayloadTooLarge,
+        format!("{block} {name:?}: value of {len} bytes exceeds max_value_bytes {max}"),
+    ))
+}
+
+/// [`check_value_len`] for a value not encoded yet: measures it with
+/// [`Codec::encoded_len`] (no allocation), so both packages accept the same values.
+pub fn check_value_size<T: Serialize + ?Sized>(
+    block: &str,
+    name: &str,
+    value: &T,
+    max: usize,
+) -> Result<()> {
+    check_value_len(block, name, DefaultCodec::encoded_len(value)?, max)
 }
 
 /// bincode 2 (serde mode, standard configuration: little endian, varint).
@@ -55,6 +91,13 @@ impl Codec for Bincode {
         bincode::serde::encode_into_writer(value, &mut size, config).map_err(failed)?;
         buf.reserve(size.bytes_written);
         bincode::serde::encode_into_writer(value, Append(buf), config).map_err(failed)
+    }
+
+    fn encoded_len<T: Serialize + ?Sized>(value: &T) -> Result<usize> {
+        let mut size = bincode::enc::write::SizeWriter::default();
+        bincode::serde::encode_into_writer(value, &mut size, bincode::config::standard())
+            .map_err(|e| Error::codec("cannot encode value").with_source(e))?;
+        Ok(size.bytes_written)
     }
 
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
@@ -136,6 +179,11 @@ impl Codec for Postcard {
         })?;
         buf.extend_from_slice(&bytes);
         Ok(())
+    }
+
+    fn encoded_len<T: Serialize + ?Sized>(value: &T) -> Result<usize> {
+        postcard::experimental::serialized_size(value)
+            .map_err(|e| Error::codec("cannot encode value").with_source(e))
     }
 
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {

@@ -76,6 +76,10 @@ pub struct QueueConfig {
     /// Where spill files go ([`BacklogPolicy::SpillToDisk`]); one folder per queue
     /// is made below it.
     pub spill_dir: Option<PathBuf>,
+    /// Largest encoded message `offer` accepts (default
+    /// [`DEFAULT_MAX_VALUE_BYTES`](crate::codec::DEFAULT_MAX_VALUE_BYTES), 16 MiB);
+    /// a larger one fails with `PayloadTooLarge` and is not enqueued.
+    pub max_value_bytes: usize,
 }
 
 impl Default for QueueConfig {
@@ -86,6 +90,7 @@ impl Default for QueueConfig {
             visibility_timeout: Duration::from_secs(30),
             max_deliveries: 5,
             spill_dir: None,
+            max_value_bytes: crate::codec::DEFAULT_MAX_VALUE_BYTES,
         }
     }
 }

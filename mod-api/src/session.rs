@@ -26,6 +26,10 @@ pub struct SessionConfig {
     /// A session ends this long after creation, however busy.
     #[serde(with = "crate::config::duration")]
     pub absolute_lifetime: Duration,
+    /// Largest encoded session data that create and update accept (default
+    /// [`DEFAULT_MAX_VALUE_BYTES`](crate::codec::DEFAULT_MAX_VALUE_BYTES), 16 MiB);
+    /// a larger one fails with `PayloadTooLarge` and changes nothing.
+    pub max_value_bytes: usize,
 }
 
 impl Default for SessionConfig {
@@ -33,6 +37,7 @@ impl Default for SessionConfig {
         SessionConfig {
             idle_timeout: Duration::from_secs(30 * 60),
             absolute_lifetime: Duration::from_secs(12 * 60 * 60),
+            max_value_bytes: crate::codec::DEFAULT_MAX_VALUE_BYTES,
         }
     }
 }

@@ -135,6 +135,8 @@ impl Backend for Monolith {
         let dlq_config = QueueConfig {
             capacity: usize::MAX,
             max_deliveries: u32::MAX,
+            // Whatever the queue accepted, its dead letters are accepted too.
+            max_value_bytes: usize::MAX,
             ..QueueConfig::default()
         };
         // Open the dead-letter queue first: `open` holds the block map's lock.

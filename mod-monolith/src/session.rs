@@ -66,6 +66,13 @@ impl<D: Value> MemorySessions<D> {
         }
     }
 
+    /// Refuses data over `max_value_bytes`, measured as the distributed backend
+    /// would encode it, so both packages accept the same sessions.
+    fn check_size(&self, data: &D) -> Result<()> {
+        let max = self.config.max_value_bytes;
+        mod_api::codec::check_value_size("sessions", &self.name, data, max)
+    }
+
     /// Removes every expired session now; returns how many it removed.
     ///
     /// Not needed for correctness (expired sessions are never returned), only
@@ -133,6 +140,7 @@ impl<D: Value> MemorySessions<D> {
 impl<D: Value> SessionStore<D> for MemorySessions<D> {
     #[tracing::instrument(level = "debug", skip_all, fields(store = %self.name, principal = %principal))]
     async fn create(&self, principal: &str, data: D) -> Result<Session<D>> {
+        self.check_size(&data)?;
         let id = SessionId::generate()?;
         let now = now_millis();
         let session = Session {
@@ -184,6 +192,7 @@ impl<D: Value> SessionStore<D> for MemorySessions<D> {
 
     #[tracing::instrument(level = "debug", skip_all, fields(store = %self.name, ?id, expected_version = expected_version))]
     async fn update(&self, id: &SessionId, expected_version: u64, data: D) -> Result<Session<D>> {
+        self.check_size(&data)?;
         let now = now_millis();
         match self.sessions.get_mut(id.as_str()) {
             // Check and set under the entry's write lock: no lost update.
@@ -288,6 +297,7 @@ mod tests {
         let config = SessionConfig {
             idle_timeout: Duration::from_millis(idle_ms),
             absolute_lifetime: Duration::from_secs(60),
+            ..SessionConfig::default()
         };
         MemorySessions::new("unit", config)
     }
@@ -297,6 +307,7 @@ mod tests {
         let config = SessionConfig {
             idle_timeout: Duration::MAX,
             absolute_lifetime: Duration::MAX,
+            ..SessionConfig::default()
         };
         let s = MemorySessions::new("unit", config);
         let a = s.create("p", 1u32).await.unwrap();

@@ -35,6 +35,7 @@ macro_rules! __conformance_cache {
             values_are_stored_by_value,
             other_node_sees_same_cache,
             other_value_type_is_type_mismatch,
+            oversized_value_is_refused,
         );
     };
 }
@@ -312,4 +313,35 @@ pub async fn other_value_type_is_type_mismatch<H: Harness>(h: &H) {
         Ok(_) => panic!("a second value type was accepted"),
         Err(e) => assert_eq!(e.kind(), ErrorKind::TypeMismatch),
     }
+}
+
+/// A value encoding to more than the policy's `max_value_bytes` is refused with
+/// a non-retryable `PayloadTooLarge` and changes nothing; one at the limit is
+/// stored. A loaded value that is too large reaches its caller but is not cached.
+pub async fn oversized_value_is_refused<H: Harness>(h: &H) {
+    use crate::Codec;
+    let node = h.node().await;
+    let fits = "x".repeat(1000);
+    let max = crate::DefaultCodec::encoded_len(&fits).unwrap();
+    let c = fresh(&node, CachePolicy::new().max_value_bytes(max));
+    c.set("k", fits.clone()).await.unwrap();
+    let err = c.set("k", "y".repeat(1001)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PayloadTooLarge);
+    assert!(
+        !err.is_retryable(),
+        "an oversized value never fits: not retryable"
+    );
+    let err = c
+        .set_with_ttl("k", "y".repeat(1001), Duration::from_secs(60))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PayloadTooLarge);
+    assert_eq!(c.get("k").await.unwrap(), Some(fits));
+    let big = "z".repeat(2000);
+    let loaded = c
+        .get_or_insert_with("big", || async { Ok("z".repeat(2000)) })
+        .await
+        .unwrap();
+    assert_eq!(loaded, big);
+    assert!(!c.contains("big").await.unwrap());
 }

@@ -44,6 +44,7 @@ macro_rules! __conformance_queue {
             queues_are_isolated_by_name,
             another_node_sees_the_same_queue,
             invalid_config_is_rejected,
+            oversized_message_is_refused,
         );
     };
 }
@@ -541,4 +542,23 @@ pub async fn invalid_config_is_rejected<H: Harness>(h: &H) {
             .expect("invalid config accepted");
         assert_eq!(err.kind(), ErrorKind::InvalidInput, "{config:?}");
     }
+}
+
+/// A message encoding to more than `max_value_bytes` is refused by `offer` with
+/// a non-retryable `PayloadTooLarge` and not enqueued; one at the limit is.
+pub async fn oversized_message_is_refused<H: Harness>(h: &H) {
+    use crate::Codec;
+    let fits = "x".repeat(1000);
+    let config = QueueConfig {
+        max_value_bytes: crate::DefaultCodec::encoded_len(&fits).unwrap(),
+        ..QueueConfig::default()
+    };
+    let q = open::<H, String>(h, &unique("queue"), config).await;
+    let err = q.offer("y".repeat(1001)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PayloadTooLarge);
+    assert!(!err.is_retryable());
+    assert_eq!(len(&*q).await, 0);
+    q.offer(fits.clone()).await.unwrap();
+    let c = Consumer::new("g", "c1");
+    assert_eq!(one(&*q, &c).await.message, fits);
 }

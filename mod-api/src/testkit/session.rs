@@ -32,6 +32,7 @@ macro_rules! __conformance_session {
             destroy_principal_ends_only_that_principal,
             other_node_sees_same_sessions,
             other_data_type_is_type_mismatch,
+            oversized_data_is_refused,
         );
     };
 }
@@ -43,6 +44,7 @@ fn config(idle: Duration, absolute: Duration) -> SessionConfig {
     SessionConfig {
         idle_timeout: idle,
         absolute_lifetime: absolute,
+        ..SessionConfig::default()
     }
 }
 
@@ -326,4 +328,30 @@ pub async fn other_data_type_is_type_mismatch<H: Harness>(h: &H) {
         Ok(_) => panic!("a second data type was accepted"),
         Err(e) => assert_eq!(e.kind(), ErrorKind::TypeMismatch),
     }
+}
+
+/// Session data encoding to more than `max_value_bytes` is refused by create
+/// and update with a non-retryable `PayloadTooLarge`; the session is unchanged.
+pub async fn oversized_data_is_refused<H: Harness>(h: &H) {
+    use crate::Codec;
+    let node = h.node().await;
+    let fits = "x".repeat(1000);
+    let config = SessionConfig {
+        max_value_bytes: crate::DefaultCodec::encoded_len(&fits).unwrap(),
+        ..config(LONG, LONG)
+    };
+    let s = node
+        .sessions::<String>(&unique("sessions"), config)
+        .expect("open session store");
+    let err = s.create("alice", "y".repeat(1001)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PayloadTooLarge);
+    assert!(!err.is_retryable());
+    let created = s.create("alice", fits.clone()).await.unwrap();
+    let err = s
+        .update(&created.id, created.version, "y".repeat(1001))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PayloadTooLarge);
+    let now = s.get(&created.id).await.unwrap().expect("still there");
+    assert_eq!((now.data, now.version), (fits, created.version));
 }

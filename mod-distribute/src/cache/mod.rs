@@ -108,6 +108,8 @@ pub struct RedisCache<V> {
     tti_ms: Option<u64>,
     near: Option<Arc<NearCache<V>>>,
     flights: Flights<V>,
+    /// The policy's `max_value_bytes`.
+    max_value: usize,
     _values: PhantomData<fn() -> V>,
 }
 
@@ -155,6 +157,7 @@ impl<V: Value> RedisCache<V> {
             tti_ms,
             near,
             flights: Flights::default(),
+            max_value: policy.max_value_bytes,
             _values: PhantomData,
         })
     }

@@ -75,6 +75,8 @@ impl<V: Value> RedisCache<V> {
         ttl: Option<u64>,
         fresh: bool,
     ) -> Result<()> {
+        // Before the wire: an oversized value never reaches the shared connection.
+        mod_api::codec::check_value_size("cache", &self.shared.name, value, self.max_value)?;
         if ttl == Some(0) || self.tti_ms == Some(0) || self.shared.max_entries == Some(0) {
             // Expires at once (or the cache holds nothing): same as removing it.
             self.delete(key).await?;

@@ -278,6 +278,8 @@ impl<M: Value> Queue<M> for RedisQueue<M> {
     #[tracing::instrument(skip_all, fields(queue = %self.core.name))]
     async fn offer(&self, message: M) -> Result<Offered> {
         let bytes = encode(&message)?;
+        let max = self.config.max_value_bytes;
+        mod_api::codec::check_value_len("queue", &self.core.name, bytes.len(), max)?;
         let BacklogPolicy::Block { timeout } = self.config.backlog else {
             return match self.offers.call(bytes).await?? {
                 Some(offered) => Ok(offered),

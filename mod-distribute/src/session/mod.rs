@@ -113,6 +113,8 @@ pub struct RedisSessions<D> {
     refresh_ms: u64,
     /// Bounds the Redis clock for `validate`'s read-only path.
     clock: RedisClock,
+    /// The config's `max_value_bytes`, for the encoded data.
+    max_value: usize,
     /// `<prefix>:sess:<n>:s:` — a session's key is this plus its id.
     session_base: String,
     /// `<prefix>:sess:<n>:p:` — a principal's index is this plus the principal.
@@ -141,8 +143,16 @@ impl<D: Value> RedisSessions<D> {
             abs_ms,
             refresh_ms,
             clock: RedisClock::new(),
+            max_value: config.max_value_bytes,
             _data: PhantomData,
         }
+    }
+
+    /// The data's codec bytes, refused before the wire when over `max_value_bytes`.
+    fn encode_data(&self, data: &D) -> Result<Vec<u8>> {
+        let bytes = encode_value(data)?;
+        mod_api::codec::check_value_len("sessions", &self.name, bytes.len(), self.max_value)?;
+        Ok(bytes)
     }
 
     /// A session from a stored record.
@@ -193,7 +203,7 @@ impl<D: Value> RedisSessions<D> {
 impl<D: Value> SessionStore<D> for RedisSessions<D> {
     #[tracing::instrument(level = "debug", skip_all, fields(store = %self.name, principal = %principal))]
     async fn create(&self, principal: &str, data: D) -> Result<Session<D>> {
-        let body = record::body(principal, &encode_value(&data)?)?;
+        let body = record::body(principal, &self.encode_data(&data)?)?;
         let (idle, abs) = (&self.idle_arg, &self.abs_arg);
         // 256 random bits never collide in practice; the script still refuses an
         // existing id rather than overwrite it, and we draw again.
@@ -295,7 +305,7 @@ impl<D: Value> SessionStore<D> for RedisSessions<D> {
         if !well_formed(id) {
             return Err(self.not_found());
         }
-        let bytes = encode_value(&data)?;
+        let bytes = self.encode_data(&data)?;
         let expected = expected_version.to_string();
         let (idle, abs) = (&self.idle_arg, &self.abs_arg);
         let args: [&[u8]; 4] = [expected.as_bytes(), &bytes, idle.as_bytes(), abs.as_bytes()];

@@ -18,6 +18,7 @@ fn store(redis: &Redis, idle: Duration, absolute: Duration) -> RedisSessions<u32
     let config = SessionConfig {
         idle_timeout: idle,
         absolute_lifetime: absolute,
+        ..SessionConfig::default()
     };
     RedisSessions::new(redis.clone(), "web", config)
 }

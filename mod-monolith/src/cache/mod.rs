@@ -68,6 +68,8 @@ pub struct MokaCache<V> {
     inner: moka::sync::Cache<String, Entry<V>>,
     /// The `get_or_load` calls running a loader.
     flights: Flights<V>,
+    /// The policy's `max_value_bytes`.
+    max_value: usize,
 }
 
 impl<V: Value> MokaCache<V> {
@@ -89,6 +91,7 @@ impl<V: Value> MokaCache<V> {
             ttl: policy.ttl.map(|d| d.min(MAX_DURATION)),
             inner: builder.build(),
             flights: Flights::default(),
+            max_value: policy.max_value_bytes,
         }
     }
 
@@ -103,6 +106,12 @@ impl<V: Value> MokaCache<V> {
     /// expired or evicted since; exact after [`run_pending_tasks`](Self::run_pending_tasks)).
     pub fn entry_count(&self) -> u64 {
         self.inner.entry_count()
+    }
+
+    /// Refuses a value over `max_value_bytes`, measured as the distributed
+    /// backend would encode it, so both packages accept the same values.
+    fn check_size(&self, value: &V) -> Result<()> {
+        mod_api::codec::check_value_size("cache", &self.name, value, self.max_value)
     }
 
     fn entry(&self, value: V, ttl: Option<Duration>) -> Entry<V> {
@@ -129,6 +138,7 @@ impl<V: Value> Cache<V> for MokaCache<V> {
 
     async fn set(&self, key: &str, value: V) -> Result<()> {
         tracing::trace!(cache = %self.name, key, "set");
+        self.check_size(&value)?;
         let entry = self.entry(value, None);
         self.inner.insert(key.to_owned(), entry);
         Ok(())
@@ -136,6 +146,7 @@ impl<V: Value> Cache<V> for MokaCache<V> {
 
     #[tracing::instrument(level = "debug", skip_all, fields(cache = %self.name, key = %key, ?ttl))]
     async fn set_with_ttl(&self, key: &str, value: V, ttl: Duration) -> Result<()> {
+        self.check_size(&value)?;
         let entry = self.entry(value, Some(ttl.min(MAX_DURATION)));
         self.inner.insert(key.to_owned(), entry);
         Ok(())
@@ -187,6 +198,8 @@ impl<V: Value> Cache<V> for MokaCache<V> {
         // source chain folded into the message; the caller gets the same.
         let outcome = loader.await.map_err(|e| e.to_detached());
         match &outcome {
+            // Too large to cache: the caller still gets the value (as on Redis).
+            Ok(value) if self.check_size(value).is_err() => {}
             // Stored before the flight ends, so a later miss finds it.
             Ok(value) => self
                 .inner

@@ -308,6 +308,8 @@ impl<M: Value> Queue<M> for MemoryQueue<M> {
     // Their rarer events name the queue themselves.
     async fn offer(&self, message: M) -> Result<Offered> {
         tracing::trace!(queue = %self.name, "offer");
+        let max = self.config.max_value_bytes;
+        mod_api::codec::check_value_size("queue", &self.name, &message, max)?;
         cooperate().await;
         match self.attempt(message, false)? {
             Attempt::Done(offered) => Ok(offered),
