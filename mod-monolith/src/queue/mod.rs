@@ -147,6 +147,12 @@ impl<M: Value> MemoryQueue<M> {
         &self.config
     }
 
+    /// How many damaged records and empty segment files the recovery of this
+    /// queue's spill files skipped (each also logged at ERROR); 0 without spill.
+    pub fn spill_recovery_errors(&self) -> usize {
+        self.lock().spill_recovery_errors()
+    }
+
     /// Runs `f` on the locked state, then wakes whoever its changes concern.
     fn with_state<T>(&self, f: impl FnOnce(&mut State<M>) -> T) -> T {
         let (out, (room, arrived)) = {

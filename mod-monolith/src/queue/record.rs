@@ -93,8 +93,14 @@ pub(super) fn folder_name(name: &str) -> String {
 
 /// Calls `each(offset, record)` for every intact record of `bytes` (read from
 /// `path`), in order. Damage is reported with `tracing::error!` and skipped: the
-/// scan goes on at the next offset where an intact record starts.
-pub(super) fn scan<'a>(path: &Path, bytes: &'a [u8], mut each: impl FnMut(usize, Record<'a>)) {
+/// scan goes on at the next offset where an intact record starts. Returns how
+/// many damaged spots it skipped.
+pub(super) fn scan<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+    mut each: impl FnMut(usize, Record<'a>),
+) -> usize {
+    let mut damaged = 0;
     let mut offset = 0;
     while offset < bytes.len() {
         match parse(&bytes[offset..]) {
@@ -104,12 +110,14 @@ pub(super) fn scan<'a>(path: &Path, bytes: &'a [u8], mut each: impl FnMut(usize,
                 offset += len;
             }
             Err(reason) => {
+                damaged += 1;
                 tracing::error!(file = %path.display(), offset, reason, "corrupt spill record skipped");
                 match (offset + 1..bytes.len()).find(|&o| parse(&bytes[o..]).is_ok()) {
                     Some(next) => offset = next,
-                    None => return,
+                    None => return damaged,
                 }
             }
         }
     }
+    damaged
 }

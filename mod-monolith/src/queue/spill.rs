@@ -32,7 +32,10 @@
 //! check out is reported with `tracing::error!` (file, offset) and skipped: the
 //! reader looks for the next offset where an intact record starts, so one bad
 //! byte costs only the record it hits, and a truncated tail costs only the torn
-//! record. Nothing here panics.
+//! record. An empty segment file (0 bytes: truncated, or created just before a
+//! crash) is reported the same way, since it may have held messages. Each
+//! damaged spot counts in [`Spill::recovery_errors`]; the other segments are
+//! recovered whole. Nothing here panics.
 //!
 //! # Durability
 //! Each record is written with one `write` call to the file before `offer`
@@ -88,6 +91,8 @@ pub(crate) struct Spill {
     writer: Option<Writer>,
     reader: Option<(u64, File)>,
     next_segment: u64,
+    /// Damaged records and empty segments met by `open`.
+    recovery_errors: usize,
 }
 
 impl Spill {
@@ -123,6 +128,7 @@ impl Spill {
             writer: None,
             reader: None,
             next_segment: numbers.last().map_or(0, |n| n + 1),
+            recovery_errors: 0,
         };
         let mut done = HashSet::new();
         let mut max_seq: Option<u64> = None;
@@ -131,8 +137,13 @@ impl Spill {
             let bytes =
                 fs::read(&path).map_err(|e| io_error("cannot read spill file", &path, e))?;
             spill.segments.push_back(Segment { number, live: 0 });
+            if bytes.is_empty() {
+                spill.recovery_errors += 1;
+                tracing::error!(file = %path.display(), "empty spill segment: any messages it held are lost");
+                continue;
+            }
             let slots = &mut spill.slots;
-            record::scan(&path, &bytes, |offset, record| {
+            spill.recovery_errors += record::scan(&path, &bytes, |offset, record| {
                 max_seq = max_seq.max(Some(record.seq));
                 match record.kind {
                     KIND_MESSAGE => slots.push_back(Slot {
@@ -158,8 +169,17 @@ impl Spill {
             }
         }
         spill.collect_garbage();
-        tracing::debug!(dir = %spill.dir.display(), recovered = spill.slots.len(), "spill folder opened");
+        if spill.recovery_errors > 0 {
+            tracing::error!(dir = %spill.dir.display(), recovered = spill.slots.len(), damaged = spill.recovery_errors, "spill folder opened with damage");
+        } else {
+            tracing::debug!(dir = %spill.dir.display(), recovered = spill.slots.len(), "spill folder opened");
+        }
         Ok((spill, max_seq))
+    }
+
+    /// How many damaged records and empty segments `open` met and skipped.
+    pub(crate) fn recovery_errors(&self) -> usize {
+        self.recovery_errors
     }
 
     /// Spilled messages not yet moved back to memory.

@@ -168,6 +168,11 @@ impl<M: Value> State<M> {
         self.log.len() + self.spill.as_ref().map_or(0, Spill::len)
     }
 
+    /// Damaged records and empty segments skipped when the spill files were opened.
+    pub(super) fn spill_recovery_errors(&self) -> usize {
+        self.spill.as_ref().map_or(0, Spill::recovery_errors)
+    }
+
     /// Whether memory holds `capacity` messages.
     pub(super) fn full(&self, capacity: usize) -> bool {
         self.log.len() >= capacity

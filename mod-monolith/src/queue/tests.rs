@@ -182,6 +182,44 @@ async fn corrupt_and_truncated_spill_records_are_skipped() {
     assert_eq!(drain(&q).await, vec![1001, 1003, 1005]);
 }
 
+/// An emptied segment in the middle is reported and counted; the segments
+/// around it are recovered whole and in order.
+#[tokio::test]
+async fn an_empty_segment_is_reported_and_the_rest_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut spill, _) = Spill::open(dir.path(), "holes", 64).unwrap();
+        for seq in 0..9u64 {
+            spill.append(seq, &(seq as u32)).unwrap();
+        }
+    }
+    let files = spill_files(dir.path(), "holes");
+    assert!(files.len() >= 3, "{files:?}");
+    let emptied = std::fs::read(&files[1]).unwrap();
+    let lost = record_starts(&emptied).len();
+    let first = record_starts(&std::fs::read(&files[0]).unwrap()).len() as u32;
+    assert!(lost > 0);
+    std::fs::write(&files[1], b"").unwrap();
+
+    let errors = ErrorCounter::default();
+    let count = errors.0.clone();
+    let q = tracing::subscriber::with_default(errors, || {
+        MemoryQueue::<u32>::open("holes", spill_config(dir.path(), 1), None)
+    })
+    .unwrap();
+    assert!(
+        count.load(Ordering::SeqCst) >= 1,
+        "the empty segment is reported"
+    );
+    assert_eq!(q.spill_recovery_errors(), 1);
+    assert_eq!(q.len().await.unwrap(), 9 - lost);
+    let got = drain(&q).await;
+    let expected: Vec<u32> = (0..9)
+        .filter(|s| *s < first || *s >= first + lost as u32)
+        .collect();
+    assert_eq!(got, expected);
+}
+
 #[tokio::test]
 async fn garbage_file_recovers_nothing_and_does_not_panic() {
     let dir = tempfile::tempdir().unwrap();
