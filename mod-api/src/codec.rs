@@ -62,14 +62,25 @@ pub fn check_value_len(block: &str, name: &str, len: usize, max: usize) -> Resul
 }
 
 /// [`check_value_len`] for a value not encoded yet: measures it with
-/// [`Codec::encoded_len`] (no allocation), so both packages accept the same values.
-pub fn check_value_size<T: Serialize + ?Sized>(
+/// [`Codec::encoded_len`] (no allocation), so both packages accept the same
+/// values. Byte vectors and strings are measured without a pass over them.
+pub fn check_value_size<T: Serialize + std::any::Any>(
     block: &str,
     name: &str,
     value: &T,
     max: usize,
 ) -> Result<()> {
-    check_value_len(block, name, DefaultCodec::encoded_len(value)?, max)
+    let any = value as &dyn std::any::Any;
+    let flat = any
+        .downcast_ref::<Vec<u8>>()
+        .map(Vec::len)
+        .or_else(|| any.downcast_ref::<String>().map(String::len));
+    let len = match flat {
+        // Both codecs write a length prefix (encoded as a u64 is) and the bytes.
+        Some(n) => DefaultCodec::encoded_len(&(n as u64))? + n,
+        None => DefaultCodec::encoded_len(value)?,
+    };
+    check_value_len(block, name, len, max)
 }
 
 /// bincode 2 (serde mode, standard configuration: little endian, varint).

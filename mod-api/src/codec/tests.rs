@@ -148,3 +148,20 @@ mod serde_bytes_like {
         }
     }
 }
+
+/// The measured size is the encoded size, on the fast paths too.
+#[test]
+fn check_value_size_measures_what_encode_writes() {
+    fn exact<T: Serialize + std::any::Any>(value: T) {
+        let len = encode(&value).unwrap().len();
+        assert!(check_value_size("cache", "t", &value, len).is_ok());
+        let err = check_value_size("cache", "t", &value, len - 1).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::PayloadTooLarge);
+        assert!(!err.is_retryable());
+    }
+    for n in [0usize, 1, 127, 128, 250, 251, 300, 65_535, 65_536, 100_000] {
+        exact(vec![7u8; n]);
+        exact("s".repeat(n));
+        exact(("s".repeat(n), n as u64));
+    }
+}
