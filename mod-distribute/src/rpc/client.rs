@@ -114,10 +114,13 @@ impl RpcClient {
                 }
                 Err(_) => return Err(mark_not_sent(unavailable(addr, "connect timed out"))),
             };
-            if let Err(e) = answer {
-                tracing::warn!(addr, error = %e, "rpc handshake failed");
-                return Err(mark_not_sent(e));
-            }
+            let idle = match answer {
+                Ok(idle) => idle,
+                Err(e) => {
+                    tracing::warn!(addr, error = %e, "rpc handshake failed");
+                    return Err(mark_not_sent(e));
+                }
+            };
             let shared = Arc::new(Shared {
                 addr: addr.to_string(),
                 max_frame: config.max_frame_bytes as usize,
@@ -125,7 +128,7 @@ impl RpcClient {
                 pending: Pending::new(),
                 closed: AtomicBool::new(false),
             });
-            let task = tokio::spawn(run(shared.clone(), rd));
+            let task = tokio::spawn(run(shared.clone(), rd, idle));
             tracing::debug!(addr, "rpc connected");
             Ok(RpcClient {
                 inner: Arc::new(Inner {

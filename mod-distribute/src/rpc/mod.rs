@@ -43,6 +43,7 @@ mod client_task;
 mod conn;
 pub mod frame;
 mod handshake;
+mod limits;
 mod outbox;
 mod pending;
 mod pool;

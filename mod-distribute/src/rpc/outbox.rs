@@ -17,7 +17,7 @@
 //! buffer until [`Outbox::wait`] sees it writable, so no sender ever blocks.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use tokio::net::tcp::OwnedWriteHalf;
@@ -35,6 +35,9 @@ pub(crate) struct Outbox {
     wake: Notify,
     /// The `mark` of the last batch handed to the socket (see [`State::mark`]).
     taken: AtomicU64,
+    /// Bytes appended and not yet taken by a writer (for backpressure; a
+    /// relaxed copy of `buf.len()`, stored under the lock).
+    queued: AtomicUsize,
     sock: OwnedWriteHalf,
 }
 
@@ -80,6 +83,7 @@ impl Outbox {
             }),
             wake: Notify::new(),
             taken: AtomicU64::new(0),
+            queued: AtomicUsize::new(0),
             sock,
         }
     }
@@ -98,6 +102,7 @@ impl Outbox {
         }
         let was_empty = s.buf.is_empty();
         let r = f(&mut s);
+        self.queued.store(s.buf.len(), Ordering::Relaxed);
         // Otherwise the task is already woken, or a writer will see the frames.
         let wake = was_empty && !s.buf.is_empty() && !s.busy && !s.blocked;
         drop(s);
@@ -114,7 +119,9 @@ impl Outbox {
         if s.closed {
             return Err(Closed);
         }
-        Ok(f(&mut s))
+        let r = f(&mut s);
+        self.queued.store(s.buf.len(), Ordering::Relaxed);
+        Ok(r)
     }
 
     /// Like [`push`](Self::push), but writes at once from this thread when no
@@ -126,6 +133,7 @@ impl Outbox {
         }
         let was_empty = s.buf.is_empty();
         let r = f(&mut s);
+        self.queued.store(s.buf.len(), Ordering::Relaxed);
         if s.buf.is_empty() {
             return Ok(r);
         }
@@ -150,6 +158,7 @@ impl Outbox {
         let mut batch = std::mem::take(&mut s.spare);
         std::mem::swap(&mut s.buf, &mut batch);
         self.taken.store(s.mark, Ordering::Release);
+        self.queued.store(0, Ordering::Relaxed);
         batch
     }
 
@@ -168,6 +177,7 @@ impl Outbox {
                         batch.drain(..off);
                         batch.extend_from_slice(&s.buf);
                         std::mem::swap(&mut s.buf, &mut batch);
+                        self.queued.store(s.buf.len(), Ordering::Relaxed);
                         s.spare = recycle(batch);
                         s.busy = false;
                         s.blocked = true;
@@ -256,6 +266,12 @@ impl Outbox {
     pub(crate) fn close(&self) {
         self.lock().closed = true;
         self.wake.notify_one();
+    }
+
+    /// Bytes queued and not yet handed to the socket (those of a batch being
+    /// written are not counted: at most one batch).
+    pub(crate) fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
     }
 
     /// The `mark` of the last batch handed to the socket.

@@ -82,6 +82,8 @@ pub(crate) struct FrameReader {
     end: usize,
     large: Option<Large>,
     max: usize,
+    /// Frames returned so far (the server's watchdog compares counts).
+    frames: u64,
 }
 
 impl FrameReader {
@@ -94,6 +96,7 @@ impl FrameReader {
             end: 0,
             large: None,
             max,
+            frames: 0,
         }
     }
 
@@ -111,6 +114,7 @@ impl FrameReader {
             let Some(Large { head, rest, .. }) = self.large.take() else {
                 return Ok(Ready::None);
             };
+            self.frames += 1;
             return Ok(Ready::Owned { head, rest });
         }
         let avail = &self.buf[self.start..self.end];
@@ -127,6 +131,7 @@ impl FrameReader {
                 .map_err(|_| FrameError::TooShort(head.len()))?,
         )?;
         if let Some(rest) = avail.get(LEN_PREFIX + HEAD_LEN..LEN_PREFIX + len) {
+            self.frames += 1;
             return Ok(Ready::InPlace {
                 head,
                 rest,
@@ -147,6 +152,16 @@ impl FrameReader {
             self.end = 0;
         }
         Ok(Ready::None)
+    }
+
+    /// Frames returned by [`next`](Self::next) so far.
+    pub(crate) fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// Whether bytes of a frame not yet returned are held (a frame begun).
+    pub(crate) fn partial(&self) -> bool {
+        self.large.is_some() || self.start != self.end
     }
 
     /// Marks `used` bytes of the buffer as handled.

@@ -21,6 +21,7 @@ use tracing::Instrument;
 
 use super::conn::{self, ConnState};
 use super::frame;
+use super::limits::Limits;
 
 /// Finds the dispatcher of a service by name (`None`: not served here).
 pub type Dispatchers = Arc<dyn Fn(&str) -> Option<Arc<dyn Dispatch>> + Send + Sync>;
@@ -33,6 +34,7 @@ pub(crate) struct ServerShared {
     pub(crate) dispatchers: Dispatchers,
     pub(crate) secret: Option<Vec<u8>>,
     pub(crate) max_frame: usize,
+    pub(crate) limits: Limits,
     pub(crate) shutting_down: AtomicBool,
     stop_accept: Notify,
     conns: Mutex<HashMap<u64, ConnEntry>>,
@@ -113,6 +115,7 @@ impl RpcServer {
             dispatchers,
             secret: config.secret.as_ref().map(|s| s.as_bytes().to_vec()),
             max_frame: config.max_frame_bytes as usize,
+            limits: Limits::new(config),
             shutting_down: AtomicBool::new(false),
             stop_accept: Notify::new(),
             conns: Mutex::new(HashMap::new()),
@@ -139,6 +142,11 @@ impl RpcServer {
     /// The address other nodes should use: `RpcConfig::advertise`, else the bound one.
     pub fn advertise(&self) -> &str {
         &self.advertise
+    }
+
+    /// Number of connections held now (including those in their handshake).
+    pub fn connections(&self) -> usize {
+        self.shared.conns().len()
     }
 
     /// Number of calls running now.
@@ -225,6 +233,7 @@ impl Drop for RpcServer {
 
 async fn accept_loop(shared: Arc<ServerShared>, listener: TcpListener) {
     static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+    let mut refusals = Refusals::default();
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -239,6 +248,13 @@ async fn accept_loop(shared: Arc<ServerShared>, listener: TcpListener) {
                 continue;
             }
         };
+        let held = shared.conns().len();
+        if held >= shared.limits.max_conns {
+            // Closed at once (dropped), before any byte is read or buffer allocated.
+            refusals.note(peer, shared.limits.max_conns);
+            drop(stream);
+            continue;
+        }
         let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "set_nodelay failed");
@@ -262,4 +278,31 @@ async fn accept_loop(shared: Arc<ServerShared>, listener: TcpListener) {
         );
     }
     tracing::debug!("rpc accept loop stopped");
+}
+
+/// Logs refused connections: the first at once, then at most one summary a
+/// second, so a flood of connections cannot flood the log too.
+#[derive(Default)]
+struct Refusals {
+    since: Option<Instant>,
+    more: u64,
+}
+
+impl Refusals {
+    fn note(&mut self, peer: SocketAddr, max: usize) {
+        let now = Instant::now();
+        match self.since {
+            Some(at) if now - at < Duration::from_secs(1) => self.more += 1,
+            _ => {
+                tracing::warn!(
+                    %peer,
+                    max_connections = max,
+                    refused_since_last = self.more,
+                    "rpc connection refused: the server holds max_connections already"
+                );
+                self.since = Some(now);
+                self.more = 0;
+            }
+        }
+    }
 }
