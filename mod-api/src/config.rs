@@ -30,6 +30,15 @@
 //! max_connections = 1024
 //! idle_timeout = "60s"         # 0: never close idle connections
 //! frame_timeout = "10s"        # to finish a frame once begun
+//! insecure = false             # true: allow a non-loopback listen without TLS or secret
+//!
+//! [rpc.tls]                    # distributed package; PEM files (default: no TLS)
+//! cert = "/etc/shop/node.pem"  # server certificate chain; key = its private key
+//! key = "/etc/shop/node.key"
+//! ca = "/etc/shop/ca.pem"      # CA clients verify servers against
+//! client_ca = "/etc/shop/ca.pem"  # mutual TLS: the server requires client certificates
+//! client_cert = "/etc/shop/node.pem"
+//! client_key = "/etc/shop/node.key"
 //! ```
 //!
 //! Durations are written `"250ms"`, `"5s"`, `"2m"`, `"1h"`, or a bare number of
@@ -48,6 +57,8 @@
 //! | `MODKIT_REDIS_URL`, `MODKIT_REDIS_PREFIX` | `redis.url`, `redis.prefix` |
 //! | `MODKIT_RPC_LISTEN`, `MODKIT_RPC_ADVERTISE`, `MODKIT_RPC_SECRET`, `MODKIT_RPC_MAX_FRAME_BYTES` | `rpc.*` |
 //! | `MODKIT_RPC_MAX_QUEUED_REPLY_BYTES`, `MODKIT_RPC_MAX_CALLS_PER_CONNECTION`, `MODKIT_RPC_MAX_CONNECTIONS`, `MODKIT_RPC_IDLE_TIMEOUT`, `MODKIT_RPC_FRAME_TIMEOUT` | `rpc.*` limits |
+//! | `MODKIT_RPC_INSECURE` (`1`/`0`) | `rpc.insecure` |
+//! | `MODKIT_RPC_TLS_CERT`, `_KEY`, `_CA`, `_CLIENT_CERT`, `_CLIENT_KEY`, `_CLIENT_CA`, `_SERVER_NAME` | `rpc.tls.*` |
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -59,7 +70,7 @@ use crate::error::{Error, Result};
 
 mod rpc;
 
-pub use rpc::RpcConfig;
+pub use rpc::{RpcConfig, RpcTlsConfig};
 
 /// The whole configuration of a modkit runtime.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

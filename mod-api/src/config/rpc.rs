@@ -1,6 +1,7 @@
 //! RPC settings (distributed package): the transport, its resource bounds and
 //! their `MODKIT_RPC_*` overrides.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,38 @@ pub struct RpcConfig {
     /// half-sent frame older than that closes the connection. Default 10 s.
     #[serde(with = "super::duration")]
     pub frame_timeout: Duration,
+    /// TLS for the server and for this node's calls (`[rpc.tls]`); `None`:
+    /// plain TCP.
+    pub tls: Option<RpcTlsConfig>,
+    /// Allows listening on a non-loopback address with neither TLS nor a
+    /// secret. Default `false`: such a server refuses to start.
+    pub insecure: bool,
+}
+
+/// TLS settings of the RPC transport (`[rpc.tls]`), PEM files all.
+///
+/// The server speaks TLS when `cert` and `key` are set; this node's calls
+/// use TLS when `ca` is set. A node of a TLS deployment sets both (and the
+/// same files serve every node when its certificate names every host).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RpcTlsConfig {
+    /// The server's certificate chain, leaf first.
+    pub cert: Option<PathBuf>,
+    /// The server's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+    /// The CA certificates a client verifies servers against.
+    pub ca: Option<PathBuf>,
+    /// The name a client expects in the server's certificate; default: the
+    /// host of the address it connects to (a DNS name or an IP address).
+    pub server_name: Option<String>,
+    /// The client's certificate chain, for servers that require one.
+    pub client_cert: Option<PathBuf>,
+    /// The client's private key.
+    pub client_key: Option<PathBuf>,
+    /// When set, the server requires a client certificate signed by one of
+    /// these CAs (mutual TLS).
+    pub client_ca: Option<PathBuf>,
 }
 
 impl Default for RpcConfig {
@@ -55,6 +88,8 @@ impl Default for RpcConfig {
             max_connections: 1024,
             idle_timeout: Duration::from_secs(60),
             frame_timeout: Duration::from_secs(10),
+            tls: None,
+            insecure: false,
         }
     }
 }
@@ -99,7 +134,39 @@ impl RpcConfig {
         if let Some(v) = var("MODKIT_RPC_FRAME_TIMEOUT") {
             self.frame_timeout = duration("MODKIT_RPC_FRAME_TIMEOUT", &v)?;
         }
+        if let Some(v) = var("MODKIT_RPC_INSECURE") {
+            self.insecure = match v.trim() {
+                "1" | "true" => true,
+                "0" | "false" | "" => false,
+                _ => {
+                    return Err(Error::config(format!(
+                        "MODKIT_RPC_INSECURE: expected 1/true or 0/false, got {v:?}"
+                    )))
+                }
+            };
+        }
+        self.apply_tls_env(var);
         Ok(())
+    }
+
+    fn apply_tls_env(&mut self, var: &impl Fn(&str) -> Option<String>) {
+        type Field = fn(&mut RpcTlsConfig) -> &mut Option<PathBuf>;
+        let vars: [(&str, Field); 6] = [
+            ("MODKIT_RPC_TLS_CERT", |t| &mut t.cert),
+            ("MODKIT_RPC_TLS_KEY", |t| &mut t.key),
+            ("MODKIT_RPC_TLS_CA", |t| &mut t.ca),
+            ("MODKIT_RPC_TLS_CLIENT_CERT", |t| &mut t.client_cert),
+            ("MODKIT_RPC_TLS_CLIENT_KEY", |t| &mut t.client_key),
+            ("MODKIT_RPC_TLS_CLIENT_CA", |t| &mut t.client_ca),
+        ];
+        for (key, field) in vars {
+            if let Some(v) = var(key) {
+                *field(self.tls.get_or_insert_with(Default::default)) = Some(v.into());
+            }
+        }
+        if let Some(v) = var("MODKIT_RPC_TLS_SERVER_NAME") {
+            self.tls.get_or_insert_with(Default::default).server_name = Some(v);
+        }
     }
 }
 
@@ -131,5 +198,28 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::Config);
         assert!(Config::from_toml("[rpc]\nmax_conections = 3\n").is_err());
+    }
+
+    #[test]
+    fn tls_from_toml_and_env() {
+        let mut c =
+            Config::from_toml("[rpc]\ninsecure = true\n[rpc.tls]\ncert = \"/a.pem\"\n").unwrap();
+        assert!(c.rpc.insecure);
+        let tls = c.rpc.tls.clone().unwrap();
+        assert_eq!(tls.cert, Some("/a.pem".into()));
+        assert_eq!(tls.ca, None);
+        c.apply_env(|k| match k {
+            "MODKIT_RPC_TLS_CA" => Some("/ca.pem".into()),
+            "MODKIT_RPC_INSECURE" => Some("0".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert!(!c.rpc.insecure);
+        let tls = c.rpc.tls.unwrap();
+        assert_eq!(
+            (tls.cert, tls.ca),
+            (Some("/a.pem".into()), Some("/ca.pem".into()))
+        );
+        assert!(Config::from_toml("[rpc.tls]\ncertificate = \"x\"\n").is_err());
     }
 }

@@ -13,6 +13,7 @@ use super::frame::{self, Frame, FrameError, Head, Status};
 use super::mark_not_sent;
 use super::pending::{Waiter, NONE};
 use super::reader::{FrameReader, ReadError, Ready, Rest};
+use super::tls;
 
 /// Decodes an error the server sent.
 fn decode_error(data: &[u8]) -> Error {
@@ -27,6 +28,19 @@ pub(super) async fn read_hello_answer(reader: &mut FrameReader) -> Result<Option
     let (head, rest) = match reader.read_one().await {
         Ok(Some(f)) => f,
         Ok(None) => return Err(fail("server closed the connection".into())),
+        // TLS 1.3: a server that refuses the client's certificate says so
+        // after the client finished its handshake, on this first read.
+        Err(ReadError::Io(e)) if tls::rustls_error(&e).is_some() => {
+            return Err(Error::new(
+                ErrorKind::Unauthenticated,
+                format!("rpc handshake: TLS: {e}"),
+            ))
+        }
+        Err(ReadError::Frame(e @ FrameError::TooLarge { .. })) => {
+            return Err(fail(format!(
+                "{e} (is the server speaking TLS? then set [rpc.tls] ca)"
+            )))
+        }
         Err(e) => return Err(fail(e.to_string())),
     };
     match frame::decode_rest(head, &rest) {

@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use mod_api::{Dispatch, Error, ErrorKind, Result};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -33,6 +32,7 @@ use super::limits::{Expired, Seen, Watchdog};
 use super::outbox::{Outbox, State};
 use super::reader::{FrameReader, ReadError, Ready, Rest};
 use super::server::ServerShared;
+use super::stream::{ReadSock, WriteSock};
 use super::{IdBuildHasher, HANDSHAKE_TIMEOUT};
 
 /// What a connection shares with its calls.
@@ -50,7 +50,7 @@ pub(crate) struct ConnState {
 }
 
 impl ConnState {
-    pub(crate) fn new(peer: SocketAddr, wr: OwnedWriteHalf) -> Self {
+    pub(crate) fn new(peer: SocketAddr, wr: WriteSock) -> Self {
         ConnState {
             peer,
             outbox: Outbox::new(wr),
@@ -144,12 +144,7 @@ impl Drop for CallGuard {
 }
 
 /// Serves one accepted connection until it closes.
-pub(crate) async fn serve(
-    server: Arc<ServerShared>,
-    conn: Arc<ConnState>,
-    id: u64,
-    rd: OwnedReadHalf,
-) {
+pub(crate) async fn serve(server: Arc<ServerShared>, conn: Arc<ConnState>, id: u64, rd: ReadSock) {
     let _ = conn.task.set(tokio::task::id());
     let _cleanup = ConnCleanup {
         server: server.clone(),

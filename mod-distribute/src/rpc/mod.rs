@@ -10,8 +10,15 @@
 //! queued frames), a maximum frame size, deadlines that travel with each call
 //! and are enforced on both sides, cancellation (dropping a call's future sends
 //! CANCEL; the server drops the method's future), graceful shutdown (GOAWAY),
-//! and optional shared-secret authentication. There is no TLS yet: the secret
-//! and every payload travel in clear, so use it on a trusted network only.
+//! optional shared-secret authentication, and optional TLS or mutual TLS
+//! (rustls; `[rpc.tls]`, `RpcConfig::tls`, stream.rs and tls.rs), inside which the secret
+//! then travels. Every resource a peer can make a server hold is bounded
+//! (limits.rs): queued reply bytes and calls per connection (backpressure:
+//! the server stops reading that connection), connections, idle connections
+//! (clients send keepalive PINGs) and half-sent frames. A server that would
+//! listen beyond loopback with neither TLS nor a secret refuses to start
+//! unless `RpcConfig::insecure` says otherwise. See the crate docs, "RPC limits
+//! and security".
 //!
 //! Retrying: a call that fails may have run on the server, unless [`not_sent`]
 //! says otherwise. Retry a method not marked idempotent only when it does.
@@ -49,6 +56,8 @@ mod pending;
 mod pool;
 mod reader;
 mod server;
+mod stream;
+mod tls;
 
 pub use client::RpcClient;
 pub use pool::RpcConnections;

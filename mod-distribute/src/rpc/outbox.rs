@@ -20,8 +20,9 @@ use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
+
+use super::stream::WriteSock;
 
 /// A buffer grown past this by one large frame is not kept for reuse.
 const KEEP_CAPACITY: usize = 1 << 20;
@@ -38,7 +39,7 @@ pub(crate) struct Outbox {
     /// Bytes appended and not yet taken by a writer (for backpressure; a
     /// relaxed copy of `buf.len()`, stored under the lock).
     queued: AtomicUsize,
-    sock: OwnedWriteHalf,
+    sock: WriteSock,
 }
 
 /// What senders see under the lock.
@@ -70,7 +71,7 @@ fn recycle(mut buf: Vec<u8>) -> Vec<u8> {
 }
 
 impl Outbox {
-    pub(crate) fn new(sock: OwnedWriteHalf) -> Self {
+    pub(crate) fn new(sock: WriteSock) -> Self {
         Outbox {
             state: Mutex::new(State {
                 buf: Vec::with_capacity(INITIAL_CAPACITY),
@@ -167,8 +168,15 @@ impl Outbox {
     fn write(&self, mut batch: Vec<u8>) {
         for round in 1.. {
             let mut off = 0;
-            while off < batch.len() {
-                match self.sock.try_write(&batch[off..]) {
+            loop {
+                let step = if off < batch.len() {
+                    self.sock.try_write(&batch[off..])
+                } else {
+                    // Plain TCP: always Ok. TLS: what rustls still holds.
+                    self.sock.try_flush().map(|()| 0)
+                };
+                match step {
+                    Ok(0) if off == batch.len() => break,
                     Ok(0) => return self.fail(io::ErrorKind::WriteZero.into()),
                     Ok(n) => off += n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -259,7 +267,8 @@ impl Outbox {
     /// Whether the outbox is closed and everything queued was written.
     pub(crate) fn finished(&self) -> bool {
         let s = self.lock();
-        s.closed && s.buf.is_empty() && !s.busy
+        // `blocked` with an empty buffer: TLS bytes rustls has yet to send.
+        s.closed && s.buf.is_empty() && !s.busy && !s.blocked
     }
 
     /// Closes the outbox: later pushes fail; what is queued is still written.

@@ -6,12 +6,10 @@
 //! large payloads are not copied twice. Lengths are checked before anything is
 //! allocated.
 
-use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
-
 use std::fmt;
 
 use super::frame::{self, FrameError, Head, HEAD_LEN, LEN_PREFIX};
+use super::stream::ReadSock;
 
 /// Read buffer per connection: many small frames per `read` syscall.
 const BUFFER: usize = 64 * 1024;
@@ -76,7 +74,7 @@ struct Large {
 
 /// Frames from one socket.
 pub(crate) struct FrameReader {
-    rd: OwnedReadHalf,
+    rd: ReadSock,
     buf: Box<[u8]>,
     start: usize,
     end: usize,
@@ -88,7 +86,7 @@ pub(crate) struct FrameReader {
 
 impl FrameReader {
     /// Reads frames whose body is at most `max` bytes.
-    pub(crate) fn new(rd: OwnedReadHalf, max: usize) -> Self {
+    pub(crate) fn new(rd: ReadSock, max: usize) -> Self {
         FrameReader {
             rd,
             buf: vec![0u8; BUFFER].into_boxed_slice(),

@@ -13,15 +13,17 @@ use std::time::Duration;
 
 use mod_api::config::RpcConfig;
 use mod_api::{Dispatch, Error, ErrorKind, Result};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
+use tokio_rustls::{TlsAcceptor, TlsStream};
 use tracing::Instrument;
 
 use super::conn::{self, ConnState};
 use super::frame;
 use super::limits::Limits;
+use super::{stream, tls, HANDSHAKE_TIMEOUT};
 
 /// Finds the dispatcher of a service by name (`None`: not served here).
 pub type Dispatchers = Arc<dyn Fn(&str) -> Option<Arc<dyn Dispatch>> + Send + Sync>;
@@ -35,6 +37,7 @@ pub(crate) struct ServerShared {
     pub(crate) secret: Option<Vec<u8>>,
     pub(crate) max_frame: usize,
     pub(crate) limits: Limits,
+    tls: Option<TlsAcceptor>,
     pub(crate) shutting_down: AtomicBool,
     stop_accept: Notify,
     conns: Mutex<HashMap<u64, ConnEntry>>,
@@ -45,7 +48,8 @@ pub(crate) struct ServerShared {
 }
 
 struct ConnEntry {
-    state: Arc<ConnState>,
+    /// `None` while a TLS connection is in its TLS handshake.
+    state: Option<Arc<ConnState>>,
     task: AbortHandle,
 }
 
@@ -63,7 +67,22 @@ impl ServerShared {
         }
     }
 
-    fn snapshot(&self) -> Vec<(Arc<ConnState>, AbortHandle)> {
+    /// Gives a connection that finished its TLS handshake its state; `false`
+    /// (and unregistered) when the server is shutting down meanwhile.
+    fn attach(&self, id: u64, state: &Arc<ConnState>) -> bool {
+        let mut conns = self.conns();
+        if !self.shutting_down.load(Ordering::Acquire) {
+            if let Some(entry) = conns.get_mut(&id) {
+                entry.state = Some(state.clone());
+                return true;
+            }
+        }
+        drop(conns);
+        self.remove_conn(id);
+        false
+    }
+
+    fn snapshot(&self) -> Vec<(Option<Arc<ConnState>>, AbortHandle)> {
         self.conns()
             .values()
             .map(|c| (c.state.clone(), c.task.clone()))
@@ -97,8 +116,14 @@ impl std::fmt::Debug for RpcServer {
 
 impl RpcServer {
     /// Listens on `config.listen` and serves calls with the dispatchers found by
-    /// `dispatchers` (looked up per call, so services may be added later).
+    /// `dispatchers` (looked up per call, so services may be added later),
+    /// over TLS when `config.tls` names a certificate and key.
+    ///
+    /// Secure by default: on an address other than loopback, a server with
+    /// neither TLS nor a secret refuses to start (a `Config` error) unless
+    /// `config.insecure` is set.
     pub async fn bind(config: &RpcConfig, dispatchers: Dispatchers) -> Result<RpcServer> {
+        let tls = tls::acceptor(config)?;
         let listener = TcpListener::bind(&config.listen).await.map_err(|e| {
             Error::new(
                 ErrorKind::Io,
@@ -107,6 +132,19 @@ impl RpcServer {
             .with_source(e)
         })?;
         let local_addr = listener.local_addr().map_err(Error::from)?;
+        let exposed = !local_addr.ip().is_loopback();
+        if exposed && tls.is_none() && config.secret.is_none() && !config.insecure {
+            return Err(Error::config(format!(
+                "rpc: refusing to listen on {local_addr} (not loopback) with neither TLS nor a \
+                 secret: any process that reaches it could call every method. Configure \
+                 [rpc.tls] cert and key (MODKIT_RPC_TLS_CERT, MODKIT_RPC_TLS_KEY), or \
+                 rpc.secret (MODKIT_RPC_SECRET), or set rpc.insecure = true \
+                 (MODKIT_RPC_INSECURE=1) on a network you trust"
+            )));
+        }
+        if exposed && tls.is_none() {
+            tracing::warn!(addr = %local_addr, "rpc server listens without TLS: calls and the secret travel in clear");
+        }
         let advertise = config
             .advertise
             .clone()
@@ -116,6 +154,7 @@ impl RpcServer {
             secret: config.secret.as_ref().map(|s| s.as_bytes().to_vec()),
             max_frame: config.max_frame_bytes as usize,
             limits: Limits::new(config),
+            tls,
             shutting_down: AtomicBool::new(false),
             stop_accept: Notify::new(),
             conns: Mutex::new(HashMap::new()),
@@ -125,7 +164,13 @@ impl RpcServer {
         });
         let span = tracing::info_span!("rpc.server", addr = %local_addr);
         let accept = tokio::spawn(accept_loop(shared.clone(), listener).instrument(span));
-        tracing::info!(addr = %local_addr, advertise, auth = shared.secret.is_some(), "rpc server listening");
+        tracing::info!(
+            addr = %local_addr,
+            advertise,
+            auth = shared.secret.is_some(),
+            tls = shared.tls.is_some(),
+            "rpc server listening"
+        );
         Ok(RpcServer {
             local_addr,
             advertise,
@@ -174,7 +219,9 @@ impl RpcServer {
             }
             shared.stop_accept.notify_one();
             for (conn, _) in shared.snapshot() {
-                let _ = conn.outbox.push(|s| frame::encode_goaway(&mut s.buf));
+                if let Some(conn) = conn {
+                    let _ = conn.outbox.push(|s| frame::encode_goaway(&mut s.buf));
+                }
             }
             loop {
                 let idle = shared.calls_idle.notified();
@@ -193,8 +240,10 @@ impl RpcServer {
                     break;
                 }
             }
-            for (conn, _) in shared.snapshot() {
-                conn.outbox.close();
+            for (conn, _) in shared.snapshot().into_iter() {
+                if let Some(conn) = conn {
+                    conn.outbox.close();
+                }
             }
             let closed = async {
                 loop {
@@ -259,16 +308,24 @@ async fn accept_loop(shared: Arc<ServerShared>, listener: TcpListener) {
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "set_nodelay failed");
         }
-        let (rd, wr) = stream.into_split();
-        let state = Arc::new(ConnState::new(peer, wr));
         let mut conns = shared.conns();
         if shared.shutting_down.load(Ordering::Acquire) {
             break;
         }
         // Registered under the lock, so the task's removal always comes after.
         let span = tracing::debug_span!("rpc.conn", %peer);
-        let task =
-            tokio::spawn(conn::serve(shared.clone(), state.clone(), id, rd).instrument(span));
+        let (state, task) = match &shared.tls {
+            None => {
+                let (rd, wr) = stream::split_tcp(stream);
+                let state = Arc::new(ConnState::new(peer, wr));
+                let serve = conn::serve(shared.clone(), state.clone(), id, rd);
+                (Some(state), tokio::spawn(serve.instrument(span)))
+            }
+            Some(acceptor) => {
+                let serve = serve_tls(shared.clone(), acceptor.clone(), id, stream, peer);
+                (None, tokio::spawn(serve.instrument(span)))
+            }
+        };
         conns.insert(
             id,
             ConnEntry {
@@ -278,6 +335,37 @@ async fn accept_loop(shared: Arc<ServerShared>, listener: TcpListener) {
         );
     }
     tracing::debug!("rpc accept loop stopped");
+}
+
+/// A TLS connection: its TLS handshake (bounded by the handshake timeout, in
+/// the connection's task so that a slow peer holds up no one), then served as
+/// any other.
+async fn serve_tls(
+    shared: Arc<ServerShared>,
+    acceptor: TlsAcceptor,
+    id: u64,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            let error = tls::rustls_error(&e).map_or_else(|| e.to_string(), |t| t.to_string());
+            tracing::warn!(%peer, error, "rpc TLS handshake failed; closing connection");
+            shared.remove_conn(id);
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%peer, "rpc TLS handshake timed out; closing connection");
+            shared.remove_conn(id);
+            return;
+        }
+    };
+    let (rd, wr) = stream::split_tls(TlsStream::Server(tls));
+    let state = Arc::new(ConnState::new(peer, wr));
+    if shared.attach(id, &state) {
+        conn::serve(shared, state, id, rd).await;
+    }
 }
 
 /// Logs refused connections: the first at once, then at most one summary a
