@@ -37,7 +37,11 @@
 //! On the server a call is polled once in the loop and only gets a task of its
 //! own if it has to wait (conn.rs). A sequential call costs two `sendto`, two
 //! `recvfrom` and two `epoll_wait` — what a plain TCP ping-pong costs — and no
-//! futex or eventfd wake-up.
+//! futex or eventfd wake-up. The limits add no syscall and no clock read per
+//! call: two relaxed atomic loads per frame for backpressure, a frame counter
+//! that the watchdog's timer compares (limits.rs). Over TLS the count is the
+//! same (rustls writes with `writev`); the encryption of small frames costs a
+//! few percent (`invoke.remote.tls.seq` in the benches).
 
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;

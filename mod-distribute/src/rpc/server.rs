@@ -94,10 +94,13 @@ impl ServerShared {
 /// connection it accepts. Dropping it closes every connection at once; use
 /// [`shutdown`](Self::shutdown) to finish calls in flight first.
 ///
-/// With a secret in [`RpcConfig::secret`], a connection must open with a HELLO
-/// carrying the same secret (compared in constant time) or it is closed. Without
-/// TLS the secret travels in clear: it keeps out strangers on a trusted network,
-/// not an eavesdropper.
+/// With TLS in [`RpcConfig::tls`], a connection opens with a TLS handshake
+/// (presenting a client certificate when `client_ca` is set). With a secret in
+/// [`RpcConfig::secret`], it must then send a HELLO carrying the same secret
+/// (compared in constant time) or it is closed. Without TLS the secret travels
+/// in clear: it keeps out strangers on a trusted network, not an eavesdropper.
+/// Each connection is held to the limits of [`RpcConfig`] (reply queue, calls,
+/// idle and frame timeouts), and the server to `max_connections`.
 pub struct RpcServer {
     local_addr: SocketAddr,
     advertise: String,
