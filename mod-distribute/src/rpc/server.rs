@@ -243,7 +243,7 @@ impl RpcServer {
                     break;
                 }
             }
-            for (conn, _) in shared.snapshot().into_iter() {
+            for (conn, _) in shared.snapshot() {
                 if let Some(conn) = conn {
                     conn.outbox.close();
                 }
