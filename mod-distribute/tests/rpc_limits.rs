@@ -275,11 +275,24 @@ async fn idle_connections_are_closed_and_keepalive_keeps_clients() {
         server.connections() == 1
     })
     .await;
-    // The client's pings kept its connection, idle for 2.5 timeouts and more.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // A raw connection that sends only PINGs is kept too.
+    let mut pinger = raw_session(&addr).await;
+    let ping = [0, 0, 0, 10, 1, 6, 0, 0, 0, 0, 0, 0, 0, 0];
+    for _ in 0..10 {
+        pinger.write_all(&ping).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Meanwhile the client's own pings kept its connection, idle for 2.5 timeouts.
     assert!(!pooled.is_closed());
     assert_eq!(client(&pooled).echo("alive".into()).await.unwrap(), "alive");
-    assert_eq!(server.connections(), 1, "the same connection");
+    assert_eq!(server.connections(), 2, "the same connections");
+    let payload = mod_api::codec::encode(&("raw".to_string(),)).unwrap();
+    pinger
+        .write_all(&request(7, "echo", &payload))
+        .await
+        .unwrap();
+    let (id, status, _) = read_response(&mut pinger).await.unwrap();
+    assert_eq!((id, status), (7, 0), "the pinging connection still serves");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
