@@ -319,6 +319,13 @@ async fn unreadable_tls_files_are_config_errors() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    // A node checks its TLS files when it starts, before it needs them.
+    let node = Config {
+        rpc: client_config(&pki.path("nope.pem"), None),
+        ..Config::default()
+    };
+    let err = Distributed::start(node).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -47,6 +47,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use mod_api::config::RpcConfig;
 use mod_api::{Call, Error, Result, Transport};
 
 mod client;
@@ -118,6 +119,15 @@ fn mark_not_sent(err: Error) -> Error {
 /// [`Error::to_detached`] or the wire.
 pub fn not_sent(err: &Error) -> bool {
     std::error::Error::source(err).is_some_and(|s| s.is::<NotSent>())
+}
+
+/// Checks the TLS part of `config` (both sides: the files exist and parse, the
+/// fields that go together are set together), so that a node fails at start
+/// rather than at its first call. A `Config` error says what is wrong.
+pub fn check_config(config: &RpcConfig) -> Result<()> {
+    tls::acceptor(config)?;
+    tls::connector(config)?;
+    Ok(())
 }
 
 /// A [`Transport`] over one [`RpcClient`], with a default deadline for calls
