@@ -216,6 +216,40 @@ async fn a_client_that_never_reads_is_held_to_the_reply_queue_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_reads_none_of_its_replies_is_closed_after_the_idle_timeout() {
+    let _one = SERIAL.lock().await;
+    let config = RpcConfig {
+        idle_timeout: Duration::from_secs(1),
+        ..RpcConfig::default()
+    };
+    let (server, _) = serve(&config).await;
+    let addr = addr(&server);
+    let good = RpcClient::connect(&addr, &config).await.unwrap();
+    let mut stuck = raw_session(&addr).await;
+    let opened = Instant::now();
+    let payload = mod_api::codec::encode(&(REPLY,)).unwrap();
+    let frames: Vec<u8> = (1..=200)
+        .flat_map(|id| request(id, "blob", &payload))
+        .collect();
+    stuck.write_all(&frames).await.unwrap();
+    // Not read from: reading would be progress.
+    eventually("the server to close the stuck connection", FIVE, || {
+        server.connections() == 1
+    })
+    .await;
+    assert!(
+        opened.elapsed() >= config.idle_timeout,
+        "not before the timeout"
+    );
+    assert!(
+        closed_within(&mut stuck, FIVE).await,
+        "closed for the peer too"
+    );
+    // The other client, idle meanwhile but pinging, is served.
+    assert_eq!(client(&good).echo("here".into()).await.unwrap(), "here");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_per_connection_are_bounded_by_backpressure() {
     let _one = SERIAL.lock().await;
     let config = RpcConfig {

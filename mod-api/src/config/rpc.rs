@@ -35,7 +35,9 @@ pub struct RpcConfig {
     pub max_connections: u32,
     /// A connection with no call running, no reply to write and no frame
     /// received for this long is closed by the server; clients send keepalive
-    /// pings well within it. `0` never closes idle connections. Default 60 s.
+    /// pings well within it. A connection whose peer takes none of its queued
+    /// replies for this long is closed too. `0` never closes idle
+    /// connections. Default 60 s.
     #[serde(with = "super::duration")]
     pub idle_timeout: Duration,
     /// Time a peer has to finish a frame once its first bytes arrived; a

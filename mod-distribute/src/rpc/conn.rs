@@ -202,6 +202,11 @@ pub(crate) async fn serve(server: Arc<ServerShared>, conn: Arc<ConnState>, id: u
             ?limit,
             "rpc peer did not finish a frame within frame_timeout; closing connection"
         ),
+        Ok(End::Expired(Expired::Stalled(limit))) => tracing::warn!(
+            %peer,
+            ?limit,
+            "rpc peer read none of its replies within idle_timeout; closing connection"
+        ),
         Err(ReadError::Io(e)) => tracing::warn!(%peer, error = %e, "rpc connection failed"),
         Err(e) => tracing::error!(%peer, error = %e, "rpc protocol error; closing connection"),
     }
@@ -246,11 +251,14 @@ async fn run(
             },
             r = conn.outbox.wait() => r.map_err(ReadError::Io)?,
             () = &mut tick, if watching => {
+                let queued = conn.outbox.queued() > 0;
                 let seen = Seen {
                     frames: reader.frames(),
                     partial: reader.partial(),
                     paused,
-                    busy: conn.running.load(Ordering::Relaxed) > 0 || conn.outbox.queued() > 0,
+                    busy: conn.running.load(Ordering::Relaxed) > 0 || queued,
+                    queued,
+                    batches: conn.outbox.batches(),
                 };
                 if let Err(why) = dog.check(seen) {
                     if matches!(why, Expired::Idle(_)) {

@@ -71,6 +71,10 @@ pub(crate) struct Seen {
     pub paused: bool,
     /// Calls are running or replies wait to be written.
     pub busy: bool,
+    /// Reply bytes wait to be written.
+    pub queued: bool,
+    /// Batches of replies handed to the socket so far.
+    pub batches: u64,
 }
 
 /// Why the watchdog closes a connection.
@@ -80,6 +84,8 @@ pub(crate) enum Expired {
     Idle(Duration),
     /// A frame stayed half-sent past the frame timeout.
     SlowFrame(Duration),
+    /// Replies waited for the idle timeout and the peer took none of them.
+    Stalled(Duration),
 }
 
 /// Watches one connection at every tick.
@@ -91,6 +97,8 @@ pub(crate) struct Watchdog {
     active_at: Instant,
     /// When the current partial frame was first seen, and the frame count then.
     partial_since: Option<(Instant, u64)>,
+    /// Since when replies wait and none was written, and the batch count then.
+    stalled_since: Option<(Instant, u64)>,
 }
 
 impl Watchdog {
@@ -101,6 +109,7 @@ impl Watchdog {
             frames: 0,
             active_at: Instant::now(),
             partial_since: None,
+            stalled_since: None,
         }
     }
 
@@ -130,6 +139,22 @@ impl Watchdog {
                     }
                 }
                 _ => self.partial_since = Some((now, seen.frames)),
+            }
+        }
+        if !seen.queued {
+            self.stalled_since = None;
+        } else {
+            match self.stalled_since {
+                // A peer that reads nothing: it holds its reply queue forever
+                // otherwise (gone without a FIN, or never reading).
+                Some((since, batches)) if batches == seen.batches => {
+                    if let Some(limit) = self.limits.idle {
+                        if now - since >= limit {
+                            return Err(Expired::Stalled(limit));
+                        }
+                    }
+                }
+                _ => self.stalled_since = Some((now, seen.batches)),
             }
         }
         if let Some(limit) = self.limits.idle {

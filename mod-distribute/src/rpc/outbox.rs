@@ -50,6 +50,8 @@ pub(crate) struct State {
     /// published to [`Outbox::taken`] when a writer takes the batch.
     pub mark: u64,
     spare: Vec<u8>,
+    /// Batches taken by writers so far: progress, for the server's watchdog.
+    batches: u64,
     /// A writer is between taking a batch and putting its buffer back.
     busy: bool,
     /// The socket was full: nobody writes until it is writable again.
@@ -77,6 +79,7 @@ impl Outbox {
                 buf: Vec::with_capacity(INITIAL_CAPACITY),
                 mark: 0,
                 spare: Vec::with_capacity(INITIAL_CAPACITY),
+                batches: 0,
                 busy: false,
                 blocked: false,
                 closed: false,
@@ -158,6 +161,7 @@ impl Outbox {
     fn take(&self, s: &mut State) -> Vec<u8> {
         let mut batch = std::mem::take(&mut s.spare);
         std::mem::swap(&mut s.buf, &mut batch);
+        s.batches += 1;
         self.taken.store(s.mark, Ordering::Release);
         self.queued.store(0, Ordering::Relaxed);
         batch
@@ -281,6 +285,12 @@ impl Outbox {
     /// written are not counted: at most one batch).
     pub(crate) fn queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Batches handed to the socket so far (it takes the lock: for a timer,
+    /// not for every frame).
+    pub(crate) fn batches(&self) -> u64 {
+        self.lock().batches
     }
 
     /// The `mark` of the last batch handed to the socket.
