@@ -17,13 +17,16 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::pem::PemObject;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 #[service(crate = mod_api, name = "test.Tls")]
 pub trait Secure {
     #[idempotent]
     async fn echo(&self, text: String) -> Result<String, Error>;
+    /// A reply of `len` bytes.
+    async fn blob(&self, len: u32) -> Result<String, Error>;
 }
 
 struct Impl;
@@ -32,6 +35,10 @@ struct Impl;
 impl Secure for Impl {
     async fn echo(&self, text: String) -> Result<String, Error> {
         Ok(text)
+    }
+
+    async fn blob(&self, len: u32) -> Result<String, Error> {
+        Ok("x".repeat(len as usize))
     }
 }
 
@@ -167,6 +174,87 @@ async fn calls_over_tls_work_small_large_and_concurrent() {
             assert_eq!(reply.unwrap(), format!("call {i}"));
         }
     }
+}
+
+/// A request frame for `test.Tls::<method>`.
+fn request(id: u64, method: &str, payload: &[u8]) -> Vec<u8> {
+    let mut body = vec![1u8, 2];
+    body.extend_from_slice(&id.to_be_bytes());
+    body.extend_from_slice(&5000u32.to_be_bytes());
+    for s in ["test.Tls", method] {
+        body.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        body.extend_from_slice(s.as_bytes());
+    }
+    body.extend_from_slice(payload);
+    let mut f = (body.len() as u32).to_be_bytes().to_vec();
+    f.extend_from_slice(&body);
+    f
+}
+
+/// Reads one frame: call id, kind, body length.
+async fn read_frame(rd: &mut (impl AsyncRead + Unpin)) -> std::io::Result<(u64, u8, usize)> {
+    let mut head = [0u8; 14];
+    rd.read_exact(&mut head).await?;
+    let len = u32::from_be_bytes(head[..4].try_into().unwrap()) as usize;
+    let mut rest = vec![0u8; len - 10];
+    rd.read_exact(&mut rest).await?;
+    Ok((
+        u64::from_be_bytes(head[6..14].try_into().unwrap()),
+        head[5],
+        len,
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backpressure_over_tls_delivers_every_reply() {
+    let pki = Pki::new("test ca");
+    let server = serve(&server_config(&pki, None)).await;
+    // A raw TLS client, so that it can send a flood and not read for a while.
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = std::fs::read(pki.path("ca.pem")).unwrap();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(server.local_addr()).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut hello = 10u32.to_be_bytes().to_vec();
+    hello.extend_from_slice(&[1, 1]);
+    hello.extend_from_slice(&0u64.to_be_bytes());
+    wr.write_all(&hello).await.unwrap();
+    assert_eq!(read_frame(&mut rd).await.unwrap().0, 0, "HELLO accepted");
+    // 300 replies of 256 KiB: 75 MiB, far past the 8 MiB reply queue.
+    let payload = mod_api::codec::encode(&(256u32 * 1024,)).unwrap();
+    let frames: Vec<u8> = (1..=300)
+        .flat_map(|id| request(id, "blob", &payload))
+        .collect();
+    let writer = tokio::spawn(async move {
+        wr.write_all(&frames).await.unwrap();
+        wr.flush().await.unwrap();
+        wr
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut seen = vec![false; 301];
+    for _ in 0..300 {
+        let (id, kind, len) = tokio::time::timeout(FIVE, read_frame(&mut rd))
+            .await
+            .expect("a reply")
+            .unwrap();
+        assert_eq!(kind, 3, "a RESPONSE");
+        assert!(len > 256 * 1024, "the whole reply");
+        assert!(!std::mem::replace(&mut seen[id as usize], true), "once");
+    }
+    writer.await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
