@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use mod_distribute::Distributed;
-use modkit::config::{InvokeConfig, RedisConfig, RegistryConfig};
+use modkit::config::{InvokeConfig, RedisConfig, RegistryConfig, RpcConfig};
 use modkit::{async_trait, Backend, Config, Error};
 use tarpc::server::{BaseChannel, Channel};
 use tarpc::tokio_serde::formats::Bincode;
@@ -81,13 +81,21 @@ pub struct EchoPair {
 
 impl EchoPair {
     pub async fn start(url: &str, prefix: &str) -> modkit::Result<EchoPair> {
-        let server =
-            Distributed::start(node_config(url, prefix, "echo-a", &["bench.Echo"])).await?;
+        Self::start_with(url, prefix, RpcConfig::default()).await
+    }
+
+    /// Like [`start`](Self::start), both nodes' RPC configured by `rpc` (TLS).
+    pub async fn start_with(url: &str, prefix: &str, rpc: RpcConfig) -> modkit::Result<EchoPair> {
+        let node = |id: &str, host: &[&str]| Config {
+            rpc: rpc.clone(),
+            ..node_config(url, prefix, id, host)
+        };
+        let server = Distributed::start(node("echo-a", &["bench.Echo"])).await?;
         server
             .container()
             .provide::<dyn Echo>(Arc::new(EchoImpl))
             .await?;
-        let client = Distributed::start(node_config(url, prefix, "echo-b", &[])).await?;
+        let client = Distributed::start(node("echo-b", &[])).await?;
         let echo = client.container().get::<dyn Echo>()?;
         // The proxy learns the instance from its registry watch: wait for it.
         let mut last = None;

@@ -1,5 +1,6 @@
 //! Invocation: modkit's monolith container against a direct trait-object call,
-//! modkit's RPC against tarpc, and the plain TCP ping-pong floor.
+//! modkit's RPC against tarpc, modkit's RPC over TLS against itself in clear,
+//! and the plain TCP ping-pong floor.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use modkit::{Backend, Config};
 use crate::fixtures::{payload, tarpc_echo, Echo, EchoImpl, EchoPair};
 use crate::floor::{tcp_echo_server, TcpEcho};
 use crate::harness::{compare, concurrent, measure, report, side, Plan, Side};
+use crate::tls::BenchTls;
 use crate::{timed_loop, BenchResult};
 
 /// Concurrent calls in flight for the `c64` comparisons.
@@ -61,7 +63,21 @@ fn call_side(svc: &Arc<dyn Echo>, p: &Arc<Vec<u8>>) -> Side {
     })
 }
 
-/// `invoke.remote.seq`, `invoke.remote.c64` vs tarpc, and `tcp.echo.seq`.
+/// One call in flight at a time to `svc`, in a loop.
+fn seq_side(svc: &Arc<dyn Echo>, p: &Arc<Vec<u8>>) -> Side {
+    let (svc, p) = (svc.clone(), p.clone());
+    side(move |dur| {
+        let (svc, p) = (svc.clone(), p.clone());
+        Box::pin(async move {
+            timed_loop!(dur, 1, {
+                black_box(svc.echo(p.to_vec()).await.unwrap());
+            })
+        })
+    })
+}
+
+/// `invoke.remote.seq`, `invoke.remote.c64` vs tarpc, `invoke.remote.tls.seq`
+/// (TLS vs plain, both modkit), and `tcp.echo.seq`.
 ///
 /// modkit: node B calls node A's RPC server (B hosts nothing, colocation off).
 /// tarpc: a client and a server in this process over loopback TCP, bincode,
@@ -72,17 +88,7 @@ pub async fn remote(plan: Plan, url: &str, prefix: &str) -> BenchResult {
     let tarpc = tarpc_echo().await?;
     let p = Arc::new(payload());
 
-    let modkit_seq = {
-        let (svc, p) = (pair.echo.clone(), p.clone());
-        side(move |dur| {
-            let (svc, p) = (svc.clone(), p.clone());
-            Box::pin(async move {
-                timed_loop!(dur, 1, {
-                    black_box(svc.echo(p.to_vec()).await.unwrap());
-                })
-            })
-        })
-    };
+    let modkit_seq = seq_side(&pair.echo, &p);
     let tarpc_seq = {
         let (client, p) = (tarpc.clone(), p.clone());
         side(move |dur| {
@@ -134,6 +140,20 @@ pub async fn remote(plan: Plan, url: &str, prefix: &str) -> BenchResult {
         })
     };
     compare(plan, "invoke.remote.c64", "tarpc", modkit_c64, tarpc_c64).await;
+
+    // The same sequential call over TLS (a second pair of nodes), against plain.
+    let tls = BenchTls::make()?;
+    let tls_pair = EchoPair::start_with(url, &format!("{prefix}-tls"), tls.rpc.clone()).await?;
+    let tls_seq = seq_side(&tls_pair.echo, &p);
+    compare(
+        plan,
+        "invoke.remote.tls.seq",
+        "plain",
+        tls_seq,
+        modkit_seq.clone(),
+    )
+    .await;
+    tls_pair.shutdown().await;
 
     // The floor: the same 64 bytes (plus a 4-byte length) bounced over plain TCP.
     let addr = tcp_echo_server().await?;

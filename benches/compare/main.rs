@@ -17,7 +17,7 @@
 //! the full run about 6.5 min.
 //!
 //! - FILTER (a substring) runs only the groups whose comparisons contain it
-//!   (`cache`, `invoke.remote`, `queue.monolith`, …).
+//!   (`cache`, `invoke.remote`, `invoke.remote.tls`, `queue.monolith`, …).
 //! - `--threads N`: tokio worker threads (default 2).
 //! - `--rounds N`, `--slice-ms M`: override the plan.
 //! - `--only modkit|peer`: run one side of each comparison, for a profiler
@@ -33,6 +33,7 @@ mod invoke;
 mod queue;
 mod registry;
 mod session;
+mod tls;
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -231,7 +232,7 @@ async fn run(plan: Plan, samples: usize, filter: Option<&str>, url: &str) -> Ben
     if on("invoke.monolith") {
         invoke::monolith(plan).await?;
     }
-    if on("invoke.remote tcp.echo") {
+    if on("invoke.remote tcp.echo invoke.remote.tls.seq") {
         invoke::remote(plan, url, &format!("{p}-invoke")).await?;
     }
     if on("cache.monolith") {

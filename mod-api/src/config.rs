@@ -25,6 +25,20 @@
 //! advertise = "10.0.0.5:7000"  # default: the bound address
 //! max_frame_bytes = 16777216
 //! secret = "…"                 # shared-secret authentication (default: off)
+//! max_queued_reply_bytes = 8388608  # per connection; then stop reading it
+//! max_calls_per_connection = 1024
+//! max_connections = 1024
+//! idle_timeout = "60s"         # 0: never close idle connections
+//! frame_timeout = "10s"        # to finish a frame once begun
+//! insecure = false             # true: allow a non-loopback listen without TLS or secret
+//!
+//! [rpc.tls]                    # distributed package; PEM files (default: no TLS)
+//! cert = "/etc/shop/node.pem"  # server certificate chain; key = its private key
+//! key = "/etc/shop/node.key"
+//! ca = "/etc/shop/ca.pem"      # CA clients verify servers against
+//! client_ca = "/etc/shop/ca.pem"  # mutual TLS: the server requires client certificates
+//! client_cert = "/etc/shop/node.pem"
+//! client_key = "/etc/shop/node.key"
 //! ```
 //!
 //! Durations are written `"250ms"`, `"5s"`, `"2m"`, `"1h"`, or a bare number of
@@ -42,6 +56,9 @@
 //! | `MODKIT_REGISTRY_TTL`, `MODKIT_REGISTRY_SWEEP` | `registry.ttl`, `registry.sweep` |
 //! | `MODKIT_REDIS_URL`, `MODKIT_REDIS_PREFIX` | `redis.url`, `redis.prefix` |
 //! | `MODKIT_RPC_LISTEN`, `MODKIT_RPC_ADVERTISE`, `MODKIT_RPC_SECRET`, `MODKIT_RPC_MAX_FRAME_BYTES` | `rpc.*` |
+//! | `MODKIT_RPC_MAX_QUEUED_REPLY_BYTES`, `MODKIT_RPC_MAX_CALLS_PER_CONNECTION`, `MODKIT_RPC_MAX_CONNECTIONS`, `MODKIT_RPC_IDLE_TIMEOUT`, `MODKIT_RPC_FRAME_TIMEOUT` | `rpc.*` limits |
+//! | `MODKIT_RPC_INSECURE` (`1`/`0`) | `rpc.insecure` |
+//! | `MODKIT_RPC_TLS_CERT`, `_KEY`, `_CA`, `_CLIENT_CERT`, `_CLIENT_KEY`, `_CLIENT_CA`, `_SERVER_NAME` | `rpc.tls.*` |
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -50,6 +67,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::BackendKind;
 use crate::error::{Error, Result};
+
+mod rpc;
+
+pub use rpc::{RpcConfig, RpcTlsConfig};
 
 /// The whole configuration of a modkit runtime.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -162,31 +183,6 @@ impl Default for RedisConfig {
     }
 }
 
-/// RPC settings (distributed package).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RpcConfig {
-    /// Address to listen on; port 0 picks a free one.
-    pub listen: String,
-    /// Address other nodes use to reach this one; default: the bound address.
-    pub advertise: Option<String>,
-    /// Largest frame accepted or sent.
-    pub max_frame_bytes: u32,
-    /// Shared secret every connection must present; `None` disables authentication.
-    pub secret: Option<String>,
-}
-
-impl Default for RpcConfig {
-    fn default() -> Self {
-        RpcConfig {
-            listen: "127.0.0.1:0".into(),
-            advertise: None,
-            max_frame_bytes: 16 * 1024 * 1024,
-            secret: None,
-        }
-    }
-}
-
 impl Config {
     /// Parses TOML text (missing fields take their defaults; unknown ones are errors).
     pub fn from_toml(text: &str) -> Result<Config> {
@@ -255,20 +251,7 @@ impl Config {
         if let Some(v) = var("MODKIT_REDIS_PREFIX") {
             self.redis.prefix = v;
         }
-        if let Some(v) = var("MODKIT_RPC_LISTEN") {
-            self.rpc.listen = v;
-        }
-        if let Some(v) = var("MODKIT_RPC_ADVERTISE") {
-            self.rpc.advertise = Some(v);
-        }
-        if let Some(v) = var("MODKIT_RPC_SECRET") {
-            self.rpc.secret = Some(v);
-        }
-        if let Some(v) = var("MODKIT_RPC_MAX_FRAME_BYTES") {
-            self.rpc.max_frame_bytes = v.parse().map_err(|_| {
-                Error::config(format!("MODKIT_RPC_MAX_FRAME_BYTES: not a number: {v:?}"))
-            })?;
-        }
+        self.rpc.apply_env(&var)?;
         Ok(())
     }
 

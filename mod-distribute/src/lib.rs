@@ -69,6 +69,7 @@ impl Distributed {
     /// Connects to Redis and starts this node's registry and near-cache listeners.
     pub async fn start(config: Config) -> Result<Distributed> {
         let node_id = config.node_id();
+        rpc::check_config(&config.rpc)?;
         let redis = Redis::connect(&config.redis.url, &config.redis.prefix).await?;
         let registry = RedisRegistry::start(redis.clone(), config.registry.sweep).await?;
         let near = NearHub::start(redis.clone()).await?;

@@ -273,11 +273,12 @@ fn request_frame(id: u64) -> Vec<u8> {
 async fn raw_session(addr: &str) -> TcpStream {
     let mut raw = TcpStream::connect(addr).await.unwrap();
     raw.write_all(&hello()).await.unwrap();
-    let mut ack = [0u8; 15];
+    // An OK response whose data is the server's idle timeout (u32, ms).
+    let mut ack = [0u8; 19];
     raw.read_exact(&mut ack).await.unwrap();
     assert_eq!(
         &ack[..6],
-        &[0, 0, 0, 11, 1, 3],
+        &[0, 0, 0, 15, 1, 3],
         "HELLO answered by an OK response"
     );
     assert_eq!(ack[14], 0);

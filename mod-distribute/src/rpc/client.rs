@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use mod_api::config::RpcConfig;
 use mod_api::{Call, Error, ErrorKind, Result};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
@@ -24,6 +23,8 @@ use super::frame::{self, Request};
 use super::outbox::{Outbox, State};
 use super::pending::{Pending, Waiter};
 use super::reader::FrameReader;
+use super::stream::{split_tcp, split_tls};
+use super::tls::{self, ClientTls};
 use super::{mark_not_sent, CONNECT_TIMEOUT};
 
 /// What a client connection shares with its task.
@@ -86,38 +87,59 @@ fn unavailable(addr: &str, what: impl std::fmt::Display) -> Error {
 }
 
 impl RpcClient {
-    /// Connects to the server at `addr` (TCP_NODELAY) and opens the session with
-    /// a HELLO carrying `config.secret`; fails with `Unauthenticated` when the
-    /// server refuses it and `Unavailable` when it cannot be reached.
+    /// Connects to the server at `addr` (TCP_NODELAY; TLS when `config.tls`
+    /// names a CA) and opens the session with a HELLO carrying
+    /// `config.secret`; fails with `Unauthenticated` when the server refuses it
+    /// or a TLS handshake fails, `Unavailable` when it cannot be reached, and
+    /// `Config` when the TLS files cannot be read.
+    ///
+    /// Reads the TLS files on every call: [`RpcConnections`](super::RpcConnections)
+    /// reads them once.
     pub async fn connect(addr: &str, config: &RpcConfig) -> Result<RpcClient> {
-        let span = tracing::debug_span!("rpc.connect", addr);
+        let tls = tls::connector(config)?;
+        Self::connect_with(addr, config, tls.as_ref()).await
+    }
+
+    /// [`connect`](Self::connect) with TLS already configured.
+    pub(crate) async fn connect_with(
+        addr: &str,
+        config: &RpcConfig,
+        tls: Option<&ClientTls>,
+    ) -> Result<RpcClient> {
+        let span = tracing::debug_span!("rpc.connect", addr, tls = tls.is_some());
         async move {
             let mut hello = Vec::new();
             let secret = config.secret.as_deref().unwrap_or("");
             frame::encode_hello(&mut hello, secret.as_bytes())
                 .map_err(|e| Error::config(format!("rpc secret too long: {e}")))?;
+            let cannot = |e: std::io::Error| unavailable(addr, "cannot connect").with_source(e);
             let handshake = async {
-                let stream = TcpStream::connect(addr).await?;
-                stream.set_nodelay(true)?;
-                let (rd, mut wr) = stream.into_split();
-                let mut reader = FrameReader::new(rd, config.max_frame_bytes as usize);
-                wr.write_all(&hello).await?;
-                let answer = read_hello_answer(&mut reader).await;
-                Ok::<_, std::io::Error>((reader, wr, answer))
-            };
-            let (rd, wr, answer) = match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
-                Ok(Ok(parts)) => parts,
-                Ok(Err(e)) => {
-                    return Err(mark_not_sent(
-                        unavailable(addr, "cannot connect").with_source(e),
-                    ))
+                let stream = TcpStream::connect(addr).await.map_err(cannot)?;
+                stream.set_nodelay(true).map_err(cannot)?;
+                let opened = async {
+                    let (rd, wr) = match tls {
+                        None => split_tcp(stream),
+                        Some(tls) => split_tls(tls.connect(addr, stream).await?),
+                    };
+                    let mut reader = FrameReader::new(rd, config.max_frame_bytes as usize);
+                    wr.write_all(&hello).await.map_err(|e| match tls {
+                        Some(_) => tls::handshake_error(addr, e),
+                        None => cannot(e),
+                    })?;
+                    let idle = read_hello_answer(&mut reader).await?;
+                    Ok::<_, Error>((reader, wr, idle))
                 }
+                .await;
+                if let Err(e) = &opened {
+                    tracing::warn!(addr, error = %e, "rpc handshake failed");
+                }
+                opened
+            };
+            let (rd, wr, idle) = match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
+                Ok(Ok(parts)) => parts,
+                Ok(Err(e)) => return Err(mark_not_sent(e)),
                 Err(_) => return Err(mark_not_sent(unavailable(addr, "connect timed out"))),
             };
-            if let Err(e) = answer {
-                tracing::warn!(addr, error = %e, "rpc handshake failed");
-                return Err(mark_not_sent(e));
-            }
             let shared = Arc::new(Shared {
                 addr: addr.to_string(),
                 max_frame: config.max_frame_bytes as usize,
@@ -125,7 +147,7 @@ impl RpcClient {
                 pending: Pending::new(),
                 closed: AtomicBool::new(false),
             });
-            let task = tokio::spawn(run(shared.clone(), rd));
+            let task = tokio::spawn(run(shared.clone(), rd, idle));
             tracing::debug!(addr, "rpc connected");
             Ok(RpcClient {
                 inner: Arc::new(Inner {

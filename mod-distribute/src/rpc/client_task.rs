@@ -13,6 +13,7 @@ use super::frame::{self, Frame, FrameError, Head, Status};
 use super::mark_not_sent;
 use super::pending::{Waiter, NONE};
 use super::reader::{FrameReader, ReadError, Ready, Rest};
+use super::tls;
 
 /// Decodes an error the server sent.
 fn decode_error(data: &[u8]) -> Error {
@@ -20,20 +21,37 @@ fn decode_error(data: &[u8]) -> Error {
         .unwrap_or_else(|e| Error::codec("undecodable error from rpc server").with_source(e))
 }
 
-/// Reads the server's answer to HELLO: `Ok` when accepted.
-pub(super) async fn read_hello_answer(reader: &mut FrameReader) -> Result<()> {
+/// Reads the server's answer to HELLO: when accepted, the server's idle
+/// timeout (`None`: it never closes idle connections).
+pub(super) async fn read_hello_answer(reader: &mut FrameReader) -> Result<Option<Duration>> {
     let fail = |what: String| Error::unavailable(format!("rpc handshake: {what}"));
     let (head, rest) = match reader.read_one().await {
         Ok(Some(f)) => f,
         Ok(None) => return Err(fail("server closed the connection".into())),
+        // TLS 1.3: a server that refuses the client's certificate says so
+        // after the client finished its handshake, on this first read.
+        Err(ReadError::Io(e)) if tls::rustls_error(&e).is_some() => {
+            return Err(Error::new(
+                ErrorKind::Unauthenticated,
+                format!("rpc handshake: TLS: {e}"),
+            ))
+        }
+        Err(ReadError::Frame(e @ FrameError::TooLarge { .. })) => {
+            return Err(fail(format!(
+                "{e} (is the server speaking TLS? then set [rpc.tls] ca)"
+            )))
+        }
         Err(e) => return Err(fail(e.to_string())),
     };
     match frame::decode_rest(head, &rest) {
         Ok(Frame::Response {
             call_id: 0,
             status: Status::Ok,
-            ..
-        }) => Ok(()),
+            data,
+        }) => Ok(match frame::hello_idle_ms(data) {
+            0 => None,
+            ms => Some(Duration::from_millis(u64::from(ms))),
+        }),
         Ok(Frame::Response {
             call_id: 0, data, ..
         }) => Err(decode_error(data)),
@@ -63,6 +81,7 @@ fn on_frame(shared: &Shared, head: Head, rest: Rest<'_>) -> Result<(), ReadError
             let _ = tx.send(reply);
             Ok(())
         }
+        Frame::Ping => Ok(()),
         Frame::GoAway => {
             tracing::debug!(addr = %shared.addr, "rpc server going away");
             shared.closed.store(true, Ordering::Release);
@@ -74,12 +93,27 @@ fn on_frame(shared: &Shared, head: Head, rest: Rest<'_>) -> Result<(), ReadError
     }
 }
 
+/// The keepalive interval for a server that closes connections idle for
+/// `idle`: a third of it, so a ping always lands within it even when the
+/// check that skips it (a request went out since the last tick) was just late.
+fn keepalive_every(idle: Duration) -> Duration {
+    (idle / 3).max(Duration::from_millis(5))
+}
+
 /// The connection's loop: route every response that arrived, write the queued
-/// requests in one batch, wait for more of either.
-async fn serve(shared: &Shared, reader: &mut FrameReader) -> Result<(), ReadError> {
+/// requests in one batch, wait for more of either; ping a server that closes
+/// idle connections when no request went out for a keepalive interval.
+async fn serve(
+    shared: &Shared,
+    reader: &mut FrameReader,
+    idle: Option<Duration>,
+) -> Result<(), ReadError> {
     // Armed at the earliest deadline of the waiting calls (see pending.rs).
     let mut armed = NONE;
     let mut timer = pin!(tokio::time::sleep(Duration::ZERO));
+    let every = idle.map(keepalive_every);
+    let mut ping = pin!(tokio::time::sleep(every.unwrap_or_default()));
+    let mut last_sent = shared.outbox.taken();
     loop {
         loop {
             match reader.next()? {
@@ -119,12 +153,21 @@ async fn serve(shared: &Shared, reader: &mut FrameReader) -> Result<(), ReadErro
                 // Re-armed above, at the next deadline the sweep found.
                 armed = 0;
             }
+            () = &mut ping, if every.is_some() => {
+                // Requests count as keepalive: ping only when none went out.
+                let sent = shared.outbox.taken();
+                if sent == last_sent {
+                    let _ = shared.outbox.push(|s| frame::encode_ping(&mut s.buf));
+                }
+                last_sent = sent;
+                ping.as_mut().reset(tokio::time::Instant::now() + every.unwrap_or_default());
+            }
         }
     }
 }
 
 /// The connection task: runs the loop, then fails what is left.
-pub(super) async fn run(shared: Arc<Shared>, mut reader: FrameReader) {
+pub(super) async fn run(shared: Arc<Shared>, mut reader: FrameReader, idle: Option<Duration>) {
     // Callers wait on this task alone (no timer of their own): should it end
     // any other way (a panic), they must still hear of it.
     struct FailOnDrop<'a>(&'a Shared);
@@ -135,7 +178,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut reader: FrameReader) {
         }
     }
     let _guard = FailOnDrop(&shared);
-    let why = match serve(&shared, &mut reader).await {
+    let why = match serve(&shared, &mut reader, idle).await {
         Ok(()) => {
             shared.fail(ErrorKind::Closed, "client closed");
             return;

@@ -15,23 +15,24 @@ use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::FutureExt;
 use mod_api::{Dispatch, Error, ErrorKind, Result};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::frame::{self, FrameError, Head, Kind, RequestLayout, Status};
 use super::handshake::{handshake, Refusal};
+use super::limits::{Expired, Seen, Watchdog};
 use super::outbox::{Outbox, State};
 use super::reader::{FrameReader, ReadError, Ready, Rest};
 use super::server::ServerShared;
+use super::stream::{ReadSock, WriteSock};
 use super::{IdBuildHasher, HANDSHAKE_TIMEOUT};
 
 /// What a connection shares with its calls.
@@ -42,22 +43,32 @@ pub(crate) struct ConnState {
     /// client, and a fast hash is fine: a client that picks colliding ids
     /// slows down its own connection only.
     calls: Mutex<HashMap<u64, AbortHandle, IdBuildHasher>>,
+    /// Calls of this connection running now (inline or in a task of their own).
+    running: AtomicUsize,
     /// The connection's task: a reply produced in it needs no wake-up.
     task: OnceLock<tokio::task::Id>,
 }
 
 impl ConnState {
-    pub(crate) fn new(peer: SocketAddr, wr: OwnedWriteHalf) -> Self {
+    pub(crate) fn new(peer: SocketAddr, wr: WriteSock) -> Self {
         ConnState {
             peer,
             outbox: Outbox::new(wr),
             calls: Mutex::new(HashMap::default()),
+            running: AtomicUsize::new(0),
             task: OnceLock::new(),
         }
     }
 
     fn calls(&self) -> MutexGuard<'_, HashMap<u64, AbortHandle, IdBuildHasher>> {
         self.calls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a limit says: read no more requests for now (backpressure).
+    /// Replies of calls already accepted are still queued past the limit.
+    fn over_limits(&self, server: &ServerShared) -> bool {
+        self.outbox.queued() > server.limits.max_queued
+            || self.running.load(Ordering::Relaxed) >= server.limits.max_calls
     }
 
     /// Queues the reply of call `id`; a reply over the frame limit becomes a
@@ -121,6 +132,11 @@ pub(crate) struct CallGuard {
 impl Drop for CallGuard {
     fn drop(&mut self) {
         self.conn.calls().remove(&self.id);
+        let was = self.conn.running.fetch_sub(1, Ordering::AcqRel);
+        if was == self.server.limits.max_calls {
+            // The connection's task may be paused on this limit: wake it.
+            self.conn.outbox.nudge();
+        }
         if self.server.inflight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.server.calls_idle.notify_waiters();
         }
@@ -128,12 +144,7 @@ impl Drop for CallGuard {
 }
 
 /// Serves one accepted connection until it closes.
-pub(crate) async fn serve(
-    server: Arc<ServerShared>,
-    conn: Arc<ConnState>,
-    id: u64,
-    rd: OwnedReadHalf,
-) {
+pub(crate) async fn serve(server: Arc<ServerShared>, conn: Arc<ConnState>, id: u64, rd: ReadSock) {
     let _ = conn.task.set(tokio::task::id());
     let _cleanup = ConnCleanup {
         server: server.clone(),
@@ -174,7 +185,7 @@ pub(crate) async fn serve(
     }
     reader.set_max(server.max_frame);
     let _ = conn.outbox.push(|s| {
-        frame::encode_response(&mut s.buf, 0, Status::Ok, &[]);
+        frame::encode_hello_ok(&mut s.buf, server.limits.idle_ms());
         if server.shutting_down.load(Ordering::Acquire) {
             frame::encode_goaway(&mut s.buf);
         }
@@ -183,6 +194,19 @@ pub(crate) async fn serve(
     match run(&server, &conn, &mut reader).await {
         Ok(End::Peer) => tracing::debug!(%peer, "rpc client closed the connection"),
         Ok(End::Us) => tracing::debug!(%peer, "rpc connection closed by the server"),
+        Ok(End::Expired(Expired::Idle(after))) => {
+            tracing::debug!(%peer, ?after, "rpc connection idle; closed");
+        }
+        Ok(End::Expired(Expired::SlowFrame(limit))) => tracing::warn!(
+            %peer,
+            ?limit,
+            "rpc peer did not finish a frame within frame_timeout; closing connection"
+        ),
+        Ok(End::Expired(Expired::Stalled(limit))) => tracing::warn!(
+            %peer,
+            ?limit,
+            "rpc peer read none of its replies within idle_timeout; closing connection"
+        ),
         Err(ReadError::Io(e)) => tracing::warn!(%peer, error = %e, "rpc connection failed"),
         Err(e) => tracing::error!(%peer, error = %e, "rpc protocol error; closing connection"),
     }
@@ -191,42 +215,81 @@ pub(crate) async fn serve(
 enum End {
     Peer,
     Us,
+    Expired(Expired),
 }
 
 /// The connection's loop: handle every frame that arrived, write the queued
 /// replies in one batch, wait for more of either. One task does both, so a
-/// reply produced here never wakes another task.
+/// reply produced here never wakes another task. While a limit is reached
+/// the loop reads no requests (backpressure) until calls finish or the peer
+/// reads its replies; a watchdog ticks for the idle and frame timeouts.
 async fn run(
     server: &Arc<ServerShared>,
     conn: &Arc<ConnState>,
     reader: &mut FrameReader,
 ) -> Result<End, ReadError> {
+    let mut dog = Watchdog::new(server.limits);
+    let mut tick = pin!(tokio::time::sleep_until(
+        dog.next_tick().unwrap_or_else(Instant::now)
+    ));
+    let watching = dog.next_tick().is_some();
     loop {
-        poll_fn(|cx| Poll::Ready(handle_ready(server, conn, reader, cx))).await?;
+        let stopped = poll_fn(|cx| Poll::Ready(handle_ready(server, conn, reader, cx))).await?;
         conn.outbox.flush().map_err(ReadError::Io)?;
         if conn.outbox.finished() {
             return Ok(End::Us);
         }
+        let paused = conn.over_limits(server);
+        if stopped && !paused {
+            // Complete frames may wait in the buffer: handle them first.
+            continue;
+        }
         tokio::select! {
             biased;
-            more = reader.fill() => if !more? {
+            more = reader.fill(), if !paused => if !more? {
                 return Ok(End::Peer);
             },
             r = conn.outbox.wait() => r.map_err(ReadError::Io)?,
+            () = &mut tick, if watching => {
+                let queued = conn.outbox.queued() > 0;
+                let seen = Seen {
+                    frames: reader.frames(),
+                    partial: reader.partial(),
+                    paused,
+                    busy: conn.running.load(Ordering::Relaxed) > 0 || queued,
+                    queued,
+                    batches: conn.outbox.batches(),
+                };
+                if let Err(why) = dog.check(seen) {
+                    if matches!(why, Expired::Idle(_)) {
+                        // Tell the client first, so it takes no new calls here.
+                        let _ = conn.outbox.push_quiet(|s| frame::encode_goaway(&mut s.buf));
+                        let _ = conn.outbox.flush();
+                    }
+                    return Ok(End::Expired(why));
+                }
+                if let Some(at) = dog.next_tick() {
+                    tick.as_mut().reset(at);
+                }
+            }
         }
     }
 }
 
-/// Handles every frame that has arrived.
+/// Handles every frame that has arrived, unless a limit stops it: `true`
+/// when frames may be left unhandled in the buffer.
 fn handle_ready(
     server: &Arc<ServerShared>,
     conn: &Arc<ConnState>,
     reader: &mut FrameReader,
     cx: &mut Context<'_>,
-) -> Result<(), ReadError> {
+) -> Result<bool, ReadError> {
     loop {
+        if conn.over_limits(server) {
+            return Ok(true);
+        }
         match reader.next()? {
-            Ready::None => return Ok(()),
+            Ready::None => return Ok(false),
             Ready::InPlace { head, rest, used } => {
                 on_frame(server, conn, head, Rest::Borrowed(rest), cx)?;
                 reader.consume(used);
@@ -258,6 +321,8 @@ fn on_frame(
             }
             Ok(())
         }
+        // Counted by the reader as a frame: that is all a keepalive is for.
+        Kind::Ping if rest.bytes().is_empty() => Ok(()),
         _ => Err(ReadError::Frame(FrameError::Malformed(
             "unexpected frame from a client",
         ))),
@@ -294,6 +359,7 @@ fn start_call(
         return;
     }
     server.inflight.fetch_add(1, Ordering::AcqRel);
+    conn.running.fetch_add(1, Ordering::AcqRel);
     let guard = CallGuard {
         server: server.clone(),
         conn: conn.clone(),

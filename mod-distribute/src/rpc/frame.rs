@@ -23,11 +23,19 @@
 //! kind 4 CANCEL    client → server, rest empty: drop the call `call_id`
 //! kind 5 GOAWAY    server → client, call_id 0, rest empty: no new calls on this
 //!                  connection; calls in flight are still answered
+//! kind 6 PING      client → server, call_id 0, rest empty: keepalive of an idle
+//!                  connection; not answered
 //! ```
 //!
 //! The server answers HELLO with a RESPONSE for call id 0: status 0 when the
 //! connection is accepted, status 1 with an `Unauthenticated` error before it
-//! closes. Kinds start at 1 so that zeroed garbage is rejected at once; a frame of
+//! closes. The data of the accepting answer is `idle_timeout_ms:u32be` (0 =
+//! the server never closes idle connections), after which the server closes a
+//! connection with no call running and no frame received; the client sends
+//! PING well within it. Compatibility: servers before PING answered with empty
+//! data, which a client reads as "no idle timeout" and never pings; clients
+//! before PING ignore the data and never ping (such a server then closes their
+//! idle connections, which they replace on the next call). Kinds start at 1 so that zeroed garbage is rejected at once; a frame of
 //! another version, an unknown kind, or a malformed rest closes the connection.
 //!
 //! Nothing here panics on any input: every read is bounds-checked and lengths
@@ -64,6 +72,8 @@ pub enum Kind {
     Cancel = 4,
     /// The server is going away.
     GoAway = 5,
+    /// A client's keepalive.
+    Ping = 6,
 }
 
 impl Kind {
@@ -74,6 +84,7 @@ impl Kind {
             3 => Kind::Response,
             4 => Kind::Cancel,
             5 => Kind::GoAway,
+            6 => Kind::Ping,
             _ => return None,
         })
     }
@@ -138,6 +149,8 @@ pub enum Frame<'a> {
     },
     /// No new calls on this connection.
     GoAway,
+    /// Keepalive.
+    Ping,
 }
 
 /// A decoded request.
@@ -341,6 +354,7 @@ pub fn decode_rest(head: Head, rest: &[u8]) -> Result<Frame<'_>, FrameError> {
             call_id: head.call_id,
         }),
         Kind::GoAway => empty(Frame::GoAway),
+        Kind::Ping => empty(Frame::Ping),
     }
 }
 
@@ -438,6 +452,25 @@ pub fn encode_hello(buf: &mut Vec<u8>, secret: &[u8]) -> Result<(), FrameError> 
 /// Appends a CANCEL of `call_id`.
 pub fn encode_cancel(buf: &mut Vec<u8>, call_id: u64) {
     put_head(buf, HEAD_LEN, Kind::Cancel, call_id);
+}
+
+/// Appends a PING.
+pub fn encode_ping(buf: &mut Vec<u8>) {
+    put_head(buf, HEAD_LEN, Kind::Ping, 0);
+}
+
+/// Appends the server's acceptance of a HELLO, telling its idle timeout.
+pub fn encode_hello_ok(buf: &mut Vec<u8>, idle_timeout_ms: u32) {
+    encode_response(buf, 0, Status::Ok, &idle_timeout_ms.to_be_bytes());
+}
+
+/// The idle timeout in an accepting HELLO answer's data, in ms (0: none, as
+/// from a server that sends empty data).
+pub fn hello_idle_ms(data: &[u8]) -> u32 {
+    match data {
+        [a, b, c, d, ..] => u32::from_be_bytes([*a, *b, *c, *d]),
+        _ => 0,
+    }
 }
 
 /// Appends a GOAWAY.

@@ -17,11 +17,12 @@
 //! buffer until [`Outbox::wait`] sees it writable, so no sender ever blocks.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
+
+use super::stream::WriteSock;
 
 /// A buffer grown past this by one large frame is not kept for reuse.
 const KEEP_CAPACITY: usize = 1 << 20;
@@ -35,7 +36,10 @@ pub(crate) struct Outbox {
     wake: Notify,
     /// The `mark` of the last batch handed to the socket (see [`State::mark`]).
     taken: AtomicU64,
-    sock: OwnedWriteHalf,
+    /// Bytes appended and not yet taken by a writer (for backpressure; a
+    /// relaxed copy of `buf.len()`, stored under the lock).
+    queued: AtomicUsize,
+    sock: WriteSock,
 }
 
 /// What senders see under the lock.
@@ -46,6 +50,8 @@ pub(crate) struct State {
     /// published to [`Outbox::taken`] when a writer takes the batch.
     pub mark: u64,
     spare: Vec<u8>,
+    /// Batches taken by writers so far: progress, for the server's watchdog.
+    batches: u64,
     /// A writer is between taking a batch and putting its buffer back.
     busy: bool,
     /// The socket was full: nobody writes until it is writable again.
@@ -67,12 +73,13 @@ fn recycle(mut buf: Vec<u8>) -> Vec<u8> {
 }
 
 impl Outbox {
-    pub(crate) fn new(sock: OwnedWriteHalf) -> Self {
+    pub(crate) fn new(sock: WriteSock) -> Self {
         Outbox {
             state: Mutex::new(State {
                 buf: Vec::with_capacity(INITIAL_CAPACITY),
                 mark: 0,
                 spare: Vec::with_capacity(INITIAL_CAPACITY),
+                batches: 0,
                 busy: false,
                 blocked: false,
                 closed: false,
@@ -80,6 +87,7 @@ impl Outbox {
             }),
             wake: Notify::new(),
             taken: AtomicU64::new(0),
+            queued: AtomicUsize::new(0),
             sock,
         }
     }
@@ -98,6 +106,7 @@ impl Outbox {
         }
         let was_empty = s.buf.is_empty();
         let r = f(&mut s);
+        self.queued.store(s.buf.len(), Ordering::Relaxed);
         // Otherwise the task is already woken, or a writer will see the frames.
         let wake = was_empty && !s.buf.is_empty() && !s.busy && !s.blocked;
         drop(s);
@@ -114,7 +123,9 @@ impl Outbox {
         if s.closed {
             return Err(Closed);
         }
-        Ok(f(&mut s))
+        let r = f(&mut s);
+        self.queued.store(s.buf.len(), Ordering::Relaxed);
+        Ok(r)
     }
 
     /// Like [`push`](Self::push), but writes at once from this thread when no
@@ -126,6 +137,7 @@ impl Outbox {
         }
         let was_empty = s.buf.is_empty();
         let r = f(&mut s);
+        self.queued.store(s.buf.len(), Ordering::Relaxed);
         if s.buf.is_empty() {
             return Ok(r);
         }
@@ -149,7 +161,9 @@ impl Outbox {
     fn take(&self, s: &mut State) -> Vec<u8> {
         let mut batch = std::mem::take(&mut s.spare);
         std::mem::swap(&mut s.buf, &mut batch);
+        s.batches += 1;
         self.taken.store(s.mark, Ordering::Release);
+        self.queued.store(0, Ordering::Relaxed);
         batch
     }
 
@@ -158,8 +172,15 @@ impl Outbox {
     fn write(&self, mut batch: Vec<u8>) {
         for round in 1.. {
             let mut off = 0;
-            while off < batch.len() {
-                match self.sock.try_write(&batch[off..]) {
+            loop {
+                let step = if off < batch.len() {
+                    self.sock.try_write(&batch[off..])
+                } else {
+                    // Plain TCP: always Ok. TLS: what rustls still holds.
+                    self.sock.try_flush().map(|()| 0)
+                };
+                match step {
+                    Ok(0) if off == batch.len() => break,
                     Ok(0) => return self.fail(io::ErrorKind::WriteZero.into()),
                     Ok(n) => off += n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -168,6 +189,7 @@ impl Outbox {
                         batch.drain(..off);
                         batch.extend_from_slice(&s.buf);
                         std::mem::swap(&mut s.buf, &mut batch);
+                        self.queued.store(s.buf.len(), Ordering::Relaxed);
                         s.spare = recycle(batch);
                         s.busy = false;
                         s.blocked = true;
@@ -249,13 +271,26 @@ impl Outbox {
     /// Whether the outbox is closed and everything queued was written.
     pub(crate) fn finished(&self) -> bool {
         let s = self.lock();
-        s.closed && s.buf.is_empty() && !s.busy
+        // `blocked` with an empty buffer: TLS bytes rustls has yet to send.
+        s.closed && s.buf.is_empty() && !s.busy && !s.blocked
     }
 
     /// Closes the outbox: later pushes fail; what is queued is still written.
     pub(crate) fn close(&self) {
         self.lock().closed = true;
         self.wake.notify_one();
+    }
+
+    /// Bytes queued and not yet handed to the socket (those of a batch being
+    /// written are not counted: at most one batch).
+    pub(crate) fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Batches handed to the socket so far (it takes the lock: for a timer,
+    /// not for every frame).
+    pub(crate) fn batches(&self) -> u64 {
+        self.lock().batches
     }
 
     /// The `mark` of the last batch handed to the socket.

@@ -9,6 +9,7 @@ use mod_api::{Call, Result};
 use tracing::Instrument;
 
 use super::client::RpcClient;
+use super::tls::{self, ClientTls};
 
 #[derive(Default)]
 struct Slot {
@@ -30,6 +31,8 @@ impl Slot {
 /// one on the next [`get`](Self::get); concurrent callers share one connect.
 pub struct RpcConnections {
     config: RpcConfig,
+    /// Read once from `config.tls`; an error is returned by every `get`.
+    tls: std::result::Result<Option<ClientTls>, mod_api::Error>,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
 }
 
@@ -42,9 +45,15 @@ impl std::fmt::Debug for RpcConnections {
 }
 
 impl RpcConnections {
-    /// An empty set of connections that connect with `config` (secret, frame limit).
+    /// An empty set of connections that connect with `config` (secret, frame
+    /// limit, TLS: its files are read here, once).
     pub fn new(config: RpcConfig) -> Self {
+        let tls = tls::connector(&config);
+        if let Err(e) = &tls {
+            tracing::error!(error = %e, "rpc client TLS configuration unusable; calls will fail");
+        }
         RpcConnections {
+            tls,
             config,
             slots: Mutex::new(HashMap::new()),
         }
@@ -72,7 +81,8 @@ impl RpcConnections {
             if let Some(client) = slot.live() {
                 return Ok(client);
             }
-            let client = RpcClient::connect(addr, &self.config).await?;
+            let tls = self.tls.as_ref().map_err(mod_api::Error::to_detached)?;
+            let client = RpcClient::connect_with(addr, &self.config, tls.as_ref()).await?;
             *slot.client.lock().unwrap_or_else(|e| e.into_inner()) = Some(client.clone());
             Ok(client)
         }

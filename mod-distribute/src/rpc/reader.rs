@@ -6,12 +6,10 @@
 //! large payloads are not copied twice. Lengths are checked before anything is
 //! allocated.
 
-use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
-
 use std::fmt;
 
 use super::frame::{self, FrameError, Head, HEAD_LEN, LEN_PREFIX};
+use super::stream::ReadSock;
 
 /// Read buffer per connection: many small frames per `read` syscall.
 const BUFFER: usize = 64 * 1024;
@@ -76,17 +74,19 @@ struct Large {
 
 /// Frames from one socket.
 pub(crate) struct FrameReader {
-    rd: OwnedReadHalf,
+    rd: ReadSock,
     buf: Box<[u8]>,
     start: usize,
     end: usize,
     large: Option<Large>,
     max: usize,
+    /// Frames returned so far (the server's watchdog compares counts).
+    frames: u64,
 }
 
 impl FrameReader {
     /// Reads frames whose body is at most `max` bytes.
-    pub(crate) fn new(rd: OwnedReadHalf, max: usize) -> Self {
+    pub(crate) fn new(rd: ReadSock, max: usize) -> Self {
         FrameReader {
             rd,
             buf: vec![0u8; BUFFER].into_boxed_slice(),
@@ -94,6 +94,7 @@ impl FrameReader {
             end: 0,
             large: None,
             max,
+            frames: 0,
         }
     }
 
@@ -111,6 +112,7 @@ impl FrameReader {
             let Some(Large { head, rest, .. }) = self.large.take() else {
                 return Ok(Ready::None);
             };
+            self.frames += 1;
             return Ok(Ready::Owned { head, rest });
         }
         let avail = &self.buf[self.start..self.end];
@@ -127,6 +129,7 @@ impl FrameReader {
                 .map_err(|_| FrameError::TooShort(head.len()))?,
         )?;
         if let Some(rest) = avail.get(LEN_PREFIX + HEAD_LEN..LEN_PREFIX + len) {
+            self.frames += 1;
             return Ok(Ready::InPlace {
                 head,
                 rest,
@@ -147,6 +150,16 @@ impl FrameReader {
             self.end = 0;
         }
         Ok(Ready::None)
+    }
+
+    /// Frames returned by [`next`](Self::next) so far.
+    pub(crate) fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// Whether bytes of a frame not yet returned are held (a frame begun).
+    pub(crate) fn partial(&self) -> bool {
+        self.large.is_some() || self.start != self.end
     }
 
     /// Marks `used` bytes of the buffer as handled.

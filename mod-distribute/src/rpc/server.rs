@@ -13,14 +13,17 @@ use std::time::Duration;
 
 use mod_api::config::RpcConfig;
 use mod_api::{Dispatch, Error, ErrorKind, Result};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
+use tokio_rustls::{TlsAcceptor, TlsStream};
 use tracing::Instrument;
 
 use super::conn::{self, ConnState};
 use super::frame;
+use super::limits::Limits;
+use super::{stream, tls, HANDSHAKE_TIMEOUT};
 
 /// Finds the dispatcher of a service by name (`None`: not served here).
 pub type Dispatchers = Arc<dyn Fn(&str) -> Option<Arc<dyn Dispatch>> + Send + Sync>;
@@ -33,6 +36,8 @@ pub(crate) struct ServerShared {
     pub(crate) dispatchers: Dispatchers,
     pub(crate) secret: Option<Vec<u8>>,
     pub(crate) max_frame: usize,
+    pub(crate) limits: Limits,
+    tls: Option<TlsAcceptor>,
     pub(crate) shutting_down: AtomicBool,
     stop_accept: Notify,
     conns: Mutex<HashMap<u64, ConnEntry>>,
@@ -43,7 +48,8 @@ pub(crate) struct ServerShared {
 }
 
 struct ConnEntry {
-    state: Arc<ConnState>,
+    /// `None` while a TLS connection is in its TLS handshake.
+    state: Option<Arc<ConnState>>,
     task: AbortHandle,
 }
 
@@ -61,7 +67,22 @@ impl ServerShared {
         }
     }
 
-    fn snapshot(&self) -> Vec<(Arc<ConnState>, AbortHandle)> {
+    /// Gives a connection that finished its TLS handshake its state; `false`
+    /// (and unregistered) when the server is shutting down meanwhile.
+    fn attach(&self, id: u64, state: &Arc<ConnState>) -> bool {
+        let mut conns = self.conns();
+        if !self.shutting_down.load(Ordering::Acquire) {
+            if let Some(entry) = conns.get_mut(&id) {
+                entry.state = Some(state.clone());
+                return true;
+            }
+        }
+        drop(conns);
+        self.remove_conn(id);
+        false
+    }
+
+    fn snapshot(&self) -> Vec<(Option<Arc<ConnState>>, AbortHandle)> {
         self.conns()
             .values()
             .map(|c| (c.state.clone(), c.task.clone()))
@@ -73,10 +94,13 @@ impl ServerShared {
 /// connection it accepts. Dropping it closes every connection at once; use
 /// [`shutdown`](Self::shutdown) to finish calls in flight first.
 ///
-/// With a secret in [`RpcConfig::secret`], a connection must open with a HELLO
-/// carrying the same secret (compared in constant time) or it is closed. Without
-/// TLS the secret travels in clear: it keeps out strangers on a trusted network,
-/// not an eavesdropper.
+/// With TLS in [`RpcConfig::tls`], a connection opens with a TLS handshake
+/// (presenting a client certificate when `client_ca` is set). With a secret in
+/// [`RpcConfig::secret`], it must then send a HELLO carrying the same secret
+/// (compared in constant time) or it is closed. Without TLS the secret travels
+/// in clear: it keeps out strangers on a trusted network, not an eavesdropper.
+/// Each connection is held to the limits of [`RpcConfig`] (reply queue, calls,
+/// idle and frame timeouts), and the server to `max_connections`.
 pub struct RpcServer {
     local_addr: SocketAddr,
     advertise: String,
@@ -95,8 +119,14 @@ impl std::fmt::Debug for RpcServer {
 
 impl RpcServer {
     /// Listens on `config.listen` and serves calls with the dispatchers found by
-    /// `dispatchers` (looked up per call, so services may be added later).
+    /// `dispatchers` (looked up per call, so services may be added later),
+    /// over TLS when `config.tls` names a certificate and key.
+    ///
+    /// Secure by default: on an address other than loopback, a server with
+    /// neither TLS nor a secret refuses to start (a `Config` error) unless
+    /// `config.insecure` is set.
     pub async fn bind(config: &RpcConfig, dispatchers: Dispatchers) -> Result<RpcServer> {
+        let tls = tls::acceptor(config)?;
         let listener = TcpListener::bind(&config.listen).await.map_err(|e| {
             Error::new(
                 ErrorKind::Io,
@@ -105,6 +135,19 @@ impl RpcServer {
             .with_source(e)
         })?;
         let local_addr = listener.local_addr().map_err(Error::from)?;
+        let exposed = !local_addr.ip().is_loopback();
+        if exposed && tls.is_none() && config.secret.is_none() && !config.insecure {
+            return Err(Error::config(format!(
+                "rpc: refusing to listen on {local_addr} (not loopback) with neither TLS nor a \
+                 secret: any process that reaches it could call every method. Configure \
+                 [rpc.tls] cert and key (MODKIT_RPC_TLS_CERT, MODKIT_RPC_TLS_KEY), or \
+                 rpc.secret (MODKIT_RPC_SECRET), or set rpc.insecure = true \
+                 (MODKIT_RPC_INSECURE=1) on a network you trust"
+            )));
+        }
+        if exposed && tls.is_none() {
+            tracing::warn!(addr = %local_addr, "rpc server listens without TLS: calls and the secret travel in clear");
+        }
         let advertise = config
             .advertise
             .clone()
@@ -113,6 +156,8 @@ impl RpcServer {
             dispatchers,
             secret: config.secret.as_ref().map(|s| s.as_bytes().to_vec()),
             max_frame: config.max_frame_bytes as usize,
+            limits: Limits::new(config),
+            tls,
             shutting_down: AtomicBool::new(false),
             stop_accept: Notify::new(),
             conns: Mutex::new(HashMap::new()),
@@ -122,7 +167,13 @@ impl RpcServer {
         });
         let span = tracing::info_span!("rpc.server", addr = %local_addr);
         let accept = tokio::spawn(accept_loop(shared.clone(), listener).instrument(span));
-        tracing::info!(addr = %local_addr, advertise, auth = shared.secret.is_some(), "rpc server listening");
+        tracing::info!(
+            addr = %local_addr,
+            advertise,
+            auth = shared.secret.is_some(),
+            tls = shared.tls.is_some(),
+            "rpc server listening"
+        );
         Ok(RpcServer {
             local_addr,
             advertise,
@@ -139,6 +190,11 @@ impl RpcServer {
     /// The address other nodes should use: `RpcConfig::advertise`, else the bound one.
     pub fn advertise(&self) -> &str {
         &self.advertise
+    }
+
+    /// Number of connections held now (including those in their handshake).
+    pub fn connections(&self) -> usize {
+        self.shared.conns().len()
     }
 
     /// Number of calls running now.
@@ -166,7 +222,9 @@ impl RpcServer {
             }
             shared.stop_accept.notify_one();
             for (conn, _) in shared.snapshot() {
-                let _ = conn.outbox.push(|s| frame::encode_goaway(&mut s.buf));
+                if let Some(conn) = conn {
+                    let _ = conn.outbox.push(|s| frame::encode_goaway(&mut s.buf));
+                }
             }
             loop {
                 let idle = shared.calls_idle.notified();
@@ -186,7 +244,9 @@ impl RpcServer {
                 }
             }
             for (conn, _) in shared.snapshot() {
-                conn.outbox.close();
+                if let Some(conn) = conn {
+                    conn.outbox.close();
+                }
             }
             let closed = async {
                 loop {
@@ -225,6 +285,7 @@ impl Drop for RpcServer {
 
 async fn accept_loop(shared: Arc<ServerShared>, listener: TcpListener) {
     static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+    let mut refusals = Refusals::default();
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -239,20 +300,35 @@ async fn accept_loop(shared: Arc<ServerShared>, listener: TcpListener) {
                 continue;
             }
         };
+        let held = shared.conns().len();
+        if held >= shared.limits.max_conns {
+            // Closed at once (dropped), before any byte is read or buffer allocated.
+            refusals.note(peer, shared.limits.max_conns);
+            drop(stream);
+            continue;
+        }
         let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "set_nodelay failed");
         }
-        let (rd, wr) = stream.into_split();
-        let state = Arc::new(ConnState::new(peer, wr));
         let mut conns = shared.conns();
         if shared.shutting_down.load(Ordering::Acquire) {
             break;
         }
         // Registered under the lock, so the task's removal always comes after.
         let span = tracing::debug_span!("rpc.conn", %peer);
-        let task =
-            tokio::spawn(conn::serve(shared.clone(), state.clone(), id, rd).instrument(span));
+        let (state, task) = match &shared.tls {
+            None => {
+                let (rd, wr) = stream::split_tcp(stream);
+                let state = Arc::new(ConnState::new(peer, wr));
+                let serve = conn::serve(shared.clone(), state.clone(), id, rd);
+                (Some(state), tokio::spawn(serve.instrument(span)))
+            }
+            Some(acceptor) => {
+                let serve = serve_tls(shared.clone(), acceptor.clone(), id, stream, peer);
+                (None, tokio::spawn(serve.instrument(span)))
+            }
+        };
         conns.insert(
             id,
             ConnEntry {
@@ -262,4 +338,62 @@ async fn accept_loop(shared: Arc<ServerShared>, listener: TcpListener) {
         );
     }
     tracing::debug!("rpc accept loop stopped");
+}
+
+/// A TLS connection: its TLS handshake (bounded by the handshake timeout, in
+/// the connection's task so that a slow peer holds up no one), then served as
+/// any other.
+async fn serve_tls(
+    shared: Arc<ServerShared>,
+    acceptor: TlsAcceptor,
+    id: u64,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            let error = tls::rustls_error(&e).map_or_else(|| e.to_string(), |t| t.to_string());
+            tracing::warn!(%peer, error, "rpc TLS handshake failed; closing connection");
+            shared.remove_conn(id);
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%peer, "rpc TLS handshake timed out; closing connection");
+            shared.remove_conn(id);
+            return;
+        }
+    };
+    let (rd, wr) = stream::split_tls(TlsStream::Server(tls));
+    let state = Arc::new(ConnState::new(peer, wr));
+    if shared.attach(id, &state) {
+        conn::serve(shared, state, id, rd).await;
+    }
+}
+
+/// Logs refused connections: the first at once, then at most one summary a
+/// second, so a flood of connections cannot flood the log too.
+#[derive(Default)]
+struct Refusals {
+    since: Option<Instant>,
+    more: u64,
+}
+
+impl Refusals {
+    fn note(&mut self, peer: SocketAddr, max: usize) {
+        let now = Instant::now();
+        match self.since {
+            Some(at) if now - at < Duration::from_secs(1) => self.more += 1,
+            _ => {
+                tracing::warn!(
+                    %peer,
+                    max_connections = max,
+                    refused_since_last = self.more,
+                    "rpc connection refused: the server holds max_connections already"
+                );
+                self.since = Some(now);
+                self.more = 0;
+            }
+        }
+    }
 }

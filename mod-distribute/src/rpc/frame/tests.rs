@@ -76,6 +76,31 @@ fn frames_round_trip() {
 }
 
 #[test]
+fn ping_and_the_hello_answer_with_its_idle_timeout() {
+    let mut b = Vec::new();
+    encode_ping(&mut b);
+    assert_eq!(decode(&b, MAX).unwrap().unwrap(), (Frame::Ping, b.len()));
+    let mut b = Vec::new();
+    encode_hello_ok(&mut b, 60_000);
+    match decode(&b, MAX).unwrap().unwrap().0 {
+        Frame::Response {
+            call_id: 0,
+            status: Status::Ok,
+            data,
+        } => assert_eq!(hello_idle_ms(data), 60_000),
+        other => panic!("{other:?}"),
+    }
+    // The empty answer of an older server: no idle timeout.
+    assert_eq!(hello_idle_ms(&[]), 0);
+    // A PING with a body is malformed.
+    let mut b = Vec::new();
+    encode_ping(&mut b);
+    b[3] += 1;
+    b.push(0);
+    assert!(decode(&b, MAX).is_err());
+}
+
+#[test]
 fn oversized_request_is_refused_on_write() {
     let mut b = Vec::new();
     let payload = vec![0u8; 100];
