@@ -99,6 +99,8 @@ pub fn frame_seeds() -> Vec<Vec<u8>> {
     frame::encode_cancel(&mut f, 9);
     seeds.push(std::mem::take(&mut f));
     frame::encode_goaway(&mut f);
+    seeds.push(std::mem::take(&mut f));
+    frame::encode_ping(&mut f);
     seeds.push(f);
     seeds
 }
