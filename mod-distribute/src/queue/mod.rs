@@ -15,7 +15,7 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `<prefix>:queue:<name>` | stream | the log of queue `<name>`: one entry per message, field `m` = the message encoded with `mod_api::codec`; consumer groups = the queue's groups (created at id `0` by their first poll), consumers = `Consumer::name`s |
-//! | `<prefix>:queue:<name>.dlq` | stream | the dead-letter queue: the log of queue `<name>.dlq`, same layout; entries are copied there verbatim |
+//! | `<prefix>:queue:<name>.dlq` | stream | the dead-letter queue: the log of queue `<name>.dlq`, same layout; entries are copied there with their fields, plus `reason` (why) and `source_id` (the id they had) |
 //!
 //! # Behaviour
 //!
@@ -43,13 +43,20 @@
 //! - `ack`: `XACK`, then the entry is deleted when every existing group has
 //!   received and acknowledged (or dead-lettered) it.
 //! - `remove`: deletes the entry only when no group's last-delivered id reaches it.
-//! - A message whose bytes do not decode as `M` is logged (`error`, with its id)
-//!   and moved, raw, to the dead-letter stream; the poll goes on with the next
-//!   message. In a dead-letter queue the same happens one level down
-//!   (`<name>.dlq.dlq`): nothing is dropped.
+//! - A message whose bytes do not decode as `M` (a poison message) is logged
+//!   once (`warn`, with its id and the error) and moved at once — not after
+//!   `max_deliveries`: decoding it again can never succeed — to the
+//!   dead-letter stream with its raw fields plus `reason` = `undecodable: …`
+//!   and `source_id`, and acked, so no consumer sees it again; the poll goes
+//!   on with the next message (`poison.rs`). A redelivered poison entry (left
+//!   pending by a crashed consumer) takes the same path. In a dead-letter
+//!   queue the same happens one level down (`<name>.dlq.dlq`): nothing is
+//!   dropped. Dead letters after `max_deliveries` carry
+//!   `reason` = `max deliveries: …` too.
 
 mod batch;
 mod ops;
+mod poison;
 mod poll;
 mod scripts;
 #[cfg(test)]
@@ -73,7 +80,7 @@ use crate::redis_conn::{redis_error, Redis};
 use batch::Batcher;
 use ops::{canonical_id, eval, evalsha, Acks, Core, Offers, Raw};
 use poll::{parse_entries, Polls};
-use scripts::{DEAD_LETTER_SCRIPT, REMOVE_SCRIPT};
+use scripts::REMOVE_SCRIPT;
 
 /// Idle dedicated connections kept for blocking reads, per queue handle.
 const POOL_MAX: usize = 64;
@@ -177,7 +184,8 @@ impl<M: Value> RedisQueue<M> {
     }
 
     /// Decodes `raw`; a message that does not decode is moved to the dead-letter
-    /// stream (and `None` returned) so the consumer goes on with the next one.
+    /// stream at once (`poison.rs`, and `None` returned) so the consumer goes on
+    /// with the next one.
     async fn deliver(&self, raw: Raw, group: &str) -> Result<Option<Delivery<M>>> {
         let decoded = match &raw.bytes {
             Some(bytes) => decode::<M>(bytes),
@@ -191,15 +199,7 @@ impl<M: Value> RedisQueue<M> {
                 delivery_count: raw.count,
             })),
             Err(e) => {
-                tracing::error!(
-                    queue = %self.core.name, group, id = %raw.id, error = %e,
-                    dead_letters = %self.core.dead_letter_key,
-                    "message cannot be decoded: moved to the dead-letter queue as it is"
-                );
-                let keys = [self.core.key.as_str(), self.core.dead_letter_key.as_str()];
-                let mut cmd = evalsha(&DEAD_LETTER_SCRIPT, &keys, 2);
-                cmd.arg(group).arg(&raw.id);
-                eval(&self.core.redis, &DEAD_LETTER_SCRIPT, &cmd).await?;
+                poison::dead_letter_undecodable(&self.core, group, &raw, &e).await?;
                 Ok(None)
             }
         }
