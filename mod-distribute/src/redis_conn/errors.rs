@@ -12,6 +12,8 @@
 //!   `proto-max-bulk-len` refused before the wire by [`super::Conn`]) is
 //!   `PayloadTooLarge`; malformed (other protocol errors, syntax, arity, a
 //!   number out of range, an invalid expire time) is `InvalidInput`.
+//! - A script that found a stored record it cannot parse (`corrupt session
+//!   record`) is `Codec`, as a value that fails to decode client-side is.
 //! - Anything else the server says is `Internal`, with its text.
 
 use mod_api::{Error, ErrorKind};
@@ -34,6 +36,7 @@ pub fn redis_error(err: RedisError) -> Error {
     let message = match kind {
         ErrorKind::PayloadTooLarge => "redis: request too large",
         ErrorKind::InvalidInput => "redis: invalid request",
+        ErrorKind::Codec => "redis: a stored record is corrupt",
         _ => "redis",
     };
     Error::new(kind, message).with_source(err)
@@ -62,8 +65,16 @@ pub(super) fn classify(err: &RedisError) -> ErrorKind {
         _ => {}
     }
     // The rest by the server's text (a script's error carries the inner one).
-    let text = err.to_string().to_ascii_lowercase();
-    if is_too_large(&text) {
+    // A script's `error_reply` text may be split into code and detail.
+    let text = format!(
+        "{} {} {err}",
+        err.code().unwrap_or_default(),
+        err.detail().unwrap_or_default()
+    )
+    .to_ascii_lowercase();
+    if text.contains("corrupt session record") {
+        ErrorKind::Codec
+    } else if is_too_large(&text) {
         ErrorKind::PayloadTooLarge
     } else if is_bad_request(&text) {
         ErrorKind::InvalidInput
@@ -132,6 +143,13 @@ mod tests {
                 ErrorKind::InvalidInput,
             ),
             (server("ERR", "syntax error"), ErrorKind::InvalidInput),
+            (
+                server(
+                    "ERR",
+                    "corrupt session record script: 1a2b, on @user_script:8.",
+                ),
+                ErrorKind::Codec,
+            ),
             (
                 server("LOADING", "Redis is loading the dataset in memory"),
                 ErrorKind::Unavailable,
