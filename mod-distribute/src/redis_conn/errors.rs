@@ -22,7 +22,11 @@ use redis::{ErrorKind as RedisKind, RedisError, ServerErrorKind};
 /// The description of the client-side refusal of an oversized argument.
 pub(super) const TOO_LARGE: &str = "argument above the server's proto-max-bulk-len";
 
-/// Maps a redis-rs error to modkit's (see the [module docs](self)).
+/// Maps a redis-rs error to modkit's: connection trouble and a server that
+/// cannot answer now (`LOADING`, `READONLY`, …) are retryable `Unavailable`
+/// (or `Timeout`); a request the server calls bad is `PayloadTooLarge` (too
+/// big) or `InvalidInput`, never retryable; a corrupt stored record found by a
+/// script is `Codec`; any other server error `Internal`.
 pub fn redis_error(err: RedisError) -> Error {
     let kind = classify(&err);
     // Debug, not warn: callers decide how loud a failure is (a sweeper retries
