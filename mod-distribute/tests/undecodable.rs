@@ -107,9 +107,12 @@ async fn undecodable_sessions_are_codec_errors_and_can_be_destroyed() {
     let (_server, redis) = setup().await;
     for idle in [Duration::from_secs(600), Duration::from_millis(900)] {
         // idle >= 1 s: validate reads with GET; under 1 s: through the script.
+        // The update is needless only until main's `max_value_bytes` merges in.
+        #[allow(clippy::needless_update)]
         let config = SessionConfig {
             idle_timeout: idle,
             absolute_lifetime: Duration::from_secs(3600),
+            ..SessionConfig::default()
         };
         let store: Arc<dyn SessionStore<Vec<String>>> =
             Arc::new(RedisSessions::new(redis.clone(), "web", config));
