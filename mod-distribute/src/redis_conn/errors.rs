@@ -14,6 +14,7 @@
 //!   number out of range, an invalid expire time) is `InvalidInput`.
 //! - A script that found a stored record it cannot parse (`corrupt session
 //!   record`) is `Codec`, as a value that fails to decode client-side is.
+//! - A refused login (`NOAUTH`, `WRONGPASS`) is `Unauthenticated`.
 //! - Anything else the server says is `Internal`, with its text.
 
 use mod_api::{Error, ErrorKind};
@@ -26,7 +27,8 @@ pub(super) const TOO_LARGE: &str = "argument above the server's proto-max-bulk-l
 /// cannot answer now (`LOADING`, `READONLY`, …) are retryable `Unavailable`
 /// (or `Timeout`); a request the server calls bad is `PayloadTooLarge` (too
 /// big) or `InvalidInput`, never retryable; a corrupt stored record found by a
-/// script is `Codec`; any other server error `Internal`.
+/// script is `Codec`; a refused login `Unauthenticated`; any other server
+/// error `Internal`.
 pub fn redis_error(err: RedisError) -> Error {
     let kind = classify(&err);
     // Debug, not warn: callers decide how loud a failure is (a sweeper retries
@@ -56,6 +58,11 @@ pub(super) fn classify(err: &RedisError) -> ErrorKind {
     }
     if err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal() {
         return ErrorKind::Unavailable;
+    }
+    if err.kind() == RedisKind::AuthenticationFailed
+        || matches!(err.code(), Some("NOAUTH" | "WRONGPASS"))
+    {
+        return ErrorKind::Unauthenticated;
     }
     match err.kind() {
         RedisKind::Server(

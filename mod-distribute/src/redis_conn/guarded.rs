@@ -58,13 +58,14 @@ impl Conn {
         // the manager reconnects: try again for a little while.
         let read = tokio::time::timeout(REFRESH_TIMEOUT, async {
             loop {
-                if let Some(limit) = read_limit(&mut self.manager).await {
-                    return limit;
+                match read_limit_once(&mut self.manager).await {
+                    Ok(limit) => return Some(limit),
+                    Err(true) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    Err(false) => return None,
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         });
-        if let Ok(limit) = read.await {
+        if let Ok(Some(limit)) = read.await {
             self.limit.store(limit, Ordering::Relaxed);
         }
     }
@@ -145,19 +146,30 @@ fn longest(cmd: &Cmd) -> u64 {
 
 /// The server's `proto-max-bulk-len`, `None` when it cannot be read.
 pub(super) async fn read_limit(conn: &mut impl ConnectionLike) -> Option<u64> {
+    read_limit_once(conn).await.ok()
+}
+
+/// One `CONFIG GET proto-max-bulk-len`: `Err(true)` when the connection
+/// failed (worth another try), `Err(false)` when the server will not tell
+/// (`CONFIG` renamed away or not permitted) or told something unreadable.
+async fn read_limit_once(conn: &mut impl ConnectionLike) -> Result<u64, bool> {
     let reply: Value = redis::cmd("CONFIG")
         .arg("GET")
         .arg("proto-max-bulk-len")
         .query_async(conn)
         .await
-        .map_err(|e| tracing::debug!(error = %e, "cannot read proto-max-bulk-len"))
-        .ok()?;
+        .map_err(|e| {
+            tracing::debug!(error = %e, "cannot read proto-max-bulk-len");
+            e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal()
+        })?;
     let value = match reply {
         Value::Array(mut items) if items.len() == 2 => items.pop(),
         Value::Map(mut pairs) if pairs.len() == 1 => pairs.pop().map(|(_, v)| v),
         _ => None,
-    }?;
-    redis::from_redis_value::<u64>(value).ok()
+    };
+    value
+        .and_then(|v| redis::from_redis_value::<u64>(v).ok())
+        .ok_or(false)
 }
 
 impl ConnectionLike for Conn {
