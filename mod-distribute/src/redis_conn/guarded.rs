@@ -175,6 +175,10 @@ async fn read_limit_once(conn: &mut impl ConnectionLike) -> Result<u64, bool> {
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         let longest = longest(cmd);
+        if longest <= MIN_BULK_LIMIT {
+            // Never too big for any server: straight through, no second future.
+            return self.manager.req_packed_command(cmd);
+        }
         Box::pin(async move {
             if let Some(err) = self.refuse(longest) {
                 return Err(err);
@@ -191,6 +195,9 @@ impl ConnectionLike for Conn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         let longest = pipeline.cmd_iter().map(longest).max().unwrap_or(0);
+        if longest <= MIN_BULK_LIMIT {
+            return self.manager.req_packed_commands(pipeline, offset, count);
+        }
         Box::pin(async move {
             if let Some(err) = self.refuse(longest) {
                 return Err(err);
