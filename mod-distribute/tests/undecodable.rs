@@ -159,3 +159,34 @@ async fn undecodable_sessions_are_codec_errors_and_can_be_destroyed() {
         assert_eq!(store.destroy_principal("alice").await.unwrap(), 1);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_undecodable_registry_instance_is_skipped_not_fatal() {
+    use mod_api::{Instance, Registry};
+    use mod_distribute::RedisRegistry;
+
+    let (_server, redis) = setup().await;
+    let registry = RedisRegistry::start(redis.clone(), Duration::from_millis(100))
+        .await
+        .unwrap();
+    let long = Duration::from_secs(600);
+    registry
+        .register(Instance::new("svc", "good", "10.0.0.1:1"), long)
+        .await
+        .unwrap();
+    registry
+        .register(Instance::new("svc", "bad", "10.0.0.1:2"), long)
+        .await
+        .unwrap();
+    // Overwrite one instance's encoded value under the documented key.
+    let _: i64 = redis::cmd("HSET")
+        .arg("u:reg:inst:svc")
+        .arg("bad")
+        .arg(&b"\xff\xff\xff"[..])
+        .query_async(&mut redis.conn())
+        .await
+        .unwrap();
+    let found = registry.lookup("svc").await.unwrap();
+    let ids: Vec<&str> = found.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, ["good"], "the good instance is still found");
+}
