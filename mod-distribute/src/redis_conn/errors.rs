@@ -75,6 +75,11 @@ pub(super) fn classify(err: &RedisError) -> ErrorKind {
         RedisKind::Extension if err.code() == Some("BUSY") => return ErrorKind::Unavailable,
         _ => {}
     }
+    // Client-side trouble (a reply that does not parse, a wrong reply type)
+    // is ours, whatever its text says.
+    if !matches!(err.kind(), RedisKind::Server(_) | RedisKind::Extension) {
+        return ErrorKind::Internal;
+    }
     // The rest by the server's text (a script's error carries the inner one).
     // A script's `error_reply` text may be split into code and detail.
     let text = format!(
@@ -187,6 +192,10 @@ mod tests {
             (
                 RedisError::from(std::io::Error::from(std::io::ErrorKind::BrokenPipe)),
                 ErrorKind::Unavailable,
+            ),
+            (
+                RedisError::from((RedisKind::Parse, "Protocol error", "bad reply".into())),
+                ErrorKind::Internal,
             ),
         ];
         for (err, kind) in cases {
