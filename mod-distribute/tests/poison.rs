@@ -3,13 +3,68 @@
 //! `redis-server`. Every good message must arrive in order, the garbage must
 //! land in the dead-letter stream at once with a reason, and nobody sees it again.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Once;
 use std::time::Duration;
 
 use mod_api::{Consumer, Queue, QueueConfig, QueueExt};
 use mod_distribute::{Redis, RedisQueue, RedisServer};
 use redis::Value as Reply;
 
+/// WARN events saying a message was moved to the dead-letter queue for being
+/// undecodable, counted per queue name (the tests use different names).
+static ORDERS_WARNINGS: AtomicUsize = AtomicUsize::new(0);
+static JOBS_WARNINGS: AtomicUsize = AtomicUsize::new(0);
+
+struct CountPoisonWarnings;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CountPoisonWarnings {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if *event.metadata().level() != tracing::Level::WARN {
+            return;
+        }
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        if !fields.message.contains("cannot be decoded") || !fields.has_id {
+            return;
+        }
+        match fields.queue.as_str() {
+            "orders" => ORDERS_WARNINGS.fetch_add(1, Ordering::SeqCst),
+            "jobs" => JOBS_WARNINGS.fetch_add(1, Ordering::SeqCst),
+            _ => 0,
+        };
+    }
+}
+
+#[derive(Default)]
+struct Fields {
+    message: String,
+    queue: String,
+    has_id: bool,
+}
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        match field.name() {
+            "message" => self.message = format!("{value:?}"),
+            "queue" => self.queue = format!("{value:?}"),
+            "id" => self.has_id = true,
+            _ => {}
+        }
+    }
+}
+
+fn count_warnings() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        use tracing_subscriber::layer::SubscriberExt;
+        let subscriber = tracing_subscriber::registry().with(CountPoisonWarnings);
+        tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
+    });
+}
+
 async fn setup() -> (RedisServer, Redis) {
+    count_warnings();
     let server = RedisServer::start().expect("redis-server");
     let redis = Redis::connect(&server.url(), "p").await.expect("connect");
     (server, redis)
@@ -157,6 +212,11 @@ async fn poison_goes_to_the_dead_letter_stream_at_once_and_good_messages_flow() 
         "nothing left pending"
     );
     assert_eq!(q.len().await.unwrap(), 0, "settled entries left the stream");
+    assert_eq!(
+        ORDERS_WARNINGS.load(Ordering::SeqCst),
+        3,
+        "one WARN per poison entry"
+    );
 
     // A restarted consumer (new handle, same group) sees nothing again.
     drop(q);
@@ -170,6 +230,11 @@ async fn poison_goes_to_the_dead_letter_stream_at_once_and_good_messages_flow() 
     q.offer("e".into()).await.unwrap();
     assert_eq!(q.take(&c2).await.unwrap().message, "e");
     assert_eq!(entries(&redis, "p:queue:orders.dlq").await.len(), 3);
+    assert_eq!(
+        ORDERS_WARNINGS.load(Ordering::SeqCst),
+        3,
+        "not logged again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

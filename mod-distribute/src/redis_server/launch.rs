@@ -30,12 +30,13 @@ fn spawner() -> io::Result<mpsc::Sender<Job>> {
     std::thread::Builder::new()
         .name("modkit-redis-spawner".into())
         .spawn(move || {
-            // Never returns while the process lives: a `Sender` stays in SPAWNER.
+            // Never returns while the process lives: a `Sender` stays in SPAWNER
+            // (the loser of a first-call race ends at once: its sender is dropped).
             for (mut cmd, reply) in rx {
                 let _ = reply.send(spawn_here(&mut cmd));
             }
         })?;
-    // Two first callers may race: one thread wins, the other's just idles.
+    // Two first callers may race: one thread wins.
     let tx = SPAWNER.get_or_init(|| Mutex::new(tx));
     Ok(tx.lock().unwrap_or_else(|e| e.into_inner()).clone())
 }
