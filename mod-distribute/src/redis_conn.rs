@@ -5,13 +5,26 @@
 //! itself). Blocking commands (`XREADGROUP BLOCK`, `BLPOP`) must not share it —
 //! they would stall every command behind them — so they use [`Redis::dedicated`]
 //! connections without a response timeout.
+//!
+//! The shared connection is handed out as a [`Conn`], which refuses an argument
+//! above the server's `proto-max-bulk-len` before the wire (Redis would close
+//! the connection under every other call in flight, see `guarded.rs`); errors
+//! map to modkit's kinds in [`redis_error`] (`errors.rs`: a request the server
+//! calls bad is never retryable).
 
+mod errors;
+mod guarded;
+
+pub use errors::redis_error;
+pub use guarded::Conn;
+
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use mod_api::{Error, ErrorKind, Result};
+use mod_api::{Error, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client, RedisError};
+use redis::{AsyncConnectionConfig, Client};
 
 /// A handle to the Redis primary of a deployment, with the key prefix.
 #[derive(Clone)]
@@ -29,6 +42,8 @@ struct Endpoint {
     url: String,
     client: Client,
     manager: ConnectionManager,
+    /// The server's `proto-max-bulk-len`, shared with every [`Conn`] of it.
+    limit: Arc<AtomicU64>,
     epoch: u64,
 }
 
@@ -47,7 +62,7 @@ impl std::fmt::Debug for Redis {
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-async fn open(url: &str) -> Result<(Client, ConnectionManager)> {
+async fn open(url: &str) -> Result<(Client, ConnectionManager, Arc<AtomicU64>)> {
     let client = Client::open(url)
         .map_err(|e| Error::config(format!("invalid redis url {url:?}")).with_source(e))?;
     let config = ConnectionManagerConfig::new()
@@ -55,10 +70,13 @@ async fn open(url: &str) -> Result<(Client, ConnectionManager)> {
         .set_response_timeout(Some(RESPONSE_TIMEOUT))
         .set_number_of_retries(3)
         .set_max_delay(Duration::from_secs(1));
-    let manager = ConnectionManager::new_with_config(client.clone(), config)
+    let mut manager = ConnectionManager::new_with_config(client.clone(), config)
         .await
         .map_err(redis_error)?;
-    Ok((client, manager))
+    let limit = guarded::read_limit(&mut manager)
+        .await
+        .unwrap_or(guarded::DEFAULT_BULK_LIMIT);
+    Ok((client, manager, Arc::new(AtomicU64::new(limit))))
 }
 
 impl Redis {
@@ -69,7 +87,7 @@ impl Redis {
                 "invalid redis key prefix {prefix:?}"
             )));
         }
-        let (client, manager) = open(url).await?;
+        let (client, manager, limit) = open(url).await?;
         tracing::info!(%url, %prefix, "connected to redis");
         Ok(Redis {
             inner: Arc::new(Inner {
@@ -78,6 +96,7 @@ impl Redis {
                     url: url.to_owned(),
                     client,
                     manager,
+                    limit,
                     epoch: 0,
                 }),
             }),
@@ -92,15 +111,12 @@ impl Redis {
             .clone()
     }
 
-    /// The shared, multiplexed connection to the current primary (cheap to clone).
-    pub fn conn(&self) -> ConnectionManager {
-        // Clone only the manager: this is on every command's path.
-        self.inner
-            .state
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .manager
-            .clone()
+    /// The shared, multiplexed connection to the current primary (cheap to
+    /// clone), guarded against oversized arguments (see [`Conn`]).
+    pub fn conn(&self) -> Conn {
+        // Clone only the manager and limit: this is on every command's path.
+        let state = self.inner.state.read().unwrap_or_else(|e| e.into_inner());
+        Conn::new(state.manager.clone(), state.limit.clone())
     }
 
     /// A connection of its own, without response timeout, for blocking commands.
@@ -159,7 +175,7 @@ impl Redis {
     ///
     /// Connections already handed out keep their old endpoint until dropped.
     pub async fn switch_to(&self, url: &str) -> Result<u64> {
-        let (client, manager) = open(url).await?;
+        let (client, manager, limit) = open(url).await?;
         let mut state = self.inner.state.write().unwrap_or_else(|e| e.into_inner());
         state.epoch += 1;
         tracing::warn!(from = %state.url, to = %url, epoch = state.epoch, "redis endpoint switched");
@@ -167,23 +183,9 @@ impl Redis {
             url: url.to_owned(),
             client,
             manager,
+            limit,
             epoch: state.epoch,
         };
         Ok(state.epoch)
     }
-}
-
-/// Maps a redis-rs error to modkit's: connection trouble is `Unavailable` (or
-/// `Timeout`) and retryable; a server error is `Internal` with its text.
-pub fn redis_error(err: RedisError) -> Error {
-    let kind = if err.is_timeout() {
-        ErrorKind::Timeout
-    } else if err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal() {
-        ErrorKind::Unavailable
-    } else {
-        ErrorKind::Internal
-    };
-    // Debug, not warn: callers decide how loud a failure is (a sweeper retries quietly).
-    tracing::debug!(error = %err, kind = %kind, "redis command failed");
-    Error::new(kind, "redis").with_source(err)
 }

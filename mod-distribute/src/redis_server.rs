@@ -3,6 +3,13 @@
 //! For tests, benchmarks, examples and local runs: each [`RedisServer`] has its
 //! own port and data folder, and is killed when dropped. It never touches a
 //! server already running on the machine (it never assumes port 6379).
+//!
+//! On Linux the server also dies when the process that started it dies, even
+//! by SIGKILL (where `Drop` never runs): the kernel kills it
+//! (`PR_SET_PDEATHSIG`; see `launch.rs` for why one long-lived thread spawns
+//! every server). Elsewhere only `Drop` stops it.
+
+mod launch;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -59,16 +66,23 @@ impl RedisServer {
         std::fs::create_dir_all(&dir)?;
         let binary = redis_server_binary();
         let port_text = port.to_string();
-        let child = Command::new(&binary)
-            .args(["--port", &port_text, "--bind", "127.0.0.1", "--save", ""])
-            .args(["--appendonly", "no", "--protected-mode", "no", "--daemonize", "no"])
+        let mut cmd = Command::new(&binary);
+        cmd.args(["--port", &port_text, "--bind", "127.0.0.1", "--save", ""])
+            .args([
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+                "--daemonize",
+                "no",
+            ])
             .arg("--dir")
             .arg(&dir)
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+            .stderr(Stdio::null());
+        let child = launch::spawn(cmd)
             .map_err(|e| {
                 Error::new(
                     ErrorKind::Unavailable,
@@ -114,6 +128,11 @@ impl RedisServer {
     /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The process id of the server, while it runs (after [`kill`](Self::kill): `None`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// `redis://127.0.0.1:<port>`.

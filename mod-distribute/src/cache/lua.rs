@@ -2,7 +2,8 @@
 
 use std::sync::LazyLock;
 
-use redis::aio::ConnectionManager;
+use crate::redis_conn::Conn;
+
 use redis::{Cmd, FromRedisValue, RedisResult, RedisWrite, Script, ToRedisArgs};
 
 /// Score offset of index entries without expiry: above every real deadline
@@ -135,7 +136,7 @@ pub(crate) fn evalsha(script: &Script, numkeys: usize, capacity: usize) -> Cmd {
 /// Runs an [`evalsha`] command; loads the script once if the server lacks it
 /// (after a restart or failover) and retries.
 pub(crate) async fn run<T: FromRedisValue>(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     script: &Script,
     cmd: &Cmd,
 ) -> RedisResult<T> {

@@ -52,6 +52,16 @@
 //! exceed `max_entries` by about `max_entries / 16` per writing node between
 //! upkeeps; [`RedisCache::maintain`] enforces the bound now.
 //!
+//! # Entries that do not decode
+//!
+//! An entry whose stored bytes do not decode as `V` (written by another
+//! program, a build with another value type, or by hand) is never a crash:
+//! `get` fails with `ErrorKind::Codec` (not retryable; logged at WARN) and
+//! leaves the entry alone, so the caller learns that the data is bad rather
+//! than seeing a miss; `get_or_load` treats it as a miss: it runs the loader
+//! and overwrites the entry with the loaded value (once, no loop). `remove`,
+//! `contains` and `clear` work on it as on any entry.
+//!
 //! Every node must open a cache with the same policy (the entry format and
 //! near-cache invalidations depend on it).
 
@@ -68,7 +78,7 @@ use std::time::Duration;
 
 use mod_api::backend::check_name;
 use mod_api::cache::Loader;
-use mod_api::{async_trait, Cache, CachePolicy, Result, Value};
+use mod_api::{async_trait, Cache, CachePolicy, ErrorKind, Result, Value};
 use redis::{Cmd, Pipeline};
 
 use self::entry::{decode_entry, millis};
@@ -178,6 +188,22 @@ impl<V: Value> RedisCache<V> {
             .query_async(&mut conn)
             .await
             .map_err(redis_error)
+    }
+
+    /// `get` for `get_or_load`: an entry that does not decode counts as a
+    /// miss, so the loaded value overwrites it (see "Bad data in Redis" in the
+    /// crate docs) instead of failing every load of the key until it expires.
+    async fn get_or_miss(&self, key: &str) -> Result<Option<V>> {
+        match self.get(key).await {
+            Err(e) if e.kind() == ErrorKind::Codec => {
+                tracing::warn!(
+                    cache = %self.shared.name, key, error = %e.to_detached(),
+                    "undecodable cache entry: loading the value again to overwrite it"
+                );
+                Ok(None)
+            }
+            got => got,
+        }
     }
 
     /// How many entries the near cache holds, if there is one.
@@ -322,7 +348,7 @@ impl<V: Value> Cache<V> for RedisCache<V> {
     async fn get_or_load(&self, key: &str, loader: Loader<'_, V>) -> Result<V> {
         loop {
             let finished = self.flights.finished();
-            if let Some(v) = self.get(key).await? {
+            if let Some(v) = self.get_or_miss(key).await? {
                 return Ok(v);
             }
             match self.flights.join(key) {
@@ -335,7 +361,7 @@ impl<V: Value> Cache<V> for RedisCache<V> {
                     // A load that finished between our miss and our joining
                     // stored its value: read again (only then).
                     if self.flights.finished() != finished {
-                        if let Some(v) = self.get(key).await? {
+                        if let Some(v) = self.get_or_miss(key).await? {
                             leader.finish(&Ok(v.clone()));
                             return Ok(v);
                         }

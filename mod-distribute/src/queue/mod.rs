@@ -15,7 +15,7 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `<prefix>:queue:<name>` | stream | the log of queue `<name>`: one entry per message, field `m` = the message encoded with `mod_api::codec`; consumer groups = the queue's groups (created at id `0` by their first poll), consumers = `Consumer::name`s |
-//! | `<prefix>:queue:<name>.dlq` | stream | the dead-letter queue: the log of queue `<name>.dlq`, same layout; entries are copied there verbatim |
+//! | `<prefix>:queue:<name>.dlq` | stream | the dead-letter queue: the log of queue `<name>.dlq`, same layout; entries are copied there with their fields, plus `reason` (why) and `source_id` (the id they had) |
 //!
 //! # Behaviour
 //!
@@ -39,24 +39,34 @@
 //!   connection (never the shared one), in slices of at most half the visibility
 //!   timeout (10 ms – 1 s) so expired deliveries are noticed while waiting. A wait
 //!   cancelled mid-read may leave a delivery pending; it comes back after the
-//!   visibility timeout.
+//!   visibility timeout. A pooled connection that fails (Redis restarted) empties
+//!   the pool and the read is retried once on a new connection (`blocking.rs`):
+//!   once Redis is back, no caller sees an error from a connection that died.
 //! - `ack`: `XACK`, then the entry is deleted when every existing group has
 //!   received and acknowledged (or dead-lettered) it.
 //! - `remove`: deletes the entry only when no group's last-delivered id reaches it.
-//! - A message whose bytes do not decode as `M` is logged (`error`, with its id)
-//!   and moved, raw, to the dead-letter stream; the poll goes on with the next
-//!   message. In a dead-letter queue the same happens one level down
-//!   (`<name>.dlq.dlq`): nothing is dropped.
+//! - A message whose bytes do not decode as `M` (a poison message) is logged
+//!   once (`warn`, with its id and the error) and moved at once — not after
+//!   `max_deliveries`: decoding it again can never succeed — to the
+//!   dead-letter stream with its raw fields plus `reason` = `undecodable: …`
+//!   and `source_id`, and acked, so no consumer sees it again; the poll goes
+//!   on with the next message (`poison.rs`). A redelivered poison entry (left
+//!   pending by a crashed consumer) takes the same path. In a dead-letter
+//!   queue the same happens one level down (`<name>.dlq.dlq`): nothing is
+//!   dropped. Dead letters after `max_deliveries` carry
+//!   `reason` = `max deliveries: …` too.
 
 mod batch;
+mod blocking;
 mod ops;
+mod poison;
 mod poll;
 mod scripts;
 #[cfg(test)]
 mod tests;
 
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -65,20 +75,15 @@ use mod_api::{
     BacklogPolicy, Consumer, Delivery, Error, ErrorKind, MessageId, Offered, Queue, QueueConfig,
     Result, Value,
 };
-use redis::aio::MultiplexedConnection;
 use redis::Value as Reply;
 use tokio::time::Instant;
 
 use crate::redis_conn::{redis_error, Redis};
 use batch::Batcher;
+use blocking::BlockingReads;
 use ops::{canonical_id, eval, evalsha, Acks, Core, Offers, Raw};
-use poll::{parse_entries, Polls};
-use scripts::{DEAD_LETTER_SCRIPT, REMOVE_SCRIPT};
-
-/// Idle dedicated connections kept for blocking reads, per queue handle.
-const POOL_MAX: usize = 64;
-/// How much longer than its `BLOCK` a blocking read may take before it is abandoned.
-const BLOCK_GRACE: Duration = Duration::from_secs(2);
+use poll::Polls;
+use scripts::REMOVE_SCRIPT;
 
 /// A queue of `M` messages on a Redis stream.
 ///
@@ -92,8 +97,8 @@ pub struct RedisQueue<M> {
     acks: Batcher<Acks>,
     /// Longest slice of a blocking read, so expired deliveries are not missed.
     recheck: Duration,
-    /// Dedicated connections for `XREADGROUP BLOCK`, tagged with the endpoint epoch.
-    pool: Mutex<Vec<(u64, MultiplexedConnection)>>,
+    /// Dedicated connections for `XREADGROUP BLOCK` (`blocking.rs`).
+    blocking: BlockingReads,
     _messages: PhantomData<fn() -> M>,
 }
 
@@ -149,7 +154,7 @@ impl<M: Value> RedisQueue<M> {
             recheck: (config.visibility_timeout / 2)
                 .clamp(Duration::from_millis(10), Duration::from_secs(1)),
             config,
-            pool: Mutex::new(Vec::new()),
+            blocking: BlockingReads::default(),
             _messages: PhantomData,
         })
     }
@@ -177,7 +182,8 @@ impl<M: Value> RedisQueue<M> {
     }
 
     /// Decodes `raw`; a message that does not decode is moved to the dead-letter
-    /// stream (and `None` returned) so the consumer goes on with the next one.
+    /// stream at once (`poison.rs`, and `None` returned) so the consumer goes on
+    /// with the next one.
     async fn deliver(&self, raw: Raw, group: &str) -> Result<Option<Delivery<M>>> {
         let decoded = match &raw.bytes {
             Some(bytes) => decode::<M>(bytes),
@@ -191,15 +197,7 @@ impl<M: Value> RedisQueue<M> {
                 delivery_count: raw.count,
             })),
             Err(e) => {
-                tracing::error!(
-                    queue = %self.core.name, group, id = %raw.id, error = %e,
-                    dead_letters = %self.core.dead_letter_key,
-                    "message cannot be decoded: moved to the dead-letter queue as it is"
-                );
-                let keys = [self.core.key.as_str(), self.core.dead_letter_key.as_str()];
-                let mut cmd = evalsha(&DEAD_LETTER_SCRIPT, &keys, 2);
-                cmd.arg(group).arg(&raw.id);
-                eval(&self.core.redis, &DEAD_LETTER_SCRIPT, &cmd).await?;
+                poison::dead_letter_undecodable(&self.core, group, &raw, &e).await?;
                 Ok(None)
             }
         }
@@ -213,59 +211,6 @@ impl<M: Value> RedisQueue<M> {
             }
         }
         Ok(None)
-    }
-
-    fn pool(&self) -> MutexGuard<'_, Vec<(u64, MultiplexedConnection)>> {
-        self.pool.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Waits up to `wait` for a new entry for `consumer` (`XREADGROUP BLOCK`).
-    async fn block_raw(&self, consumer: &Consumer, wait: Duration) -> Result<Option<Raw>> {
-        let redis = &self.core.redis;
-        let epoch = redis.epoch();
-        let pooled = {
-            let mut pool = self.pool();
-            pool.retain(|(e, _)| *e == epoch);
-            pool.pop()
-        };
-        let mut conn = match pooled {
-            Some((_, conn)) => conn,
-            None => redis.dedicated().await?,
-        };
-        let millis = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(&consumer.group)
-            .arg(&consumer.name)
-            .arg("COUNT")
-            .arg(1)
-            .arg("BLOCK")
-            .arg(millis)
-            .arg("STREAMS")
-            .arg(&self.core.key)
-            .arg(">");
-        let reply = tokio::time::timeout(wait + BLOCK_GRACE, cmd.query_async::<Reply>(&mut conn));
-        let reply = match reply.await {
-            Ok(reply) => reply,
-            Err(_) => {
-                // The connection may be stuck: drop it rather than pool it.
-                tracing::warn!(queue = %self.core.name, "blocking read got no reply in time");
-                return Ok(None);
-            }
-        };
-        let reply = match reply {
-            Ok(reply) => reply,
-            // The group vanished (deleted by hand): the next poll makes it again.
-            Err(e) if e.code() == Some("NOGROUP") => Reply::Nil,
-            Err(e) => return Err(redis_error(e)),
-        };
-        {
-            let mut pool = self.pool();
-            if pool.len() < POOL_MAX {
-                pool.push((epoch, conn));
-            }
-        }
-        Ok(parse_entries(reply)?.into_iter().next())
     }
 }
 
@@ -338,7 +283,11 @@ impl<M: Value> Queue<M> for RedisQueue<M> {
             if left.is_zero() {
                 return Ok(None);
             }
-            if let Some(raw) = self.block_raw(consumer, left.min(self.recheck)).await? {
+            if let Some(raw) = self
+                .blocking
+                .read(&self.core, consumer, left.min(self.recheck))
+                .await?
+            {
                 if let Some(delivery) = self.deliver(raw, &consumer.group).await? {
                     return Ok(Some(delivery));
                 }

@@ -59,13 +59,28 @@ local function settled(key, id, done)
   return true
 end
 
--- Moves `id`, pending in `group`, to the dead-letter stream `dlq`, entry as is.
--- False when it was not pending there. Copies before it acks: a failing XADD
--- (dlq of the wrong type) stops the script before anything changed.
-local function dead_letter(key, dlq, group, id)
+-- Moves `id`, pending in `group`, to the dead-letter stream `dlq`: its fields
+-- as they are (an earlier `reason`/`source_id` replaced), then `reason` and
+-- `source_id` (its id here), so an operator sees why. False when it was not
+-- pending there. Copies before it acks: a failing XADD (dlq of the wrong type)
+-- stops the script before anything changed.
+local function dead_letter(key, dlq, group, id, reason)
   if #redis.call('XPENDING', key, group, id, id, 1) == 0 then return false end
   local e = redis.call('XRANGE', key, id, id)
-  if #e > 0 then redis.call('XADD', dlq, '*', unpack(e[1][2])) end
+  if #e > 0 then
+    local from, fields = e[1][2], {}
+    for i = 1, #from, 2 do
+      if from[i] ~= 'reason' and from[i] ~= 'source_id' then
+        fields[#fields + 1] = from[i]
+        fields[#fields + 1] = from[i + 1]
+      end
+    end
+    fields[#fields + 1] = 'reason'
+    fields[#fields + 1] = reason
+    fields[#fields + 1] = 'source_id'
+    fields[#fields + 1] = id
+    redis.call('XADD', dlq, '*', unpack(fields))
+  end
   redis.call('XACK', key, group, id)
   if #e > 0 and settled(key, id, group) then redis.call('XDEL', key, id) end
   return true
@@ -188,7 +203,8 @@ local function redeliver(group, consumer, dead)
       local id, count = p[1], tonumber(p[4])
       last = id
       if count >= max then
-        if dead_letter(key, dlq, group, id) then dead[#dead + 1] = id end
+        local why = 'max deliveries: delivered ' .. count .. ' times'
+        if dead_letter(key, dlq, group, id, why) then dead[#dead + 1] = id end
       else
         local claimed = redis.call('XCLAIM', key, group, consumer, idle, id)
         if #claimed > 0 and claimed[1][2] then
@@ -259,10 +275,10 @@ end
 return redis.call('XDEL', key, id)
 "#;
 
-/// `KEYS[1]` stream, `KEYS[2]` dead-letter stream; `ARGV` group, id.
+/// `KEYS[1]` stream, `KEYS[2]` dead-letter stream; `ARGV` group, id, reason.
 /// → 1 when moved (it was pending in the group).
 const DEAD_LETTER: &str = r#"
-if dead_letter(KEYS[1], KEYS[2], ARGV[1], ARGV[2]) then return 1 end
+if dead_letter(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3]) then return 1 end
 return 0
 "#;
 

@@ -155,7 +155,8 @@ impl RedisRegistry {
     }
 }
 
-/// `[version, encoded instance…]` → a snapshot sorted by id.
+/// `[version, encoded instance…]` → a snapshot sorted by id; instances that
+/// do not decode are left out (logged at WARN).
 fn parse_snapshot(service: &str, reply: Value) -> Result<Snapshot> {
     let bad = |what: &str| {
         tracing::warn!(%service, what, "unexpected registry snapshot reply");
@@ -174,7 +175,16 @@ fn parse_snapshot(service: &str, reply: Value) -> Result<Snapshot> {
         let Value::BulkString(bytes) = item else {
             return Err(bad("instance is not a string"));
         };
-        instances.push(decode::<Instance>(&bytes)?);
+        // One bad entry (another build's format, a hand edit) must not hide
+        // every good instance of the service: skip it, loudly. Its lease still
+        // expires, and the sweep removes it then.
+        match decode::<Instance>(&bytes) {
+            Ok(instance) => instances.push(instance),
+            Err(e) => tracing::warn!(
+                %service, error = %e.to_detached(), len = bytes.len(),
+                "undecodable registry instance skipped"
+            ),
+        }
     }
     instances.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(Snapshot {

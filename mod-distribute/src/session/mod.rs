@@ -36,6 +36,16 @@
 //! principal index; `destroy_principal` deletes every listed session and
 //! counts those that were live.
 //!
+//! # Records that do not decode
+//!
+//! A stored session whose header does not parse or whose data does not decode
+//! as `D` makes `get`, `validate`, `update` and `rotate` fail with
+//! `ErrorKind::Codec` (not retryable, logged at WARN), never a panic, and never
+//! a silent "not found": a bad record is news for the operator, not a logout.
+//! An `update` with a good header replaces the bad data; `destroy` and
+//! `destroy_principal` remove bad records like any other; and the key still
+//! expires by itself (a failed `validate` does not slide it).
+//!
 //! `rotate` and `destroy` find the principal index from the stored principal,
 //! inside the script (a key not passed in `KEYS`): fine on one Redis, to be
 //! revisited for Redis Cluster.
