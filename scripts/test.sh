@@ -38,7 +38,7 @@ say "cargo test (workspace, all features; includes the doc tests)"
 cargo test --workspace --all-features
 
 say "hostile input on the default codec (bincode; the run above used postcard)"
-cargo test -p mod-distribute --test hostile
+cargo test -p mod-distribute --test hostile --test poison
 
 say "fuzz runner, short run (100,000 inputs per target; the long run is in the README)"
 cargo run -q --all-features --example fuzz -- all 100000

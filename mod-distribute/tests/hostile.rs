@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mod_api::codec::{Codec, DefaultCodec};
 use mod_api::config::{RedisConfig, RpcConfig};
 use mod_api::{async_trait, service, Backend, CachePolicy, Config, Error, ErrorKind, Service};
 use mod_distribute::rpc::frame::{self, Frame, Request, Status};
@@ -37,26 +36,6 @@ async fn serve() -> RpcServer {
     RpcServer::bind(&RpcConfig::default(), lookup)
         .await
         .unwrap()
-}
-
-/// A length prefix claiming 2^40 bytes in the wire format of this build's
-/// codec, followed by three bytes: as a `String` argument it once made the
-/// server allocate 1 TiB and abort.
-fn length_bomb() -> Vec<u8> {
-    let mut b = Vec::new();
-    if DefaultCodec::NAME == "bincode2" {
-        b.push(0xfd);
-        b.extend_from_slice(&(1u64 << 40).to_le_bytes());
-    } else {
-        let mut n = 1u64 << 40;
-        while n >= 0x80 {
-            b.push((n as u8) | 0x80);
-            n >>= 7;
-        }
-        b.push(n as u8);
-    }
-    b.extend_from_slice(b"abc");
-    b
 }
 
 /// Reads frames from `raw` until the response to `call_id` arrives.
@@ -94,7 +73,7 @@ async fn a_length_bomb_in_a_request_is_an_error_for_that_call_only() {
     let mut raw = TcpStream::connect(&addr).await.unwrap();
     let mut out = Vec::new();
     frame::encode_hello(&mut out, b"").unwrap();
-    let bomb = length_bomb();
+    let bomb = mod_api::testkit::length_bomb();
     frame::encode_request(
         &mut out,
         &Request {

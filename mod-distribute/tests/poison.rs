@@ -158,6 +158,8 @@ async fn poison_goes_to_the_dead_letter_stream_at_once_and_good_messages_flow() 
     q.offer("c".into()).await.unwrap();
     // Well-framed, but not UTF-8: not a String.
     let wrong_type = xadd(&redis, q.key(), "m", &[0x02, 0xc3, 0x28]).await;
+    // A length prefix of 2^40: once aborted every consumer (1 TiB allocation).
+    let bomb = xadd(&redis, q.key(), "m", &mod_api::testkit::length_bomb()).await;
     q.offer("d".into()).await.unwrap();
 
     let c = Consumer::new("g", "c1");
@@ -175,11 +177,7 @@ async fn poison_goes_to_the_dead_letter_stream_at_once_and_good_messages_flow() 
     assert_eq!(got, ["a", "b", "c", "d"], "every good message, in order");
 
     let dlq = entries(&redis, "p:queue:orders.dlq").await;
-    assert_eq!(
-        dlq.len(),
-        3,
-        "the three bad entries, dead-lettered: {dlq:?}"
-    );
+    assert_eq!(dlq.len(), 4, "the four bad entries, dead-lettered: {dlq:?}");
     let reasons: Vec<String> = dlq
         .iter()
         .map(|(_, f)| String::from_utf8(field(f, "reason").expect("reason").to_vec()).unwrap())
@@ -197,7 +195,8 @@ async fn poison_goes_to_the_dead_letter_stream_at_once_and_good_messages_flow() 
         [
             poison.as_bytes(),
             fieldless.as_bytes(),
-            wrong_type.as_bytes()
+            wrong_type.as_bytes(),
+            bomb.as_bytes()
         ],
         "each names the id it had"
     );
@@ -214,7 +213,7 @@ async fn poison_goes_to_the_dead_letter_stream_at_once_and_good_messages_flow() 
     assert_eq!(q.len().await.unwrap(), 0, "settled entries left the stream");
     assert_eq!(
         ORDERS_WARNINGS.load(Ordering::SeqCst),
-        3,
+        4,
         "one WARN per poison entry"
     );
 
@@ -229,10 +228,10 @@ async fn poison_goes_to_the_dead_letter_stream_at_once_and_good_messages_flow() 
         .is_none());
     q.offer("e".into()).await.unwrap();
     assert_eq!(q.take(&c2).await.unwrap().message, "e");
-    assert_eq!(entries(&redis, "p:queue:orders.dlq").await.len(), 3);
+    assert_eq!(entries(&redis, "p:queue:orders.dlq").await.len(), 4);
     assert_eq!(
         ORDERS_WARNINGS.load(Ordering::SeqCst),
-        3,
+        4,
         "not logged again"
     );
 }

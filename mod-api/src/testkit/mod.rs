@@ -75,6 +75,27 @@ where
     }
 }
 
+/// A length prefix claiming 2^40 bytes in the wire format of this build's
+/// codec, then three bytes: as a `String` or byte buffer it once made a decoder
+/// allocate 1 TiB and abort the process. Decoding it must be a `Codec` error.
+pub fn length_bomb() -> Vec<u8> {
+    use crate::codec::{Codec, DefaultCodec};
+    let mut b = Vec::new();
+    if DefaultCodec::NAME == "bincode2" {
+        b.push(0xfd);
+        b.extend_from_slice(&(1u64 << 40).to_le_bytes());
+    } else {
+        let mut n = 1u64 << 40;
+        while n >= 0x80 {
+            b.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        b.push(n as u8);
+    }
+    b.extend_from_slice(b"abc");
+    b
+}
+
 /// A name unique within the process, for building blocks opened by a test.
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
