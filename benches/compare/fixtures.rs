@@ -60,6 +60,7 @@ pub fn node_config(url: &str, prefix: &str, node: &str, host: &[&str]) -> Config
         redis: RedisConfig {
             url: url.into(),
             prefix: prefix.into(),
+            ..RedisConfig::default()
         },
         registry: RegistryConfig::default(),
         invoke: InvokeConfig {

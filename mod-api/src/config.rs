@@ -17,7 +17,7 @@
 //! sweep = "1s"                 # how often expired instances are removed
 //!
 //! [redis]                      # distributed package
-//! url = "redis://127.0.0.1:6379"
+//! url = "redis://127.0.0.1:6379"  # user:password@ for AUTH/ACL; rediss:// for TLS
 //! prefix = "modkit"
 //!
 //! [rpc]                        # distributed package
@@ -55,6 +55,7 @@
 //! | `MODKIT_COLOCATE` | `invoke.colocate` (`true`/`false`) |
 //! | `MODKIT_REGISTRY_TTL`, `MODKIT_REGISTRY_SWEEP` | `registry.ttl`, `registry.sweep` |
 //! | `MODKIT_REDIS_URL`, `MODKIT_REDIS_PREFIX` | `redis.url`, `redis.prefix` |
+//! | `MODKIT_REDIS_TLS_CA`, `MODKIT_REDIS_TLS_CERT`, `MODKIT_REDIS_TLS_KEY` | `redis.tls.*` |
 //! | `MODKIT_RPC_LISTEN`, `MODKIT_RPC_ADVERTISE`, `MODKIT_RPC_SECRET`, `MODKIT_RPC_MAX_FRAME_BYTES` | `rpc.*` |
 //! | `MODKIT_RPC_MAX_QUEUED_REPLY_BYTES`, `MODKIT_RPC_MAX_CALLS_PER_CONNECTION`, `MODKIT_RPC_MAX_CONNECTIONS`, `MODKIT_RPC_IDLE_TIMEOUT`, `MODKIT_RPC_FRAME_TIMEOUT` | `rpc.*` limits |
 //! | `MODKIT_RPC_INSECURE` (`1`/`0`) | `rpc.insecure` |
@@ -168,10 +169,14 @@ impl Default for RegistryConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
-    /// Connection URL.
+    /// Connection URL: `redis://[user][:password]@host:port[/db]`, or
+    /// `rediss://…` for TLS. User and password (Redis AUTH / ACL) are passed
+    /// to Redis as they are and never logged.
     pub url: String,
     /// Every key modkit writes starts with `<prefix>:`.
     pub prefix: String,
+    /// Certificates for a `rediss://` URL; without it, the system's trusted roots.
+    pub tls: Option<RedisTlsConfig>,
 }
 
 impl Default for RedisConfig {
@@ -179,8 +184,21 @@ impl Default for RedisConfig {
         RedisConfig {
             url: "redis://127.0.0.1:6379".into(),
             prefix: "modkit".into(),
+            tls: None,
         }
     }
+}
+
+/// TLS files for Redis (`[redis.tls]`, PEM), used with a `rediss://` URL.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisTlsConfig {
+    /// CA that signed the Redis server's certificate (instead of the system roots).
+    pub ca: Option<PathBuf>,
+    /// Client certificate chain, for a server with `tls-auth-clients yes`.
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key.
+    pub key: Option<PathBuf>,
 }
 
 impl Config {
@@ -247,6 +265,15 @@ impl Config {
         }
         if let Some(v) = var("MODKIT_REDIS_URL") {
             self.redis.url = v;
+        }
+        if let Some(v) = var("MODKIT_REDIS_TLS_CA") {
+            self.redis.tls.get_or_insert_with(Default::default).ca = Some(v.into());
+        }
+        if let Some(v) = var("MODKIT_REDIS_TLS_CERT") {
+            self.redis.tls.get_or_insert_with(Default::default).cert = Some(v.into());
+        }
+        if let Some(v) = var("MODKIT_REDIS_TLS_KEY") {
+            self.redis.tls.get_or_insert_with(Default::default).key = Some(v.into());
         }
         if let Some(v) = var("MODKIT_REDIS_PREFIX") {
             self.redis.prefix = v;

@@ -70,7 +70,7 @@ impl Distributed {
     pub async fn start(config: Config) -> Result<Distributed> {
         let node_id = config.node_id();
         rpc::check_config(&config.rpc)?;
-        let redis = Redis::connect(&config.redis.url, &config.redis.prefix).await?;
+        let redis = Redis::connect_with(&config.redis).await?;
         let registry = RedisRegistry::start(redis.clone(), config.registry.sweep).await?;
         let near = NearHub::start(redis.clone()).await?;
         let remote = Arc::new(DistributedRemote::new(
@@ -80,7 +80,7 @@ impl Distributed {
             config.registry.ttl,
             registry.clone(),
         ));
-        tracing::info!(node_id = %node_id, redis = %config.redis.url, "distributed node started");
+        tracing::info!(node_id = %node_id, redis = %redis_conn::redact(&config.redis.url), "distributed node started");
         Ok(Distributed {
             inner: Arc::new(Inner {
                 node_id,

@@ -12,11 +12,16 @@
 //! map to modkit's kinds in [`redis_error`] (`errors.rs`: a request the server
 //! calls bad is never retryable).
 
+mod endpoint;
 mod errors;
 mod guarded;
 
+pub use endpoint::redact;
 pub use errors::redis_error;
 pub use guarded::Conn;
+
+use endpoint::TlsFiles;
+use mod_api::config::RedisConfig;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
@@ -34,6 +39,8 @@ pub struct Redis {
 
 struct Inner {
     prefix: String,
+    /// `[redis.tls]`, for every endpoint this handle opens.
+    tls: Option<TlsFiles>,
     state: RwLock<Endpoint>,
 }
 
@@ -51,7 +58,7 @@ impl std::fmt::Debug for Redis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = self.endpoint();
         f.debug_struct("Redis")
-            .field("url", &state.url)
+            .field("url", &redact(&state.url))
             .field("prefix", &self.inner.prefix)
             .field("epoch", &state.epoch)
             .finish()
@@ -62,15 +69,23 @@ impl std::fmt::Debug for Redis {
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-async fn open(url: &str) -> Result<(Client, ConnectionManager, Arc<AtomicU64>)> {
-    let client = Client::open(url)
-        .map_err(|e| Error::config(format!("invalid redis url {url:?}")).with_source(e))?;
+async fn open(
+    url: &str,
+    tls: Option<&TlsFiles>,
+) -> Result<(Client, ConnectionManager, Arc<AtomicU64>)> {
+    let client = endpoint::client(url, tls)?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(RESPONSE_TIMEOUT))
         .set_number_of_retries(3)
         .set_max_delay(Duration::from_secs(1));
     let mut manager = ConnectionManager::new_with_config(client.clone(), config)
+        .await
+        .map_err(redis_error)?;
+    // A first command now: a missing or wrong password shows here, with the
+    // URL, rather than at some later command.
+    redis::cmd("PING")
+        .query_async::<()>(&mut manager)
         .await
         .map_err(redis_error)?;
     let limit = guarded::read_limit(&mut manager)
@@ -81,17 +96,35 @@ async fn open(url: &str) -> Result<(Client, ConnectionManager, Arc<AtomicU64>)> 
 
 impl Redis {
     /// Connects to `url`; every key this handle makes starts with `<prefix>:`.
+    /// A `rediss://` URL is verified against the system's trusted roots.
     pub async fn connect(url: &str, prefix: &str) -> Result<Redis> {
+        Self::open_with(url, prefix, None).await
+    }
+
+    /// Connects as `config` says: URL (with AUTH user and password, if any),
+    /// prefix, and the TLS files of `[redis.tls]` for a `rediss://` URL.
+    pub async fn connect_with(config: &RedisConfig) -> Result<Redis> {
+        let tls = config.tls.as_ref().map(TlsFiles::read).transpose()?;
+        Self::open_with(&config.url, &config.prefix, tls).await
+    }
+
+    async fn open_with(url: &str, prefix: &str, tls: Option<TlsFiles>) -> Result<Redis> {
         if prefix.is_empty() || prefix.contains(char::is_whitespace) {
             return Err(Error::config(format!(
                 "invalid redis key prefix {prefix:?}"
             )));
         }
-        let (client, manager, limit) = open(url).await?;
-        tracing::info!(%url, %prefix, "connected to redis");
+        let (client, manager, limit) = open(url, tls.as_ref()).await.map_err(|e| {
+            let at = format!("cannot connect to redis at {}", redact(url));
+            Error::new(e.kind(), at)
+                .with_retryable(e.is_retryable())
+                .with_source(e)
+        })?;
+        tracing::info!(url = %redact(url), %prefix, "connected to redis");
         Ok(Redis {
             inner: Arc::new(Inner {
                 prefix: prefix.to_owned(),
+                tls,
                 state: RwLock::new(Endpoint {
                     url: url.to_owned(),
                     client,
@@ -175,10 +208,10 @@ impl Redis {
     ///
     /// Connections already handed out keep their old endpoint until dropped.
     pub async fn switch_to(&self, url: &str) -> Result<u64> {
-        let (client, manager, limit) = open(url).await?;
+        let (client, manager, limit) = open(url, self.inner.tls.as_ref()).await?;
         let mut state = self.inner.state.write().unwrap_or_else(|e| e.into_inner());
         state.epoch += 1;
-        tracing::warn!(from = %state.url, to = %url, epoch = state.epoch, "redis endpoint switched");
+        tracing::warn!(from = %redact(&state.url), to = %redact(url), epoch = state.epoch, "redis endpoint switched");
         *state = Endpoint {
             url: url.to_owned(),
             client,

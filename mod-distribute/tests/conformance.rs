@@ -29,6 +29,7 @@ impl Harness for RedisHarness {
             redis: RedisConfig {
                 url: self.server.url(),
                 prefix: "conformance".into(),
+                ..RedisConfig::default()
             },
             registry: RegistryConfig {
                 sweep: Duration::from_millis(50),

@@ -127,6 +127,7 @@ async fn an_oversized_cache_value_never_reaches_redis() {
         redis: RedisConfig {
             url: redis.url(),
             prefix: "hostile".into(),
+            ..RedisConfig::default()
         },
         ..Config::default()
     };

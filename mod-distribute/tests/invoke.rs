@@ -40,6 +40,7 @@ async fn node(redis: &RedisServer, id: &str, host: &[&str], invoke: InvokeConfig
         redis: RedisConfig {
             url: redis.url(),
             prefix: "invoke".into(),
+            ..RedisConfig::default()
         },
         registry: RegistryConfig {
             ttl: Duration::from_secs(5),

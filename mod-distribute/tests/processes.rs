@@ -36,6 +36,7 @@ fn config(redis_url: &str, node: &str, host: &[&str]) -> Config {
         redis: RedisConfig {
             url: redis_url.into(),
             prefix: "processes".into(),
+            ..RedisConfig::default()
         },
         registry: RegistryConfig {
             ttl: Duration::from_secs(2),

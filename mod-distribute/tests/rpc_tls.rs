@@ -13,13 +13,13 @@ use mod_api::testkit::eventually;
 use mod_api::{async_trait, service, Backend, Config, Error, ErrorKind, Service};
 use mod_distribute::rpc::{not_sent, Dispatchers, RpcClient, RpcServer, RpcTransport};
 use mod_distribute::{Distributed, RedisServer};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair,
-};
 use rustls::pki_types::pem::PemObject;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+mod pki;
+use pki::Pki;
+use rcgen::ExtendedKeyUsagePurpose;
 
 #[service(crate = mod_api, name = "test.Tls")]
 pub trait Secure {
@@ -43,68 +43,6 @@ impl Secure for Impl {
 }
 
 const FIVE: Duration = Duration::from_secs(5);
-
-/// A CA, and the PEM files of certificates it issued, in a temporary folder.
-struct Pki {
-    dir: tempfile::TempDir,
-    ca: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Pki {
-    fn new(name: &str) -> Pki {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        let pki = Pki {
-            dir: tempfile::tempdir().unwrap(),
-            ca,
-        };
-        std::fs::write(pki.path("ca.pem"), pki.ca.pem()).unwrap();
-        pki
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.dir.path().join(file)
-    }
-
-    /// Issues a certificate for `names`; returns the paths of its chain and key.
-    fn issue(
-        &self,
-        file: &str,
-        names: &[&str],
-        usage: ExtendedKeyUsagePurpose,
-    ) -> (PathBuf, PathBuf) {
-        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        let mut params = CertificateParams::new(names).unwrap();
-        params.extended_key_usages = vec![usage];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.ca).unwrap();
-        let (cert_path, key_path) = (
-            self.path(&format!("{file}.pem")),
-            self.path(&format!("{file}.key")),
-        );
-        std::fs::write(&cert_path, cert.pem()).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
-        (cert_path, key_path)
-    }
-
-    fn server(&self) -> (PathBuf, PathBuf) {
-        self.issue(
-            "server",
-            &["localhost", "127.0.0.1"],
-            ExtendedKeyUsagePurpose::ServerAuth,
-        )
-    }
-
-    fn client(&self) -> (PathBuf, PathBuf) {
-        self.issue(
-            "client",
-            &["client.test"],
-            ExtendedKeyUsagePurpose::ClientAuth,
-        )
-    }
-}
 
 fn server_config(pki: &Pki, client_ca: Option<&Path>) -> RpcConfig {
     let (cert, key) = pki.server();
@@ -441,6 +379,7 @@ async fn two_distributed_nodes_call_each_other_over_mutual_tls() {
         redis: RedisConfig {
             url: redis.url(),
             prefix: "tls".into(),
+            ..RedisConfig::default()
         },
         registry: RegistryConfig {
             ttl: Duration::from_secs(5),
