@@ -19,8 +19,8 @@ fn round_trip_and_garbage() {
 
 /// A bincode length prefix of 2^40 (`fd` + u64 LE), then a few bytes.
 fn bincode_bomb() -> Vec<u8> {
-    let mut b = vec![0xfd];
-    b.extend_from_slice(&(1u64 << 40).to_le_bytes());
+    let mut b = Bincode::encode(&(1u64 << 40)).unwrap();
+    assert_eq!(b[0], 0xfd);
     b.extend_from_slice(b"abc");
     b
 }
@@ -80,14 +80,9 @@ fn valid_values_of_every_size_decode() {
 #[cfg(feature = "postcard")]
 #[test]
 fn postcard_length_bombs_are_codec_errors() {
-    // LEB128 varint of 2^40, then a few bytes.
-    let mut bomb = Vec::new();
-    let mut n = 1u64 << 40;
-    while n >= 0x80 {
-        bomb.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    bomb.push(n as u8);
+    // LEB128 varint of 2^40 (a length prefix is written as a u64 is), then a few bytes.
+    let mut bomb = Postcard::encode(&(1u64 << 40)).unwrap();
+    assert_eq!(bomb.len(), 6);
     bomb.extend_from_slice(b"abc");
     for r in [
         Postcard::decode::<String>(&bomb).map(drop),
