@@ -11,8 +11,12 @@ use std::fmt;
 use super::frame::{self, FrameError, Head, HEAD_LEN, LEN_PREFIX};
 use super::stream::ReadSock;
 
-/// Read buffer per connection: many small frames per `read` syscall.
+/// Read buffer per connection: many small frames per `read` syscall. It starts
+/// at `FIRST_BUFFER` and doubles (up to `BUFFER`) whenever a read fills it, so
+/// a busy connection soon reads 64 KiB per syscall while an idle one (a
+/// thousand of them, say) holds 4 KiB each.
 const BUFFER: usize = 64 * 1024;
+const FIRST_BUFFER: usize = 4 * 1024;
 
 /// A frame that is complete in the buffer: its head and the rest of its body.
 pub(crate) enum Ready<'a> {
@@ -89,7 +93,7 @@ impl FrameReader {
     pub(crate) fn new(rd: ReadSock, max: usize) -> Self {
         FrameReader {
             rd,
-            buf: vec![0u8; BUFFER].into_boxed_slice(),
+            buf: vec![0u8; FIRST_BUFFER].into_boxed_slice(),
             start: 0,
             end: 0,
             large: None,
@@ -190,12 +194,17 @@ impl FrameReader {
                 self.end -= self.start;
                 self.start = 0;
             }
+            let room = self.buf.len() - self.end;
             let n = self
                 .rd
                 .read(&mut self.buf[self.end..])
                 .await
                 .map_err(ReadError::Io)?;
             self.end += n;
+            if n == room && self.buf.len() < BUFFER {
+                // The read was cut short by the buffer: more is coming.
+                self.grow();
+            }
             n
         };
         match (n, partial) {
@@ -203,6 +212,16 @@ impl FrameReader {
             (0, true) => Err(ReadError::Truncated),
             _ => Ok(true),
         }
+    }
+
+    /// Doubles the buffer (at most [`BUFFER`]), keeping the unread bytes.
+    fn grow(&mut self) {
+        let mut bigger = vec![0u8; (self.buf.len() * 2).min(BUFFER)].into_boxed_slice();
+        let unread = self.end - self.start;
+        bigger[..unread].copy_from_slice(&self.buf[self.start..self.end]);
+        self.buf = bigger;
+        self.start = 0;
+        self.end = unread;
     }
 
     /// Waits for the next complete frame and returns its head and rest (used for
