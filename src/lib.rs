@@ -22,10 +22,10 @@ pub use mod_distribute as distribute;
 pub mod prelude {
     pub use crate::App;
     pub use mod_api::{
-        async_trait, service, Backend, BacklogPolicy, Cache, CacheExt, CachePolicy, Config,
-        Consumer, Delivery, Error, ErrorKind, Instance, MessageId, Offered, Queue, QueueConfig,
-        QueueExt, Registry, RegistryExt, Result, Service, Session, SessionConfig, SessionId,
-        SessionStore, Status,
+        async_trait, service, AppError, Backend, BacklogPolicy, Cache, CacheExt, CachePolicy,
+        Config, Consumer, Delivery, Error, ErrorKind, Instance, MessageId, Offered, Queue,
+        QueueConfig, QueueExt, Registry, RegistryExt, Result, Service, Session, SessionConfig,
+        SessionId, SessionStore, Status,
     };
 }
 

@@ -10,12 +10,14 @@
 
 #![warn(missing_docs)]
 
+pub mod app_error;
 pub mod backend;
 pub mod cache;
 pub mod codec;
 pub mod config;
 pub mod error;
 pub mod flight;
+mod generated;
 pub mod invoke;
 pub mod queue;
 pub mod registry;
@@ -23,6 +25,7 @@ pub mod session;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use app_error::AppError;
 pub use async_trait::async_trait;
 pub use backend::{Backend, BackendKind};
 pub use cache::{Cache, CacheExt, CachePolicy, NearCachePolicy};
@@ -67,7 +70,8 @@ impl<T: Wire + Clone + Sync> Value for T {}
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be the error type of a modkit service method",
     label = "must implement `From<modkit::Error>` and `Serialize + DeserializeOwned`",
-    note = "transport failures surface in the method's own error type: add `impl From<modkit::Error> for {Self}`"
+    note = "transport failures surface in the method's own error type: use `modkit::AppError<{Self}>` \
+            (variants `App({Self})` and `Platform(modkit::Error)`), or, for your own type, add `impl From<modkit::Error> for {Self}`"
 )]
 pub trait ServiceError: From<Error> + Wire {}
 impl<T: From<Error> + Wire> ServiceError for T {}
@@ -79,8 +83,5 @@ pub mod __private {
     pub use async_trait::async_trait;
     pub use tracing;
 
-    /// Compile-time check that a type may cross the wire.
-    pub const fn assert_wire<T: crate::Wire>() {}
-    /// Compile-time check of a service error type.
-    pub const fn assert_service_error<T: crate::ServiceError>() {}
+    pub use crate::generated::*;
 }
