@@ -149,6 +149,33 @@ impl App {
         self.container().provide(service).await
     }
 
+    /// Whether this process hosts service `S` (see [`Container::hosts`]): in
+    /// the monolith always; in the distributed package when the host list
+    /// (`MODKIT_HOST`, `[invoke] host`) names it. Use it to run work that
+    /// belongs with a service, such as its queue worker, only where it is hosted.
+    ///
+    /// ```
+    /// use modkit::prelude::*;
+    ///
+    /// #[service(name = "todo.Notes")]
+    /// pub trait Notes {
+    ///     async fn count(&self) -> Result<u64, Error>;
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> modkit::Result<()> {
+    /// let app = App::start(Config::default()).await?;
+    /// if app.hosts::<dyn Notes>() {
+    ///     // start the notes worker here
+    /// }
+    /// # assert!(app.hosts::<dyn Notes>());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn hosts<S: Service + ?Sized>(&self) -> bool {
+        self.container().hosts::<S>()
+    }
+
     /// Gets service `S`: the object itself when hosted here, else a client (see [`Container::get`]).
     pub fn get<S: Service + ?Sized>(&self) -> Result<Arc<S>> {
         self.container().get::<S>()

@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use mod_api::{
-    async_trait, service, AppError, Container, Error, ErrorKind, Loopback, MethodInfo, Service,
+    async_trait, service, AppError, Container, Error, ErrorKind, Loopback, MethodInfo, Remote,
+    Service,
 };
 use serde::{Deserialize, Serialize};
 
@@ -255,6 +256,33 @@ async fn app_error_carries_business_and_platform_errors() {
     let err = nobody.reserve("tea".into()).await.unwrap_err();
     assert_eq!(err.kind(), Some(ErrorKind::NotFound));
     assert!(err.app().is_none());
+}
+
+/// A remote that hosts only `test.cart`.
+struct HostsCart;
+
+#[async_trait]
+impl Remote for HostsCart {
+    fn hosts(&self, service: &str) -> bool {
+        service == "test.cart"
+    }
+
+    async fn serve(&self, _: &'static str, _: Arc<dyn mod_api::Dispatch>) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn transport(&self, _: &'static str) -> Result<Arc<dyn mod_api::Transport>, Error> {
+        Ok(Arc::new(Loopback::new()))
+    }
+}
+
+#[test]
+fn hosts_asks_the_remote_by_trait() {
+    let container = Container::with_remote(Arc::new(HostsCart));
+    assert!(container.hosts::<dyn Cart>());
+    assert!(!container.hosts::<dyn Ping>());
+    // Without a remote, everything provided runs here.
+    assert!(Container::new().hosts::<dyn Ping>());
 }
 
 #[test]
