@@ -86,11 +86,11 @@ impl<T> DecodeUnchecked<T> for &Tag<T> {
 /// Turns a transport failure into a method's error type `E: From<Error>`.
 pub trait FromPlatform<E> {
     /// `E::from(err)`.
-    fn from_platform(&self, err: Error) -> E;
+    fn wrap_platform(&self, err: Error) -> E;
 }
 
 impl<E: From<Error>> FromPlatform<E> for Tag<E> {
-    fn from_platform(&self, err: Error) -> E {
+    fn wrap_platform(&self, err: Error) -> E {
         E::from(err)
     }
 }
@@ -98,11 +98,11 @@ impl<E: From<Error>> FromPlatform<E> for Tag<E> {
 /// The fallback of [`FromPlatform`] (never runs).
 pub trait FromPlatformUnchecked<E> {
     /// Unreachable: without `E: From<Error>` the crate does not compile.
-    fn from_platform(&self, err: Error) -> E;
+    fn wrap_platform(&self, err: Error) -> E;
 }
 
 impl<E> FromPlatformUnchecked<E> for &Tag<E> {
-    fn from_platform(&self, _: Error) -> E {
+    fn wrap_platform(&self, _: Error) -> E {
         // No value of `E` can be made here; the failed assertion keeps every
         // binary that contains this call from being built.
         unreachable!("{UNCHECKED}")

@@ -28,7 +28,7 @@ pub mod testkit;
 pub use app_error::AppError;
 pub use async_trait::async_trait;
 pub use backend::{Backend, BackendKind};
-pub use cache::{Cache, CacheExt, CachePolicy, NearCachePolicy};
+pub use cache::{Cache, CacheExt, CachePolicy, Cas, NearCachePolicy};
 pub use codec::{Codec, DefaultCodec};
 pub use config::Config;
 pub use error::{Error, ErrorKind, Result};

@@ -127,7 +127,7 @@ fn client(krate: &Path, item: &ItemTrait, name: &str, methods: &[Method]) -> Tok
         let args = arg_idents(m);
         let tag = |ty: TokenStream| quote! { (&#krate::__private::Tag::<#ty>::new()) };
         let into_err = tag(err.to_token_stream());
-        let into_err = quote! { #into_err.from_platform };
+        let into_err = quote! { #into_err.wrap_platform };
         let encode = tag(quote! { (#(#tys,)*) });
         let encode = quote! { #encode.encode_wire(&(#(#args,)*)) };
         let decode = tag(quote! { ::core::result::Result<#ok, #err> });
