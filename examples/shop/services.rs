@@ -62,8 +62,6 @@ impl std::fmt::Display for ShopError {
     }
 }
 
-impl std::error::Error for ShopError {}
-
 /// The product catalog, read through a cache.
 #[service(name = "shop.Catalog")]
 pub trait Catalog {

@@ -111,10 +111,13 @@ impl<E: fmt::Display> fmt::Display for AppError<E> {
     }
 }
 
-impl<E: std::error::Error + 'static> std::error::Error for AppError<E> {
+// `Display + Debug` rather than `Error`, so that `AppError<String>` is an
+// error too (`?` into `Box<dyn Error>`); the application error's own source
+// chain is then not reachable, its `Display` is.
+impl<E: fmt::Debug + fmt::Display> std::error::Error for AppError<E> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            AppError::App(e) => e.source(),
+            AppError::App(_) => None,
             AppError::Platform(e) => std::error::Error::source(e),
         }
     }

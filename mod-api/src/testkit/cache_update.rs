@@ -26,6 +26,7 @@ macro_rules! __conformance_cache_update {
             cas_is_a_read_for_tti,
             cas_keeps_a_near_cache_coherent,
             try_loader_returns_the_callers_error_and_stores_nothing,
+            try_loader_waiters_get_a_retryable_platform_error,
             optional_loader_none_is_not_cached,
             optional_loader_none_is_shared_by_concurrent_misses,
         );
@@ -217,6 +218,45 @@ pub async fn try_loader_returns_the_callers_error_and_stores_nothing<H: Harness>
         .unwrap();
     assert_eq!(v, "ada");
     assert_eq!(c.get("k").await.unwrap().as_deref(), Some("ada"));
+}
+
+/// Concurrent misses run one `try_get_or_insert_with` loader; when it fails,
+/// its caller gets its own error and the waiters a retryable platform error
+/// of kind `Internal` that quotes it.
+pub async fn try_loader_waiters_get_a_retryable_platform_error<H: Harness>(h: &H) {
+    let node = h.node().await;
+    let c: Arc<dyn Cache<String>> = open(&node, &unique("load"), CachePolicy::new());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let (c, calls) = (c.clone(), calls.clone());
+        tasks.push(tokio::spawn(async move {
+            c.try_get_or_insert_with("k", || async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Err::<String, _>(AppError::App("locked".to_string()))
+            })
+            .await
+        }));
+    }
+    let (mut own, mut waiters) = (0, 0);
+    for task in tasks {
+        match task.await.expect("task").unwrap_err() {
+            AppError::App(e) => {
+                assert_eq!(e, "locked");
+                own += 1;
+            }
+            AppError::Platform(e) => {
+                assert_eq!(e.kind(), ErrorKind::Internal);
+                assert!(e.is_retryable(), "{e}");
+                assert!(e.message().contains("locked"), "{e}");
+                waiters += 1;
+            }
+        }
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "loader ran more than once");
+    assert_eq!((own, waiters), (1, 5));
+    assert!(!c.contains("k").await.unwrap());
 }
 
 /// `None` from an optional loader is `None` for the caller and caches
