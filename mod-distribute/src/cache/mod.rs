@@ -396,4 +396,6 @@ impl<V: Value> Cache<V> for RedisCache<V> {
 }
 
 #[cfg(test)]
+mod cas_tests;
+#[cfg(test)]
 mod tests;
