@@ -24,7 +24,7 @@
 //!
 //! moka's own compute calls exclude each other but not plain inserts, so
 //! every write of a key (`set`, `set_with_ttl`, `remove`, a `get_or_load`
-//! fill, `compare_and_set`) holds one of [`STRIPES`] mutexes, picked by the
+//! fill, `compare_and_set`) holds one of 64 mutexes, picked by the
 //! key's hash, for the moka call alone (never across an await): a
 //! compare-and-set's read and write are then one step for every writer, as
 //! the Redis script is. Reads take no lock.
