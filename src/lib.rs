@@ -22,7 +22,7 @@ pub use mod_distribute as distribute;
 pub mod prelude {
     pub use crate::App;
     pub use mod_api::{
-        async_trait, service, AppError, Backend, BacklogPolicy, Cache, CacheExt, CachePolicy,
+        async_trait, service, AppError, Backend, BacklogPolicy, Cache, CacheExt, CachePolicy, Cas,
         Config, Consumer, Delivery, Error, ErrorKind, Instance, MessageId, Offered, Queue,
         QueueConfig, QueueExt, Registry, RegistryExt, Result, Service, Session, SessionConfig,
         SessionId, SessionStore, Status,

@@ -133,3 +133,15 @@ async fn a_cancelled_loader_hands_over_to_a_waiter() {
     assert_eq!(waiter.await.unwrap().unwrap(), 7);
     assert_eq!(c.get("k").await.unwrap(), Some(7));
 }
+
+/// `compare_and_set` needs `V: PartialEq`; a cache of other values still
+/// exists as a `dyn Cache` (the method's bound keeps it out of reach only).
+#[tokio::test]
+async fn values_without_partial_eq_still_make_a_cache() {
+    #[derive(Clone, serde::Serialize, serde::Deserialize)]
+    struct Opaque(u8);
+    let c: std::sync::Arc<dyn Cache<Opaque>> =
+        std::sync::Arc::new(MokaCache::new("opaque", &CachePolicy::new()));
+    c.set("k", Opaque(7)).await.unwrap();
+    assert_eq!(c.get("k").await.unwrap().map(|o| o.0), Some(7));
+}
