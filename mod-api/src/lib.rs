@@ -52,6 +52,9 @@ use serde::Serialize;
     note = "add `#[derive(serde::Serialize, serde::Deserialize)]` to the type"
 )]
 pub trait Wire: Serialize + DeserializeOwned + Send + 'static {}
+// One error naming `Wire` (whose message lists what it needs) rather than one
+// per unmet serde bound, each with a list of unrelated implementors.
+#[diagnostic::do_not_recommend]
 impl<T: Serialize + DeserializeOwned + Send + 'static> Wire for T {}
 
 /// A value kept by a building block (cache entry, session data, queue message):
@@ -63,6 +66,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Wire for T {}
     note = "derive `Clone`, `serde::Serialize` and `serde::Deserialize` for it"
 )]
 pub trait Value: Wire + Clone + Sync {}
+#[diagnostic::do_not_recommend]
 impl<T: Wire + Clone + Sync> Value for T {}
 
 /// The error type of a service method: it must absorb transport failures
