@@ -266,18 +266,31 @@ fn dispatcher(krate: &Path, item: &ItemTrait, name: &str, methods: &[Method]) ->
     }
 }
 
-/// One check per argument, result and error type, each spanned at its type so
-/// that a failed bound points there. A type without serde derives fails one
-/// check (`Serialize`), not one per missing trait (see `__private::CheckWire`).
+/// One check per argument, result and error type, each spanned at its first
+/// use so that a failed bound points there; a type used again is not checked
+/// again (one error per faulty type, not per use). A type without serde
+/// derives fails one check (`Serialize`), not one per missing trait (see
+/// `__private::CheckWire`).
 fn checks(krate: &Path, methods: &[Method]) -> TokenStream {
-    let calls = methods.iter().flat_map(|m| {
-        let wire = m.args.iter().chain([&m.ok, &m.err]).map(|ty| {
-            quote_spanned! {ty.span()=> (&#krate::__private::Tag::<#ty>::new()).check_wire(); }
-        });
+    let mut seen = std::collections::HashSet::new();
+    let mut first =
+        |kind: &str, ty: &syn::Type| seen.insert(format!("{kind} {}", ty.to_token_stream()));
+    let mut calls = Vec::new();
+    for m in methods {
+        for ty in m.args.iter().chain([&m.ok, &m.err]) {
+            if first("wire", ty) {
+                calls.push(quote_spanned! {ty.span()=>
+                    (&#krate::__private::Tag::<#ty>::new()).check_wire();
+                });
+            }
+        }
         let err = &m.err;
-        let err = quote_spanned! {err.span()=> #krate::__private::assert_from_platform::<#err>(); };
-        wire.chain([err]).collect::<Vec<_>>()
-    });
+        if first("error", err) {
+            calls.push(quote_spanned! {err.span()=>
+                #krate::__private::assert_from_platform::<#err>();
+            });
+        }
+    }
     quote! {
         const _: () = {
             // Type-checked, never called.
