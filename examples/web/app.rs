@@ -40,7 +40,8 @@ pub async fn provide(app: &App) -> Result<()> {
 
 /// The application's router over `app`, its sessions in the store `web.sessions`.
 pub fn router(app: &App, sessions: SessionConfig, cookie: CookieConfig) -> Result<Router> {
-    let layer = SessionLayer::<Profile>::from_app(app, "web.sessions", sessions)?.with_cookie(cookie)?;
+    let layer =
+        SessionLayer::<Profile>::from_app(app, "web.sessions", sessions)?.with_cookie(cookie)?;
     Ok(Router::new()
         .route("/", get(|| async { Redirect::to("/hello") }))
         .route("/login", get(login_form).post(login))
@@ -61,7 +62,10 @@ struct LoginForm {
     password: String,
 }
 
-async fn login(session: WebSession<Profile>, Form(form): Form<LoginForm>) -> Result<Response, WebError> {
+async fn login(
+    session: WebSession<Profile>,
+    Form(form): Form<LoginForm>,
+) -> Result<Response, WebError> {
     let known = USERS
         .iter()
         .any(|(user, password)| *user == form.user && *password == form.password);
@@ -77,11 +81,16 @@ async fn login(session: WebSession<Profile>, Form(form): Form<LoginForm>) -> Res
     Ok(Redirect::to("/hello").into_response())
 }
 
-async fn hello(session: WebSession<Profile>, greeter: Svc<dyn Greeter>) -> Result<Response, WebError> {
+async fn hello(
+    session: WebSession<Profile>,
+    greeter: Svc<dyn Greeter>,
+) -> Result<Response, WebError> {
     let Some(s) = session.get().await? else {
         return Ok(Redirect::to("/login").into_response());
     };
-    let greeting = greeter.greet(s.principal.clone(), s.data.nickname.clone()).await?;
+    let greeting = greeter
+        .greet(s.principal.clone(), s.data.nickname.clone())
+        .await?;
     let page = pages::hello(&greeting.text, greeting.visits, &s.data.nickname, s.version);
     Ok(Html(page).into_response())
 }
@@ -92,7 +101,10 @@ struct NicknameForm {
     nickname: String,
 }
 
-async fn nickname(session: WebSession<Profile>, Form(form): Form<NicknameForm>) -> Result<Response, WebError> {
+async fn nickname(
+    session: WebSession<Profile>,
+    Form(form): Form<NicknameForm>,
+) -> Result<Response, WebError> {
     let chars = form.nickname.chars().count();
     if !(1..=40).contains(&chars) || form.nickname.chars().any(char::is_control) {
         return Err(Error::invalid_input("a nickname has 1 to 40 printable characters").into());

@@ -46,7 +46,11 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let listen = std::env::var("MODKIT_WEB_LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     let addr = listener.local_addr()?;
-    println!("web: {} package, http://localhost:{}/ (Ctrl-C stops)", app.kind(), addr.port());
+    println!(
+        "web: {} package, http://localhost:{}/ (Ctrl-C stops)",
+        app.kind(),
+        addr.port()
+    );
     axum::serve(listener, router)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -29,7 +29,11 @@ fn page(title: &str, body: &str) -> String {
 pub fn login(problem: Option<&str>) -> String {
     let mut body = String::new();
     if let Some(problem) = problem {
-        let _ = writeln!(body, "<p id=\"problem\" style=\"color: #b00\">{}</p>", escape(problem));
+        let _ = writeln!(
+            body,
+            "<p id=\"problem\" style=\"color: #b00\">{}</p>",
+            escape(problem)
+        );
     }
     body.push_str(
         "<form method=\"post\" action=\"/login\">\n\

@@ -182,7 +182,11 @@ impl CookieConfig {
     pub(crate) fn read(&self, headers: &HeaderMap) -> Incoming {
         let mut seen = false;
         for value in headers.get_all(header::COOKIE) {
-            let Ok(text) = value.to_str() else { continue };
+            // UTF-8, not only visible ASCII: a garbled cookie of ours is still
+            // found, so it can be flagged and cleared.
+            let Ok(text) = std::str::from_utf8(value.as_bytes()) else {
+                continue;
+            };
             for c in cookie::Cookie::split_parse(text).flatten() {
                 if c.name() != self.name {
                     continue;
@@ -261,10 +265,18 @@ mod tests {
         cfg.check().unwrap();
         let text = cfg.set(&id, Some(90)).to_str().unwrap().to_owned();
         assert!(text.starts_with(&format!("app.sid={id}")), "{text}");
-        for attr in ["Domain=app.example", "Path=/app", "SameSite=Strict", "Max-Age=90"] {
+        for attr in [
+            "Domain=app.example",
+            "Path=/app",
+            "SameSite=Strict",
+            "Max-Age=90",
+        ] {
             assert!(text.contains(attr), "{attr} missing: {text}");
         }
-        assert!(!text.contains("HttpOnly") && !text.contains("Secure"), "{text}");
+        assert!(
+            !text.contains("HttpOnly") && !text.contains("Secure"),
+            "{text}"
+        );
     }
 
     #[test]

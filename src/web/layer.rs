@@ -162,7 +162,8 @@ where
                     // A persistent cookie lives until the session's absolute end.
                     let max_age = layer.cookie.persistent.then(|| {
                         let lifetime = layer.config.absolute_lifetime.as_millis();
-                        let end = created_ms.saturating_add(lifetime.try_into().unwrap_or(u64::MAX));
+                        let end =
+                            created_ms.saturating_add(lifetime.try_into().unwrap_or(u64::MAX));
                         end.saturating_sub(crate::session::now_millis()) / 1000
                     });
                     Some(layer.cookie.set(&id, max_age))

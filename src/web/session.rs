@@ -250,12 +250,16 @@ impl<D: Value, St: Send + Sync> FromRequestParts<St> for WebSession<D> {
     type Rejection = WebError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &St) -> Result<Self, WebError> {
-        parts.extensions.get::<WebSession<D>>().cloned().ok_or_else(|| {
-            tracing::error!(
-                data = std::any::type_name::<D>(),
-                "WebSession extracted on a route without a SessionLayer of that data type"
-            );
-            WebError::from(Error::internal("no SessionLayer for this WebSession"))
-        })
+        parts
+            .extensions
+            .get::<WebSession<D>>()
+            .cloned()
+            .ok_or_else(|| {
+                tracing::error!(
+                    data = std::any::type_name::<D>(),
+                    "WebSession extracted on a route without a SessionLayer of that data type"
+                );
+                WebError::from(Error::internal("no SessionLayer for this WebSession"))
+            })
     }
 }
