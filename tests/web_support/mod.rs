@@ -39,6 +39,16 @@ impl Drop for Server {
 
 /// Serves the example on `package` with these session and cookie settings.
 pub async fn serve(package: Package, sessions: SessionConfig, cookie: CookieConfig) -> Server {
+    serve_with(package, sessions, cookie, axum::Router::new()).await
+}
+
+/// [`serve`], with `extra` routes beside the example's (same origin).
+pub async fn serve_with(
+    package: Package,
+    sessions: SessionConfig,
+    cookie: CookieConfig,
+    extra: axum::Router,
+) -> Server {
     let mut config = Config::default();
     #[cfg(feature = "distribute")]
     let mut redis = None;
@@ -59,7 +69,9 @@ pub async fn serve(package: Package, sessions: SessionConfig, cookie: CookieConf
     }
     let app = App::start(config).await.expect("app starts");
     app::provide(&app).await.expect("provide Greeter");
-    let router = app::router(&app, sessions, cookie).expect("router");
+    let router = app::router(&app, sessions, cookie)
+        .expect("router")
+        .merge(extra);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
