@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use modkit::prelude::*;
 use modkit::web::{CookieConfig, SameSite};
-use web_support::{serve, Package, Server};
+use web_support::{serve, serve_with, Package, Server};
 
 /// Generates one `#[tokio::test]` per package compiled in for each scenario.
 macro_rules! on_each_package {
@@ -53,6 +53,7 @@ on_each_package!(
     idle_expiry_slides_and_then_ends_the_session,
     absolute_expiry_ends_a_busy_session,
     concurrent_updates_conflict_with_409,
+    a_session_extractor_without_its_layer_is_a_500,
 );
 
 async fn default_server(package: Package) -> Server {
@@ -352,4 +353,56 @@ async fn concurrent_updates_conflict_with_409(package: Package) {
         server.post("/nickname", Some(&cookie), &fresh).await.status,
         303
     );
+}
+
+async fn a_session_extractor_without_its_layer_is_a_500(package: Package) {
+    // Routes outside the layer, and a WebSession of another data type than
+    // the layer's: a server bug, answered 500 (and logged), never a panic.
+    let extra = axum::Router::new().route(
+        "/bare",
+        axum::routing::get(|s: modkit::web::WebSession<String>| async move {
+            format!("{:?}", s.get().await.map(|s| s.is_some()))
+        }),
+    );
+    let server = serve_with(
+        package,
+        SessionConfig::default(),
+        CookieConfig::default(),
+        extra,
+    )
+    .await;
+    let cookie = server.logged_in("ada").await;
+    let reply = server.get("/bare", Some(&cookie)).await;
+    assert_eq!(reply.status, 500, "{reply:?}");
+    assert_eq!(reply.body, "Internal Server Error");
+}
+
+/// Two processes' worth of nodes on one Redis: a login on one is a login on
+/// the other, and a logout on either ends it for both.
+#[cfg(feature = "distribute")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distributed_nodes_share_logins_and_logouts() {
+    use web_support::{distributed_node, serve_config};
+    let redis = modkit::distribute::RedisServer::start()
+        .expect("redis-server (install it: apt-get install redis-server)");
+    let node = |id: &str| {
+        let config = distributed_node(&redis.url(), id);
+        serve_config(
+            config,
+            SessionConfig::default(),
+            CookieConfig::default(),
+            axum::Router::new(),
+        )
+    };
+    let (a, b) = (node("web-a").await, node("web-b").await);
+
+    let cookie = a.logged_in("ada").await;
+    let on_b = b.get("/hello", Some(&cookie)).await;
+    assert!(on_b.body.contains("hello, ada (visit 1)"), "{on_b:?}");
+    let on_a = a.get("/hello", Some(&cookie)).await;
+    assert!(on_a.body.contains("hello, ada (visit 2)"), "{on_a:?}");
+
+    assert!(is_logged_out(&b.post("/logout", Some(&cookie), "").await));
+    assert!(is_logged_out(&a.get("/hello", Some(&cookie)).await));
+    drop((a, b));
 }

@@ -27,8 +27,8 @@ pub struct Server {
     pub addr: SocketAddr,
     pub app: App,
     task: tokio::task::JoinHandle<()>,
-    #[cfg(feature = "distribute")]
-    _redis: Option<modkit::distribute::RedisServer>,
+    // The package's private redis-server, if it has one; dropped last.
+    _redis: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Drop for Server {
@@ -42,7 +42,8 @@ pub async fn serve(package: Package, sessions: SessionConfig, cookie: CookieConf
     serve_with(package, sessions, cookie, axum::Router::new()).await
 }
 
-/// [`serve`], with `extra` routes beside the example's (same origin).
+/// [`serve`], with `extra` routes beside the example's (same origin, outside
+/// its session layer).
 pub async fn serve_with(
     package: Package,
     sessions: SessionConfig,
@@ -50,23 +51,46 @@ pub async fn serve_with(
     extra: axum::Router,
 ) -> Server {
     let mut config = Config::default();
-    #[cfg(feature = "distribute")]
-    let mut redis = None;
-    match package {
-        Package::Monolith => config.mode = Some(modkit::BackendKind::Monolith),
-        Package::Distribute => {
-            #[cfg(feature = "distribute")]
-            {
-                let server = modkit::distribute::RedisServer::start()
-                    .expect("redis-server (install it: apt-get install redis-server)");
-                config.mode = Some(modkit::BackendKind::Distribute);
-                config.redis.url = server.url();
-                config.invoke.host =
-                    Some(vec![<dyn crate::greeter::Greeter as Service>::NAME.into()]);
-                redis = Some(server);
-            }
+    let redis: Option<Box<dyn std::any::Any + Send + Sync>> = match package {
+        Package::Monolith => {
+            config.mode = Some(modkit::BackendKind::Monolith);
+            None
         }
-    }
+        #[cfg(feature = "distribute")]
+        Package::Distribute => {
+            let server = modkit::distribute::RedisServer::start()
+                .expect("redis-server (install it: apt-get install redis-server)");
+            config = distributed_node(&server.url(), "web-test");
+            Some(Box::new(server))
+        }
+        #[cfg(not(feature = "distribute"))]
+        Package::Distribute => {
+            panic!("the distributed package is not compiled in (feature `distribute`)")
+        }
+    };
+    let mut server = serve_config(config, sessions, cookie, extra).await;
+    server._redis = redis;
+    server
+}
+
+/// The configuration of a distributed node `node_id` on the Redis at
+/// `redis_url`, hosting the example's service.
+pub fn distributed_node(redis_url: &str, node_id: &str) -> Config {
+    let mut config = Config::default();
+    config.mode = Some(modkit::BackendKind::Distribute);
+    config.node_id = Some(node_id.into());
+    config.redis.url = redis_url.into();
+    config.invoke.host = Some(vec![<dyn crate::greeter::Greeter as Service>::NAME.into()]);
+    config
+}
+
+/// Serves the example on an app started from `config`.
+pub async fn serve_config(
+    config: Config,
+    sessions: SessionConfig,
+    cookie: CookieConfig,
+    extra: axum::Router,
+) -> Server {
     let app = App::start(config).await.expect("app starts");
     app::provide(&app).await.expect("provide Greeter");
     let router = app::router(&app, sessions, cookie)
@@ -81,8 +105,7 @@ pub async fn serve_with(
         addr,
         app,
         task,
-        #[cfg(feature = "distribute")]
-        _redis: redis,
+        _redis: None,
     }
 }
 
