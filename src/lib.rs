@@ -18,7 +18,6 @@ pub use mod_monolith as monolith;
 #[cfg(feature = "distribute")]
 pub use mod_distribute as distribute;
 
-/// Web applications on axum: a session layer, extractors (feature `axum`).
 #[cfg(feature = "axum")]
 pub mod web;
 

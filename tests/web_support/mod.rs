@@ -76,9 +76,11 @@ pub async fn serve_with(
 /// The configuration of a distributed node `node_id` on the Redis at
 /// `redis_url`, hosting the example's service.
 pub fn distributed_node(redis_url: &str, node_id: &str) -> Config {
-    let mut config = Config::default();
-    config.mode = Some(modkit::BackendKind::Distribute);
-    config.node_id = Some(node_id.into());
+    let mut config = Config {
+        mode: Some(modkit::BackendKind::Distribute),
+        node_id: Some(node_id.into()),
+        ..Config::default()
+    };
     config.redis.url = redis_url.into();
     config.invoke.host = Some(vec![<dyn crate::greeter::Greeter as Service>::NAME.into()]);
     config
