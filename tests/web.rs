@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use modkit::prelude::*;
 use modkit::web::{CookieConfig, SameSite};
-use web_support::{serve, serve_with, Package, Server};
+use web_support::{attributes, form_version, is_logged_out, serve, serve_with, Package, Server};
 
 /// Generates one `#[tokio::test]` per package compiled in for each scenario.
 macro_rules! on_each_package {
@@ -58,32 +58,6 @@ on_each_package!(
 
 async fn default_server(package: Package) -> Server {
     serve(package, SessionConfig::default(), CookieConfig::default()).await
-}
-
-/// The attributes of a `Set-Cookie` header after `name=value`, as written.
-fn attributes(set_cookie: &str) -> Vec<String> {
-    let mut attrs: Vec<String> = set_cookie
-        .split(';')
-        .skip(1)
-        .map(|a| a.trim().to_owned())
-        .collect();
-    attrs.sort();
-    attrs
-}
-
-/// The session version the nickname form of `/hello` was rendered with.
-fn form_version(page: &str) -> u64 {
-    let marker = "name=\"version\" value=\"";
-    let at = page.find(marker).expect("the nickname form") + marker.len();
-    let digits: String = page[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().unwrap()
-}
-
-fn is_logged_out(reply: &web_support::Reply) -> bool {
-    reply.status == 303 && reply.location() == Some("/login")
 }
 
 async fn login_sets_a_secure_http_only_lax_cookie(package: Package) {

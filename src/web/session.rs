@@ -10,13 +10,19 @@ use super::cookie::Incoming;
 use super::WebError;
 use crate::{Error, ErrorKind, Result, Session, SessionId, SessionStore, Value};
 
-/// The login session of one request; extract it in a handler (needs a
-/// [`SessionLayer`](super::SessionLayer) of the same `D` around the route).
+/// The login session of one request (tower-sessions' `Session`); extract it
+/// in a handler. It needs a [`SessionLayer`](super::SessionLayer) of the same
+/// `D` around the route, else the extraction fails with a 500.
 ///
 /// Loading is lazy: a handler that never asks costs no store call. The first
 /// [`get`](Self::get) validates the cookie's id (refreshing the idle timeout);
 /// later calls in the same request reuse that read. What the handler did —
-/// log in, rotate, log out — the layer turns into a `Set-Cookie` header.
+/// log in, rotate, log out — the layer turns into a `Set-Cookie` header when
+/// the response leaves; a cookie that names no live session is cleared.
+///
+/// Every method's error is a modkit [`Error`]; returned through `?` as a
+/// [`WebError`] it is an HTTP status (`Conflict` 409, `Unauthenticated` 401,
+/// a store that is down 503).
 pub struct WebSession<D: Value> {
     handle: Arc<Handle<D>>,
 }
@@ -90,9 +96,7 @@ impl<D: Value> WebSession<D> {
 
     /// The live session, or [`ErrorKind::Unauthenticated`] (HTTP 401 as a [`WebError`]).
     pub async fn require(&self) -> Result<Session<D>> {
-        self.get()
-            .await?
-            .ok_or_else(|| Error::new(ErrorKind::Unauthenticated, "not logged in"))
+        self.get().await?.ok_or_else(logged_out)
     }
 
     /// Logs `principal` in with `data`: always a new session under a new id.
@@ -119,7 +123,9 @@ impl<D: Value> WebSession<D> {
     /// Replaces the data, checked against the version this request read.
     ///
     /// [`ErrorKind::Conflict`] (retryable; HTTP 409) when another request
-    /// updated the session in between; [`ErrorKind::Unauthenticated`] when logged out.
+    /// updated the session in between: nothing was written, re-read and decide
+    /// again. [`ErrorKind::Unauthenticated`] when logged out. (tower-sessions
+    /// would keep the last writer's data.)
     pub async fn update(&self, data: D) -> Result<Session<D>> {
         let mut state = self.handle.state.lock().await;
         self.load(&mut state).await?;

@@ -225,3 +225,29 @@ impl Server {
         reply.cookie()
     }
 }
+
+/// The attributes of a `Set-Cookie` header after `name=value`, as written.
+pub fn attributes(set_cookie: &str) -> Vec<String> {
+    let mut attrs: Vec<String> = set_cookie
+        .split(';')
+        .skip(1)
+        .map(|a| a.trim().to_owned())
+        .collect();
+    attrs.sort();
+    attrs
+}
+
+/// The session version the nickname form of `/hello` was rendered with.
+pub fn form_version(page: &str) -> u64 {
+    let marker = "name=\"version\" value=\"";
+    let at = page.find(marker).expect("the nickname form") + marker.len();
+    let digits: String = page[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().unwrap()
+}
+
+pub fn is_logged_out(reply: &Reply) -> bool {
+    reply.status == 303 && reply.location() == Some("/login")
+}
