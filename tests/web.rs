@@ -16,7 +16,7 @@ mod web_support;
 use std::time::{Duration, Instant};
 
 use modkit::prelude::*;
-use modkit::web::{CookieConfig, SameSite};
+use modkit::web::{CookieConfig, SameSite, SessionLayer, WebError, WebSession};
 use web_support::{attributes, form_version, is_logged_out, serve, serve_with, Package, Server};
 
 /// Generates one `#[tokio::test]` per package compiled in for each scenario.
@@ -54,6 +54,7 @@ on_each_package!(
     absolute_expiry_ends_a_busy_session,
     concurrent_updates_conflict_with_409,
     a_session_extractor_without_its_layer_is_a_500,
+    rotate_moves_the_session_to_a_new_id_with_its_data,
 );
 
 async fn default_server(package: Package) -> Server {
@@ -332,12 +333,14 @@ async fn concurrent_updates_conflict_with_409(package: Package) {
 async fn a_session_extractor_without_its_layer_is_a_500(package: Package) {
     // Routes outside the layer, and a WebSession of another data type than
     // the layer's: a server bug, answered 500 (and logged), never a panic.
-    let extra = axum::Router::new().route(
-        "/bare",
-        axum::routing::get(|s: modkit::web::WebSession<String>| async move {
-            format!("{:?}", s.get().await.map(|s| s.is_some()))
-        }),
-    );
+    fn extra(_: &App) -> axum::Router {
+        axum::Router::new().route(
+            "/bare",
+            axum::routing::get(|s: WebSession<String>| async move {
+                format!("{:?}", s.get().await.map(|s| s.is_some()))
+            }),
+        )
+    }
     let server = serve_with(
         package,
         SessionConfig::default(),
@@ -356,7 +359,7 @@ async fn a_session_extractor_without_its_layer_is_a_500(package: Package) {
 #[cfg(feature = "distribute")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn distributed_nodes_share_logins_and_logouts() {
-    use web_support::{distributed_node, serve_config};
+    use web_support::{distributed_node, no_extra, serve_config};
     let redis = modkit::distribute::RedisServer::start()
         .expect("redis-server (install it: apt-get install redis-server)");
     let node = |id: &str| {
@@ -365,7 +368,7 @@ async fn distributed_nodes_share_logins_and_logouts() {
             config,
             SessionConfig::default(),
             CookieConfig::default(),
-            axum::Router::new(),
+            no_extra,
         )
     };
     let (a, b) = (node("web-a").await, node("web-b").await);
@@ -379,4 +382,47 @@ async fn distributed_nodes_share_logins_and_logouts() {
     assert!(is_logged_out(&b.post("/logout", Some(&cookie), "").await));
     assert!(is_logged_out(&a.get("/hello", Some(&cookie)).await));
     drop((a, b));
+}
+
+async fn rotate_moves_the_session_to_a_new_id_with_its_data(package: Package) {
+    // A route of the test's own, on the example's session store.
+    fn extra(app: &App) -> axum::Router {
+        let layer =
+            SessionLayer::<app::Profile>::from_app(app, "web.sessions", SessionConfig::default());
+        axum::Router::new()
+            .route(
+                "/rotate",
+                axum::routing::post(|s: WebSession<app::Profile>| async move {
+                    Ok::<_, WebError>(s.rotate().await?.data.nickname)
+                }),
+            )
+            .layer(layer.unwrap())
+    }
+    let server = serve_with(
+        package,
+        SessionConfig::default(),
+        CookieConfig::default(),
+        extra,
+    )
+    .await;
+    let old = server.logged_in("ada").await;
+    let version = form_version(&server.get("/hello", Some(&old)).await.body);
+    let form = format!("version={version}&nickname=Countess");
+    assert_eq!(
+        server.post("/nickname", Some(&old), &form).await.status,
+        303
+    );
+
+    let rotated = server.post("/rotate", Some(&old), "").await;
+    assert_eq!((rotated.status, rotated.body.as_str()), (200, "Countess"));
+    let new = rotated.cookie();
+    assert_ne!(new, old);
+    assert!(is_logged_out(&server.get("/hello", Some(&old)).await));
+    let page = server.get("/hello", Some(&new)).await;
+    assert!(
+        page.body.contains("hello, Countess (visit 2)"),
+        "{}",
+        page.body
+    );
+    assert_eq!(server.post("/rotate", None, "").await.status, 401);
 }

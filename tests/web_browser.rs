@@ -137,8 +137,9 @@ async fn chromium_logs_in_through_the_form_and_out_again() {
         true => Package::Monolith,
         false => Package::Distribute,
     };
-    let driver =
-        axum::Router::new().route("/driver", axum::routing::get(|| async { Html(DRIVER) }));
+    fn driver(_: &App) -> axum::Router {
+        axum::Router::new().route("/driver", axum::routing::get(|| async { Html(DRIVER) }))
+    }
     let server = serve_with(
         package,
         SessionConfig::default(),

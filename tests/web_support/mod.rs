@@ -37,18 +37,26 @@ impl Drop for Server {
     }
 }
 
+/// Routes a test adds beside the example's, made from the running app.
+pub type Extra = fn(&App) -> axum::Router;
+
+/// No extra routes.
+pub fn no_extra(_: &App) -> axum::Router {
+    axum::Router::new()
+}
+
 /// Serves the example on `package` with these session and cookie settings.
 pub async fn serve(package: Package, sessions: SessionConfig, cookie: CookieConfig) -> Server {
-    serve_with(package, sessions, cookie, axum::Router::new()).await
+    serve_with(package, sessions, cookie, no_extra).await
 }
 
 /// [`serve`], with `extra` routes beside the example's (same origin, outside
-/// its session layer).
+/// its session layer unless they bring their own).
 pub async fn serve_with(
     package: Package,
     sessions: SessionConfig,
     cookie: CookieConfig,
-    extra: axum::Router,
+    extra: Extra,
 ) -> Server {
     let mut config = Config::default();
     let redis: Option<Box<dyn std::any::Any + Send + Sync>> = match package {
@@ -91,13 +99,13 @@ pub async fn serve_config(
     config: Config,
     sessions: SessionConfig,
     cookie: CookieConfig,
-    extra: axum::Router,
+    extra: Extra,
 ) -> Server {
     let app = App::start(config).await.expect("app starts");
     app::provide(&app).await.expect("provide Greeter");
     let router = app::router(&app, sessions, cookie)
         .expect("router")
-        .merge(extra);
+        .merge(extra(&app));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
