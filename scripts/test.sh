@@ -77,6 +77,6 @@ say "web example over HTTP and in Chromium (monolith package)"
 cargo test -q --features axum --test web --test web_browser
 
 say "web example over HTTP and in Chromium (distributed package, its own redis-server)"
-cargo test -q --no-default-features --features distribute,axum --test web --test web_browser
+cargo test -q --no-default-features --features distribute,axum --test web --test web_distributed --test web_browser
 
 say "all tests passed"

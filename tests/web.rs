@@ -354,36 +354,6 @@ async fn a_session_extractor_without_its_layer_is_a_500(package: Package) {
     assert_eq!(reply.body, "Internal Server Error");
 }
 
-/// Two processes' worth of nodes on one Redis: a login on one is a login on
-/// the other, and a logout on either ends it for both.
-#[cfg(feature = "distribute")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn distributed_nodes_share_logins_and_logouts() {
-    use web_support::{distributed_node, no_extra, serve_config};
-    let redis = modkit::distribute::RedisServer::start()
-        .expect("redis-server (install it: apt-get install redis-server)");
-    let node = |id: &str| {
-        let config = distributed_node(&redis.url(), id);
-        serve_config(
-            config,
-            SessionConfig::default(),
-            CookieConfig::default(),
-            no_extra,
-        )
-    };
-    let (a, b) = (node("web-a").await, node("web-b").await);
-
-    let cookie = a.logged_in("ada").await;
-    let on_b = b.get("/hello", Some(&cookie)).await;
-    assert!(on_b.body.contains("hello, ada (visit 1)"), "{on_b:?}");
-    let on_a = a.get("/hello", Some(&cookie)).await;
-    assert!(on_a.body.contains("hello, ada (visit 2)"), "{on_a:?}");
-
-    assert!(is_logged_out(&b.post("/logout", Some(&cookie), "").await));
-    assert!(is_logged_out(&a.get("/hello", Some(&cookie)).await));
-    drop((a, b));
-}
-
 async fn rotate_moves_the_session_to_a_new_id_with_its_data(package: Package) {
     // A route of the test's own, on the example's session store.
     fn extra(app: &App) -> axum::Router {
