@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite of modkit: formatting, lints, every test of every crate
-# (unit, conformance on each backend, trybuild, doc tests), and the shop example.
+# (unit, conformance on each backend, trybuild, doc tests), the shop example,
+# and the web example's tests in each package.
 #
-# It installs what it needs when it can (redis-server through apt-get, for the
-# distributed package's tests) and otherwise stops with a message that says
-# exactly what to install. It never skips a part silently.
+# It installs what it needs when it can (through apt-get: redis-server for the
+# distributed package's tests, chromium for the browser test) and otherwise
+# stops with a message that says exactly what to install. It never skips a part silently.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,8 +25,23 @@ need_redis() {
     die "redis-server is required for the distributed tests: install it (Debian: sudo apt-get install redis-server) and run again"
 }
 
+# The web tests drive the example in headless Chromium (tests/web_browser.rs);
+# the workspace run below includes them, so it is installed first.
+need_chromium() {
+  local bin="${MODKIT_CHROMIUM:-/usr/bin/chromium}"
+  if [ -x "$bin" ]; then return; fi
+  if [ -z "${MODKIT_CHROMIUM:-}" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing chromium (apt-get)"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
+  [ -x "$bin" ] ||
+    die "chromium is required for the browser test: install it (Debian: sudo apt-get install -y chromium) or set MODKIT_CHROMIUM to a Chrome/Chromium binary, and run again"
+}
+
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (https://rustup.rs)"
 need_redis
+need_chromium
 export MODKIT_REDIS_SERVER="$(command -v redis-server)"
 
 say "cargo fmt --check"
@@ -53,5 +69,14 @@ dist="$(cargo run -q --example shop --no-default-features --features distribute)
 diff <(printf '%s\n' "$mono") <(printf '%s\n' "$dist") ||
   die "the distributed shop printed another transcript than the monolith (diff above)"
 echo "same transcript as the monolith"
+
+# The workspace run (all features) already ran tests/web.rs on both backends
+# and the browser test on the monolith; here the web example is built and
+# tested as each package ships it, the browser test on the distributed one too.
+say "web example over HTTP and in Chromium (monolith package)"
+cargo test -q --features axum --test web --test web_browser
+
+say "web example over HTTP and in Chromium (distributed package, its own redis-server)"
+cargo test -q --no-default-features --features distribute,axum --test web --test web_distributed --test web_browser
 
 say "all tests passed"

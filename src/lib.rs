@@ -18,6 +18,9 @@ pub use mod_monolith as monolith;
 #[cfg(feature = "distribute")]
 pub use mod_distribute as distribute;
 
+#[cfg(feature = "axum")]
+pub mod web;
+
 /// What business code imports: `use modkit::prelude::*;`.
 pub mod prelude {
     pub use crate::App;
