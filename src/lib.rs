@@ -25,10 +25,10 @@ pub mod web;
 pub mod prelude {
     pub use crate::App;
     pub use mod_api::{
-        async_trait, service, Backend, BacklogPolicy, Cache, CacheExt, CachePolicy, Config,
-        Consumer, Delivery, Error, ErrorKind, Instance, MessageId, Offered, Queue, QueueConfig,
-        QueueExt, Registry, RegistryExt, Result, Service, Session, SessionConfig, SessionId,
-        SessionStore, Status,
+        async_trait, service, AppError, Backend, BacklogPolicy, Cache, CacheExt, CachePolicy, Cas,
+        Config, Consumer, Delivery, Error, ErrorKind, Instance, MessageId, Offered, Queue,
+        QueueConfig, QueueExt, Registry, RegistryExt, Result, Service, Session, SessionConfig,
+        SessionId, SessionStore, Status,
     };
 }
 
@@ -150,6 +150,33 @@ impl App {
     /// Provides the implementation of service `S` (see [`Container::provide`]).
     pub async fn provide<S: Service + ?Sized>(&self, service: Arc<S>) -> Result<()> {
         self.container().provide(service).await
+    }
+
+    /// Whether this process hosts service `S` (see [`Container::hosts`]): in
+    /// the monolith always; in the distributed package when the host list
+    /// (`MODKIT_HOST`, `[invoke] host`) names it. Use it to run work that
+    /// belongs with a service, such as its queue worker, only where it is hosted.
+    ///
+    /// ```
+    /// use modkit::prelude::*;
+    ///
+    /// #[service(name = "todo.Notes")]
+    /// pub trait Notes {
+    ///     async fn count(&self) -> Result<u64, Error>;
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> modkit::Result<()> {
+    /// let app = App::start(Config::default()).await?;
+    /// if app.hosts::<dyn Notes>() {
+    ///     // start the notes worker here
+    /// }
+    /// # assert!(app.hosts::<dyn Notes>());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn hosts<S: Service + ?Sized>(&self) -> bool {
+        self.container().hosts::<S>()
     }
 
     /// Gets service `S`: the object itself when hosted here, else a client (see [`Container::get`]).

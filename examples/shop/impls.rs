@@ -41,33 +41,28 @@ impl CatalogService {
 
 #[async_trait]
 impl Catalog for CatalogService {
-    async fn product(&self, sku: String) -> Result<Product, ShopError> {
+    async fn product(&self, sku: String) -> Result<Product, AppError<ShopError>> {
         let loads = self.loads.clone();
         let key = sku.clone();
         let found = self
             .products
-            .get_or_insert_with(&key, || async move {
+            .optionally_get_or_insert_with(&key, || async move {
                 loads.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(5)).await; // a database round trip
-                PRODUCTS
+                Ok(PRODUCTS
                     .iter()
                     .find(|(s, _, _)| *s == sku)
                     .map(|(s, name, price)| Product {
                         sku: s.to_string(),
                         name: name.to_string(),
                         price: *price,
-                    })
-                    .ok_or_else(|| Error::not_found(format!("no product {sku}")))
+                    }))
             })
-            .await;
-        match found {
-            Ok(product) => Ok(product),
-            Err(e) if e.kind() == ErrorKind::NotFound => Err(ShopError::UnknownProduct(key)),
-            Err(e) => Err(e.into()),
-        }
+            .await?;
+        found.ok_or(AppError::App(ShopError::UnknownProduct(key)))
     }
 
-    async fn list(&self) -> Result<Vec<Product>, ShopError> {
+    async fn list(&self) -> Result<Vec<Product>, AppError<ShopError>> {
         let mut all = Vec::new();
         for (sku, _, _) in PRODUCTS {
             all.push(self.product(sku.to_string()).await?);
@@ -75,7 +70,7 @@ impl Catalog for CatalogService {
         Ok(all)
     }
 
-    async fn database_loads(&self) -> Result<u64, ShopError> {
+    async fn database_loads(&self) -> Result<u64, AppError<ShopError>> {
         Ok(self.loads.load(Ordering::Relaxed))
     }
 }
@@ -98,16 +93,16 @@ impl AuthService {
     }
 }
 
-fn session_id(text: &str) -> Result<SessionId, ShopError> {
-    SessionId::parse(text).map_err(|_| ShopError::NotLoggedIn)
+fn session_id(text: &str) -> Result<SessionId, AppError<ShopError>> {
+    SessionId::parse(text).map_err(|_| AppError::App(ShopError::NotLoggedIn))
 }
 
 #[async_trait]
 impl Auth for AuthService {
-    async fn login(&self, user: String, password: String) -> Result<String, ShopError> {
+    async fn login(&self, user: String, password: String) -> Result<String, AppError<ShopError>> {
         let Some((_, _, roles)) = USERS.iter().find(|(u, p, _)| *u == user && *p == password)
         else {
-            return Err(ShopError::BadCredentials);
+            return Err(AppError::App(ShopError::BadCredentials));
         };
         let roles = roles.iter().map(|r| r.to_string()).collect();
         let session = self
@@ -123,20 +118,22 @@ impl Auth for AuthService {
         Ok(session.id.to_string())
     }
 
-    async fn whoami(&self, session: String) -> Result<Login, ShopError> {
+    async fn whoami(&self, session: String) -> Result<Login, AppError<ShopError>> {
         let found = self.sessions.validate(&session_id(&session)?).await?;
-        found.map(|s| s.data).ok_or(ShopError::NotLoggedIn)
+        found
+            .map(|s| s.data)
+            .ok_or(AppError::App(ShopError::NotLoggedIn))
     }
 
-    async fn refresh(&self, session: String) -> Result<String, ShopError> {
+    async fn refresh(&self, session: String) -> Result<String, AppError<ShopError>> {
         match self.sessions.rotate(&session_id(&session)?).await {
             Ok(rotated) => Ok(rotated.id.to_string()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Err(ShopError::NotLoggedIn),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(AppError::App(ShopError::NotLoggedIn)),
             Err(e) => Err(e.into()),
         }
     }
 
-    async fn logout(&self, session: String) -> Result<bool, ShopError> {
+    async fn logout(&self, session: String) -> Result<bool, AppError<ShopError>> {
         Ok(self.sessions.destroy(&session_id(&session)?).await?)
     }
 }
@@ -177,9 +174,9 @@ impl Orders for OrdersService {
         session: String,
         sku: String,
         quantity: u32,
-    ) -> Result<String, ShopError> {
+    ) -> Result<String, AppError<ShopError>> {
         if !(1..=99).contains(&quantity) {
-            return Err(ShopError::InvalidQuantity);
+            return Err(AppError::App(ShopError::InvalidQuantity));
         }
         let login = self.app.get::<dyn Auth>()?.whoami(session).await?;
         let product = self.app.get::<dyn Catalog>()?.product(sku).await?;
@@ -213,8 +210,8 @@ impl BillingService {
 
     /// The billing worker: bills every `OrderPlaced`, then acknowledges it.
     ///
-    /// One worker per deployment appends to a user's invoice list; with several,
-    /// a per-user queue group or a real database would be needed.
+    /// Workers on several nodes may append to one user's invoice list at once:
+    /// `update` retries on a concurrent change instead of losing it.
     pub async fn run_worker(self: Arc<Self>, app: App) -> Result<()> {
         let queue = orders_queue(&app)?;
         let me = Consumer::new("billing", app.node_id());
@@ -226,9 +223,14 @@ impl BillingService {
                 user: order.user.clone(),
                 total: order.unit_price * u64::from(order.quantity),
             };
-            let mut list = self.invoices.get(&order.user).await?.unwrap_or_default();
-            list.push(invoice);
-            self.invoices.set(&order.user, list).await?;
+            // Compare-and-set: a concurrent writer of the list loses nothing.
+            self.invoices
+                .update(&order.user, |list| {
+                    let mut list = list.cloned().unwrap_or_default();
+                    list.push(invoice.clone());
+                    list
+                })
+                .await?;
             queue.ack_delivery(&delivery).await?;
             tracing::info!(order = %order.order_id, "billed");
         }
@@ -237,7 +239,7 @@ impl BillingService {
 
 #[async_trait]
 impl Billing for BillingService {
-    async fn invoices(&self, user: String) -> Result<Vec<Invoice>, ShopError> {
+    async fn invoices(&self, user: String) -> Result<Vec<Invoice>, AppError<ShopError>> {
         Ok(self.invoices.get(&user).await?.unwrap_or_default())
     }
 }

@@ -47,7 +47,7 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let app = App::start(config.clone()).await?;
     eprintln!("shop: {} package, node {}", app.kind(), app.node_id());
     provide_all(&app).await?;
-    let worker = start_worker(&app, &config)?;
+    let worker = start_worker(&app)?;
     #[cfg(feature = "distribute")]
     if let Some(deployment) = &deployment {
         deployment.wait_ready(&app).await?;
@@ -84,8 +84,8 @@ async fn provide_all(app: &App) -> Result<()> {
 }
 
 /// Runs the billing worker in the process that hosts `Billing`.
-fn start_worker(app: &App, config: &Config) -> Result<Option<tokio::task::JoinHandle<Result<()>>>> {
-    if !config.invoke.hosts(<dyn Billing as Service>::NAME) {
+fn start_worker(app: &App) -> Result<Option<tokio::task::JoinHandle<Result<()>>>> {
+    if !app.hosts::<dyn Billing>() {
         return Ok(None);
     }
     let billing = Arc::new(BillingService::new(app)?);
@@ -97,7 +97,7 @@ fn start_worker(app: &App, config: &Config) -> Result<Option<tokio::task::JoinHa
 async fn serve(config: Config) -> std::result::Result<(), Box<dyn std::error::Error>> {
     let app = App::start(config.clone()).await?;
     provide_all(&app).await?;
-    let worker = start_worker(&app, &config)?;
+    let worker = start_worker(&app)?;
     tracing::info!(node = app.node_id(), "serving");
     tokio::task::spawn_blocking(|| {
         let mut sink = Vec::new();

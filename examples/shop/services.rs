@@ -40,15 +40,15 @@ pub struct Invoice {
     pub total: u64,
 }
 
-/// The shop's error type: business failures, plus platform failures
-/// (`From<modkit::Error>`), so a lost connection surfaces here too.
+/// The shop's business failures. Service methods return
+/// `AppError<ShopError>`, whose `Platform` variant carries modkit's failures
+/// (a lost connection, a deadline), so this enum needs no such variant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ShopError {
     UnknownProduct(String),
     BadCredentials,
     NotLoggedIn,
     InvalidQuantity,
-    Platform { kind: String, message: String },
 }
 
 impl std::fmt::Display for ShopError {
@@ -58,20 +58,6 @@ impl std::fmt::Display for ShopError {
             ShopError::BadCredentials => f.write_str("bad credentials"),
             ShopError::NotLoggedIn => f.write_str("not logged in"),
             ShopError::InvalidQuantity => f.write_str("quantity must be 1 to 99"),
-            ShopError::Platform { kind, message } => {
-                write!(f, "platform error ({kind}): {message}")
-            }
-        }
-    }
-}
-
-impl std::error::Error for ShopError {}
-
-impl From<Error> for ShopError {
-    fn from(err: Error) -> Self {
-        ShopError::Platform {
-            kind: err.kind().to_string(),
-            message: err.message().to_owned(),
         }
     }
 }
@@ -81,34 +67,38 @@ impl From<Error> for ShopError {
 pub trait Catalog {
     /// One product by SKU.
     #[idempotent]
-    async fn product(&self, sku: String) -> Result<Product, ShopError>;
+    async fn product(&self, sku: String) -> Result<Product, AppError<ShopError>>;
     /// Every product, sorted by SKU.
     #[idempotent]
-    async fn list(&self) -> Result<Vec<Product>, ShopError>;
+    async fn list(&self) -> Result<Vec<Product>, AppError<ShopError>>;
     /// How many times this instance loaded a product from the database.
     #[idempotent]
-    async fn database_loads(&self) -> Result<u64, ShopError>;
+    async fn database_loads(&self) -> Result<u64, AppError<ShopError>>;
 }
 
 /// Logins, on sessions.
 #[service(name = "shop.Auth")]
 pub trait Auth {
     /// Checks the password and opens a session; returns its id.
-    async fn login(&self, user: String, password: String) -> Result<String, ShopError>;
+    async fn login(&self, user: String, password: String) -> Result<String, AppError<ShopError>>;
     /// The user of a live session (refreshes its idle timeout).
-    async fn whoami(&self, session: String) -> Result<Login, ShopError>;
+    async fn whoami(&self, session: String) -> Result<Login, AppError<ShopError>>;
     /// Gives the session a new id (after a privilege change); the old id ends.
-    async fn refresh(&self, session: String) -> Result<String, ShopError>;
+    async fn refresh(&self, session: String) -> Result<String, AppError<ShopError>>;
     /// Ends the session.
-    async fn logout(&self, session: String) -> Result<bool, ShopError>;
+    async fn logout(&self, session: String) -> Result<bool, AppError<ShopError>>;
 }
 
 /// Order taking: checks the login and the product, then emits `OrderPlaced`.
 #[service(name = "shop.Orders")]
 pub trait Orders {
     /// Places an order; returns its id.
-    async fn place(&self, session: String, sku: String, quantity: u32)
-        -> Result<String, ShopError>;
+    async fn place(
+        &self,
+        session: String,
+        sku: String,
+        quantity: u32,
+    ) -> Result<String, AppError<ShopError>>;
 }
 
 /// Invoices written by the billing worker.
@@ -116,5 +106,5 @@ pub trait Orders {
 pub trait Billing {
     /// The invoices of `user`, oldest first.
     #[idempotent]
-    async fn invoices(&self, user: String) -> Result<Vec<Invoice>, ShopError>;
+    async fn invoices(&self, user: String) -> Result<Vec<Invoice>, AppError<ShopError>>;
 }

@@ -212,6 +212,14 @@ impl Container {
         Ok(())
     }
 
+    /// Whether this process hosts service `S`, so that providing it serves it
+    /// here: always without a [`Remote`] and in the monolith; in the
+    /// distributed package, when the configured host list names it (or there
+    /// is no list).
+    pub fn hosts<S: Service + ?Sized>(&self) -> bool {
+        self.remote.as_ref().is_none_or(|r| r.hosts(S::NAME))
+    }
+
     /// Gets service `S`: the provided object itself when it is here, else a client.
     pub fn get<S: Service + ?Sized>(&self) -> Result<Arc<S>> {
         let colocate = self.remote.as_ref().is_none_or(|r| r.colocate());

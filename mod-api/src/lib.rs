@@ -10,12 +10,14 @@
 
 #![warn(missing_docs)]
 
+pub mod app_error;
 pub mod backend;
 pub mod cache;
 pub mod codec;
 pub mod config;
 pub mod error;
 pub mod flight;
+mod generated;
 pub mod invoke;
 pub mod queue;
 pub mod registry;
@@ -23,9 +25,10 @@ pub mod session;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use app_error::AppError;
 pub use async_trait::async_trait;
 pub use backend::{Backend, BackendKind};
-pub use cache::{Cache, CacheExt, CachePolicy, NearCachePolicy};
+pub use cache::{Cache, CacheExt, CachePolicy, Cas, NearCachePolicy};
 pub use codec::{Codec, DefaultCodec};
 pub use config::Config;
 pub use error::{Error, ErrorKind, Result};
@@ -49,6 +52,9 @@ use serde::Serialize;
     note = "add `#[derive(serde::Serialize, serde::Deserialize)]` to the type"
 )]
 pub trait Wire: Serialize + DeserializeOwned + Send + 'static {}
+// One error naming `Wire` (whose message lists what it needs) rather than one
+// per unmet serde bound, each with a list of unrelated implementors.
+#[diagnostic::do_not_recommend]
 impl<T: Serialize + DeserializeOwned + Send + 'static> Wire for T {}
 
 /// A value kept by a building block (cache entry, session data, queue message):
@@ -60,6 +66,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Wire for T {}
     note = "derive `Clone`, `serde::Serialize` and `serde::Deserialize` for it"
 )]
 pub trait Value: Wire + Clone + Sync {}
+#[diagnostic::do_not_recommend]
 impl<T: Wire + Clone + Sync> Value for T {}
 
 /// The error type of a service method: it must absorb transport failures
@@ -67,7 +74,8 @@ impl<T: Wire + Clone + Sync> Value for T {}
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be the error type of a modkit service method",
     label = "must implement `From<modkit::Error>` and `Serialize + DeserializeOwned`",
-    note = "transport failures surface in the method's own error type: add `impl From<modkit::Error> for {Self}`"
+    note = "transport failures surface in the method's own error type: use `modkit::AppError<{Self}>` \
+            (variants `App({Self})` and `Platform(modkit::Error)`), or, for your own type, add `impl From<modkit::Error> for {Self}`"
 )]
 pub trait ServiceError: From<Error> + Wire {}
 impl<T: From<Error> + Wire> ServiceError for T {}
@@ -79,8 +87,5 @@ pub mod __private {
     pub use async_trait::async_trait;
     pub use tracing;
 
-    /// Compile-time check that a type may cross the wire.
-    pub const fn assert_wire<T: crate::Wire>() {}
-    /// Compile-time check of a service error type.
-    pub const fn assert_service_error<T: crate::ServiceError>() {}
+    pub use crate::generated::*;
 }

@@ -4,7 +4,10 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use mod_api::{async_trait, service, Container, Error, ErrorKind, Loopback, MethodInfo, Service};
+use mod_api::{
+    async_trait, service, AppError, Container, Error, ErrorKind, Loopback, MethodInfo, Remote,
+    Service,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -218,6 +221,68 @@ async fn container_returns_the_provided_object() {
     assert!(container.dispatcher("test.cart").is_some());
     got.add(apple(4)).await.unwrap();
     assert_eq!(cart.count().await, Ok(4));
+}
+
+/// A service whose error type is the provided `AppError`, here around a
+/// foreign type (`String` cannot get `From<modkit::Error>` in this crate).
+#[service(crate = mod_api)]
+pub trait Stock {
+    async fn reserve(&self, sku: String) -> Result<u32, AppError<String>>;
+}
+
+struct OneLeft;
+
+#[async_trait]
+impl Stock for OneLeft {
+    async fn reserve(&self, sku: String) -> Result<u32, AppError<String>> {
+        match sku.as_str() {
+            "tea" => Ok(1),
+            _ => Err(AppError::App(format!("{sku} is sold out"))),
+        }
+    }
+}
+
+#[tokio::test]
+async fn app_error_carries_business_and_platform_errors() {
+    let loopback = Loopback::new();
+    loopback.serve::<dyn Stock>(Arc::new(OneLeft));
+    let stock = loopback.client::<dyn Stock>();
+    assert_eq!(stock.reserve("tea".into()).await.unwrap(), 1);
+    let err = stock.reserve("mug".into()).await.unwrap_err();
+    assert_eq!(err.app().map(String::as_str), Some("mug is sold out"));
+    assert_eq!(err.to_string(), "mug is sold out");
+
+    let nobody = Loopback::new().client::<dyn Stock>();
+    let err = nobody.reserve("tea".into()).await.unwrap_err();
+    assert_eq!(err.kind(), Some(ErrorKind::NotFound));
+    assert!(err.app().is_none());
+}
+
+/// A remote that hosts only `test.cart`.
+struct HostsCart;
+
+#[async_trait]
+impl Remote for HostsCart {
+    fn hosts(&self, service: &str) -> bool {
+        service == "test.cart"
+    }
+
+    async fn serve(&self, _: &'static str, _: Arc<dyn mod_api::Dispatch>) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn transport(&self, _: &'static str) -> Result<Arc<dyn mod_api::Transport>, Error> {
+        Ok(Arc::new(Loopback::new()))
+    }
+}
+
+#[test]
+fn hosts_asks_the_remote_by_trait() {
+    let container = Container::with_remote(Arc::new(HostsCart));
+    assert!(container.hosts::<dyn Cart>());
+    assert!(!container.hosts::<dyn Ping>());
+    // Without a remote, everything provided runs here.
+    assert!(Container::new().hosts::<dyn Ping>());
 }
 
 #[test]

@@ -14,8 +14,11 @@ use proc_macro::TokenStream;
 /// Every method must be `async fn name(&self, arg: T, ...) -> Result<R, E>`:
 /// owned arguments, no generics, and an explicit error type `E` that implements
 /// `From<modkit::Error>` (transport failures surface in the method's own error
-/// type). Arguments, `R` and `E` must be serializable; this is checked at compile
-/// time with an error that points at the offending type.
+/// type): `modkit::Error` itself, `modkit::AppError<YourError>` (no hand-written
+/// conversion), or your own enum with such an impl. Arguments, `R` and `E` must
+/// be serializable; this is checked at compile time with one error per type
+/// that lacks something, pointing at that type (the generated code adds none
+/// of its own).
 ///
 /// ```ignore
 /// use modkit::{async_trait, service, Error};

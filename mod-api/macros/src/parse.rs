@@ -52,8 +52,6 @@ pub struct Method {
     pub name: String,
     pub idempotent: bool,
     pub args: Vec<Type>,
-    /// The parameter list `(&self, ...)`, where argument coding errors point.
-    pub params: Span,
     /// The return type as written (`Result<R, E>`).
     pub output: Type,
     pub ok: Type,
@@ -161,7 +159,6 @@ fn method(sig: &Signature, idempotent: bool) -> syn::Result<Method> {
         name: sig.ident.unraw().to_string(),
         idempotent,
         args,
-        params: sig.paren_token.span.join(),
         output,
         ok,
         err,

@@ -22,6 +22,7 @@ use async_trait::async_trait;
 use crate::backend::Backend;
 
 pub mod cache;
+pub mod cache_update;
 pub mod invoke;
 pub mod queue;
 pub mod registry;
@@ -104,6 +105,7 @@ macro_rules! conformance_suite {
         $crate::__conformance_registry!($harness);
         $crate::__conformance_invoke!($harness);
         $crate::__conformance_cache!($harness);
+        $crate::__conformance_cache_update!($harness);
         $crate::__conformance_session!($harness);
         $crate::__conformance_queue!($harness);
     };

@@ -1,10 +1,15 @@
 use mod_api::{service, Error};
+use serde::Deserialize;
 
-pub struct Opaque;
+// One derive forgotten: one error, at the argument.
+#[derive(Deserialize)]
+pub struct Note {
+    pub text: String,
+}
 
 #[service(crate = mod_api)]
-pub trait Vault {
-    async fn store(&self, value: Opaque) -> Result<(), Error>;
+pub trait Notes {
+    async fn add(&self, note: Note) -> Result<u64, Error>;
 }
 
 fn main() {}

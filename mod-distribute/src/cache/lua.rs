@@ -61,6 +61,66 @@ return {v, exp - now}"
     ))
 });
 
+/// `compare_and_set`: compares the entry's codec bytes (after the header)
+/// with the expected ones and, when they match, writes as `set` does (the
+/// policy's expiry from now, stamped with the Redis clock; index; near
+/// invalidation). A mismatch is a read: in a TTI cache it moves the expiry as
+/// `GET_TTI` does.
+/// KEYS: entry, index. ARGV: expect ('1' present, '0' absent), expected codec
+/// bytes, payload (tag '0' + codec bytes), ttl ms (0 = none), tti ms (0 = none),
+/// index member, channel ('' = no near cache), invalidation message.
+/// Returns {1, new member '1'/'0'} when stored, {0, ''} when absent against
+/// expectation, {2, current codec bytes} when present against expectation.
+pub(crate) static COMPARE_AND_SET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        now_ms!(),
+        "local no_expiry = ",
+        "1125899906842624",
+        r"
+local ttl, tti = tonumber(ARGV[4]), tonumber(ARGV[5])
+local cur = redis.call('GET', KEYS[1])
+local body, deadline = false, false
+if cur then
+  if string.byte(cur, 1) == 49 then
+    deadline = tonumber(string.sub(cur, 2, 16))
+    body = string.sub(cur, 17)
+  else
+    body = string.sub(cur, 2)
+  end
+end
+local matches = (ARGV[1] == '1' and body == ARGV[2]) or (ARGV[1] == '0' and not body)
+if not matches then
+  if not body then return {0, ''} end
+  if tti > 0 then
+    local exp = now + tti
+    if deadline and deadline < exp then exp = deadline end
+    redis.call('PEXPIREAT', KEYS[1], exp)
+    redis.call('ZADD', KEYS[2], 'XX', exp, ARGV[6])
+  end
+  return {2, body}
+end
+local payload, exp = ARGV[3], 0
+if ttl > 0 and tti > 0 then
+  exp = math.min(now + ttl, now + tti)
+  payload = '1' .. string.format('%015.0f', now + ttl) .. string.sub(payload, 2)
+elseif ttl > 0 then
+  exp = now + ttl
+elseif tti > 0 then
+  exp = now + tti
+end
+local score = exp
+if exp > 0 then
+  redis.call('SET', KEYS[1], payload, 'PXAT', exp)
+else
+  redis.call('SET', KEYS[1], payload)
+  score = no_expiry + now
+end
+local new = redis.call('ZADD', KEYS[2], score, ARGV[6])
+if ARGV[7] ~= '' then redis.call('PUBLISH', ARGV[7], ARGV[8]) end
+return {1, tostring(new)}"
+    ))
+});
+
 /// Index upkeep: drops members whose entry is gone (re-scoring live ones that
 /// were due), then evicts the lowest scores above `max`.
 /// KEYS: index. ARGV: entry key base, max (0 = none), limit, channel ('' = none),

@@ -34,6 +34,9 @@
 //!   miss until it expires or is removed. A TTI cache with a TTL uses a
 //!   script instead (the deadline is stamped with the Redis clock).
 //! - `remove`: one pipeline `ZREM` + `DEL`; `contains`: `EXISTS` (no TTI refresh).
+//! - `compare_and_set`: one script (compare the stored codec bytes, then
+//!   `SET` + `ZADD` + `PUBLISH`), atomic against every other command; see
+//!   `cas.rs` for values equal by `PartialEq` but not byte for byte.
 //! - `clear`: a script moves the index aside and deletes its entries 500 per
 //!   round trip, so a big cache never blocks Redis for long; other caches are
 //!   untouched (nothing scans the keyspace). Entries set while a clear runs
@@ -65,6 +68,7 @@
 //! Every node must open a cache with the same policy (the entry format and
 //! near-cache invalidations depend on it).
 
+mod cas;
 mod entry;
 pub(crate) mod lua;
 mod upkeep;
@@ -78,7 +82,7 @@ use std::time::Duration;
 
 use mod_api::backend::check_name;
 use mod_api::cache::Loader;
-use mod_api::{async_trait, Cache, CachePolicy, ErrorKind, Result, Value};
+use mod_api::{async_trait, Cache, CachePolicy, Cas, ErrorKind, Result, Value};
 use redis::{Cmd, Pipeline};
 
 use self::entry::{decode_entry, millis};
@@ -381,7 +385,17 @@ impl<V: Value> Cache<V> for RedisCache<V> {
             }
         }
     }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(cache = %self.shared.name, key = %key))]
+    async fn compare_and_set(&self, key: &str, expected: Option<&V>, new: V) -> Result<Cas<V>>
+    where
+        V: PartialEq,
+    {
+        self.cas(key, expected, new).await
+    }
 }
 
+#[cfg(test)]
+mod cas_tests;
 #[cfg(test)]
 mod tests;

@@ -32,7 +32,7 @@ impl Shared {
             .store(next.clamp(-BIAS_LIMIT, BIAS_LIMIT), Ordering::Relaxed);
     }
 
-    fn invalidation(&self, key: &str) -> Vec<u8> {
+    pub(super) fn invalidation(&self, key: &str) -> Vec<u8> {
         let mut msg = Vec::with_capacity(self.key_msg.len() + key.len());
         msg.extend_from_slice(&self.key_msg);
         msg.extend_from_slice(key.as_bytes());

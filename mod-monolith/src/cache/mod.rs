@@ -19,11 +19,22 @@
 //!   ran ([`MokaCache::run_pending_tasks`]), and moka runs it on its own after
 //!   a few writes. LRU (not moka's default TinyLFU admission) so that a value
 //!   just `set` is kept and the least recently used one goes, as with Redis.
+//!
+//! # Compare-and-set
+//!
+//! moka's own compute calls exclude each other but not plain inserts, so
+//! every write of a key (`set`, `set_with_ttl`, `remove`, a `get_or_load`
+//! fill, `compare_and_set`) holds one of 64 mutexes, picked by the
+//! key's hash, for the moka call alone (never across an await): a
+//! compare-and-set's read and write are then one step for every writer, as
+//! the Redis script is. Reads take no lock.
 
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use mod_api::cache::Loader;
-use mod_api::{async_trait, Cache, CachePolicy, Result, Value};
+use mod_api::{async_trait, Cache, CachePolicy, Cas, Result, Value};
 use moka::policy::{EvictionPolicy, Expiry};
 
 use mod_api::flight::{follow, Flights, Role};
@@ -31,6 +42,10 @@ use mod_api::flight::{follow, Flights, Role};
 /// Longest duration handed to moka: it panics above 1000 years, and nobody
 /// needs more than "forever" (a century).
 const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+/// Write locks per cache (see "Compare-and-set" above): enough that writers
+/// of different keys rarely share one on a many-core machine.
+const STRIPES: usize = 64;
 
 /// What the cache stores: the value and the TTL that applies to it.
 #[derive(Clone)]
@@ -70,6 +85,9 @@ pub struct MokaCache<V> {
     flights: Flights<V>,
     /// The policy's `max_value_bytes`.
     max_value: usize,
+    /// Write locks by key hash (see "Compare-and-set" in the module docs).
+    stripes: Box<[Mutex<()>]>,
+    hasher: RandomState,
 }
 
 impl<V: Value> MokaCache<V> {
@@ -92,7 +110,21 @@ impl<V: Value> MokaCache<V> {
             inner: builder.build(),
             flights: Flights::default(),
             max_value: policy.max_value_bytes,
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            hasher: RandomState::new(),
         }
+    }
+
+    /// The write lock of `key`; held for one moka call, never across an await.
+    fn lock(&self, key: &str) -> MutexGuard<'_, ()> {
+        let at = self.hasher.hash_one(key) as usize % STRIPES;
+        self.stripes[at].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Inserts under the key's write lock.
+    fn insert(&self, key: &str, entry: Entry<V>) {
+        let _write = self.lock(key);
+        self.inner.insert(key.to_owned(), entry);
     }
 
     /// Runs moka's pending maintenance: evictions beyond `max_entries` and
@@ -140,7 +172,7 @@ impl<V: Value> Cache<V> for MokaCache<V> {
         tracing::trace!(cache = %self.name, key, "set");
         self.check_size(&value)?;
         let entry = self.entry(value, None);
-        self.inner.insert(key.to_owned(), entry);
+        self.insert(key, entry);
         Ok(())
     }
 
@@ -148,7 +180,7 @@ impl<V: Value> Cache<V> for MokaCache<V> {
     async fn set_with_ttl(&self, key: &str, value: V, ttl: Duration) -> Result<()> {
         self.check_size(&value)?;
         let entry = self.entry(value, Some(ttl.min(MAX_DURATION)));
-        self.inner.insert(key.to_owned(), entry);
+        self.insert(key, entry);
         Ok(())
     }
 
@@ -157,6 +189,7 @@ impl<V: Value> Cache<V> for MokaCache<V> {
         // moka's `remove` also returns an entry that expired but is not evicted
         // yet; `contains_key` sees only live ones. (A `set` racing between the
         // two calls is removed but reported as absent: harmless.)
+        let _write = self.lock(key);
         let live = self.inner.contains_key(key);
         Ok(self.inner.remove(key).is_some() && live)
     }
@@ -201,149 +234,29 @@ impl<V: Value> Cache<V> for MokaCache<V> {
             // Too large to cache: the caller still gets the value (as on Redis).
             Ok(value) if self.check_size(value).is_err() => {}
             // Stored before the flight ends, so a later miss finds it.
-            Ok(value) => self
-                .inner
-                .insert(key.to_owned(), self.entry(value.clone(), None)),
+            Ok(value) => self.insert(key, self.entry(value.clone(), None)),
             Err(err) => tracing::debug!(cache = %self.name, kind = %err.kind(), "loader failed"),
         }
         leader.finish(&outcome);
         outcome
     }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(cache = %self.name, key = %key))]
+    async fn compare_and_set(&self, key: &str, expected: Option<&V>, new: V) -> Result<Cas<V>>
+    where
+        V: PartialEq,
+    {
+        self.check_size(&new)?;
+        let _write = self.lock(key);
+        // A read as `get` is (TTI, LRU), whatever the outcome.
+        let current = self.inner.get(key).map(|e| e.value);
+        if current.as_ref() != expected {
+            return Ok(Cas::Mismatch(current));
+        }
+        self.inner.insert(key.to_owned(), self.entry(new, None));
+        Ok(Cas::Stored)
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use mod_api::{CacheExt, Error, ErrorKind};
-
-    fn cache(policy: CachePolicy) -> MokaCache<u64> {
-        MokaCache::new("unit", &policy)
-    }
-
-    #[tokio::test]
-    async fn max_entries_is_exact_after_maintenance_and_keeps_the_newest() {
-        let c = cache(CachePolicy::new().max_entries(100));
-        for i in 0..1000u64 {
-            c.set(&format!("k{i}"), i).await.unwrap();
-        }
-        c.run_pending_tasks().await;
-        assert_eq!(c.entry_count(), 100);
-        let mut live = 0;
-        for i in 0..1000u64 {
-            live += c.contains(&format!("k{i}")).await.unwrap() as u64;
-        }
-        assert_eq!(live, 100);
-        // LRU: the value set last survives.
-        assert_eq!(c.get("k999").await.unwrap(), Some(999));
-    }
-
-    #[tokio::test]
-    async fn max_entries_evicts_least_recently_used() {
-        let c = cache(CachePolicy::new().max_entries(3));
-        for k in ["a", "b", "c"] {
-            c.set(k, 1).await.unwrap();
-        }
-        c.run_pending_tasks().await;
-        assert_eq!(c.get("a").await.unwrap(), Some(1)); // "b" is now the oldest use
-        c.set("d", 4).await.unwrap();
-        c.run_pending_tasks().await;
-        assert_eq!(c.entry_count(), 3);
-        assert!(!c.contains("b").await.unwrap());
-        for k in ["a", "c", "d"] {
-            assert!(c.contains(k).await.unwrap(), "{k} evicted");
-        }
-    }
-
-    #[tokio::test]
-    async fn zero_max_entries_stores_nothing() {
-        let c = cache(CachePolicy::new().max_entries(0));
-        c.set("a", 1).await.unwrap();
-        c.run_pending_tasks().await;
-        assert_eq!(c.entry_count(), 0);
-        assert_eq!(c.get("a").await.unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn per_entry_ttl_may_outlive_the_policy_ttl() {
-        let c = cache(CachePolicy::new().ttl(Duration::from_millis(100)));
-        c.set("short", 1).await.unwrap();
-        c.set_with_ttl("long", 2, Duration::from_secs(30))
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        assert_eq!(c.get("short").await.unwrap(), None);
-        assert_eq!(c.get("long").await.unwrap(), Some(2));
-    }
-
-    #[tokio::test]
-    async fn contains_does_not_refresh_tti_and_expired_remove_is_false() {
-        let c = cache(CachePolicy::new().tti(Duration::from_millis(300)));
-        c.set("k", 1).await.unwrap();
-        for _ in 0..5 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let _ = c.contains("k").await.unwrap();
-        }
-        assert!(!c.contains("k").await.unwrap());
-        assert!(!c.remove("k").await.unwrap());
-    }
-
-    #[tokio::test]
-    async fn get_right_after_clear_is_empty_and_later_sets_survive() {
-        let c = cache(CachePolicy::new());
-        c.set("a", 1).await.unwrap();
-        c.clear().await.unwrap();
-        assert_eq!(c.get("a").await.unwrap(), None);
-        c.set("a", 2).await.unwrap();
-        c.run_pending_tasks().await;
-        assert_eq!(c.get("a").await.unwrap(), Some(2));
-    }
-
-    #[tokio::test]
-    async fn huge_durations_do_not_panic() {
-        let policy = CachePolicy::new().ttl(Duration::MAX).tti(Duration::MAX);
-        let c = cache(policy);
-        c.set_with_ttl("k", 1, Duration::MAX).await.unwrap();
-        assert_eq!(c.get("k").await.unwrap(), Some(1));
-    }
-
-    #[tokio::test]
-    async fn loader_error_keeps_kind_flag_and_source_text() {
-        let c = cache(CachePolicy::new());
-        let err = c
-            .get_or_insert_with("k", || async {
-                let io = std::io::Error::other("disk");
-                Err(Error::new(ErrorKind::Io, "load").with_source(io))
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Io);
-        assert!(!err.is_retryable());
-        assert_eq!(err.message(), "load: disk");
-        assert!(!c.contains("k").await.unwrap());
-    }
-
-    #[tokio::test]
-    async fn a_cancelled_loader_hands_over_to_a_waiter() {
-        let c = std::sync::Arc::new(cache(CachePolicy::new()));
-        let leader = {
-            let c = c.clone();
-            tokio::spawn(async move {
-                c.get_or_insert_with("k", std::future::pending::<mod_api::Result<u64>>)
-                    .await
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let waiter = {
-            let c = c.clone();
-            tokio::spawn(async move { c.get_or_insert_with("k", || async { Ok(7) }).await })
-        };
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(
-            !waiter.is_finished(),
-            "the waiter did not wait for the leader"
-        );
-        leader.abort();
-        assert_eq!(waiter.await.unwrap().unwrap(), 7);
-        assert_eq!(c.get("k").await.unwrap(), Some(7));
-    }
-}
+mod tests;
