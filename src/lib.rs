@@ -153,6 +153,35 @@ impl App {
     pub fn get<S: Service + ?Sized>(&self) -> Result<Arc<S>> {
         self.container().get::<S>()
     }
+
+    /// Call once every service is provided: checks that the host list
+    /// (`invoke.host`, `MODKIT_HOST`) names only services this process
+    /// provides, and logs (INFO) what this node hosts and what it calls.
+    ///
+    /// A name never provided (`Notes` for `todo.Notes`) is an
+    /// [`ErrorKind::Config`] error listing the provided names; without this
+    /// check such a process would silently host nothing. In the monolith
+    /// every provided service is here and the check passes.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use modkit::prelude::*;
+    /// # #[service]
+    /// # pub trait Notes { async fn count(&self) -> Result<u64, Error>; }
+    /// # struct NoNotes;
+    /// # #[async_trait]
+    /// # impl Notes for NoNotes { async fn count(&self) -> Result<u64, Error> { Ok(0) } }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> modkit::Result<()> {
+    /// let app = App::start(Config::default()).await?;
+    /// app.provide::<dyn Notes>(Arc::new(NoNotes)).await?;
+    /// app.ready()?; // every service provided: check the hosting configuration
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn ready(&self) -> Result<()> {
+        self.container().check_hosting()
+    }
 }
 
 impl Backend for App {

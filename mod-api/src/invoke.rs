@@ -99,6 +99,14 @@ pub trait Remote: Send + Sync {
 
     /// A transport that reaches instances of `service` elsewhere.
     fn transport(&self, service: &'static str) -> Result<Arc<dyn Transport>>;
+
+    /// Checks this process's hosting configuration against the services
+    /// business code `provided` (hosted or not, sorted) and logs what the
+    /// process hosts and calls; see [`Container::check_hosting`].
+    fn check_hosting(&self, provided: &[&'static str]) -> Result<()> {
+        let _ = provided;
+        Ok(())
+    }
 }
 
 struct Provided {
@@ -135,6 +143,9 @@ struct Provided {
 /// ```
 pub struct Container {
     provided: RwLock<HashMap<&'static str, Provided>>,
+    /// Every name passed to `provide`, hosted here or not: what a host list
+    /// is checked against.
+    offered: RwLock<std::collections::BTreeSet<&'static str>>,
     remote: Option<Arc<dyn Remote>>,
 }
 
@@ -158,6 +169,7 @@ impl Container {
     pub fn new() -> Self {
         Container {
             provided: RwLock::new(HashMap::new()),
+            offered: RwLock::default(),
             remote: None,
         }
     }
@@ -166,6 +178,7 @@ impl Container {
     pub fn with_remote(remote: Arc<dyn Remote>) -> Self {
         Container {
             provided: RwLock::new(HashMap::new()),
+            offered: RwLock::default(),
             remote: Some(remote),
         }
     }
@@ -176,6 +189,10 @@ impl Container {
     /// reach another process; business code can therefore provide every service
     /// unconditionally and let configuration decide where each one runs.
     pub async fn provide<S: Service + ?Sized>(&self, service: Arc<S>) -> Result<()> {
+        self.offered
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(S::NAME);
         if let Some(remote) = &self.remote {
             if !remote.hosts(S::NAME) {
                 tracing::debug!(service = S::NAME, "not hosted here; callers use a proxy");
@@ -242,6 +259,32 @@ impl Container {
             .unwrap_or_else(|e| e.into_inner())
             .get(service)
             .map(|p| p.dispatcher.clone())
+    }
+
+    /// Checks, once every service is provided, that the hosting configuration
+    /// names only services this process provides, and logs (INFO) what it
+    /// hosts and what it calls.
+    ///
+    /// A host list (`invoke.host`, `MODKIT_HOST`) naming a service never passed
+    /// to [`provide`](Self::provide) is an [`ErrorKind::Config`] error that
+    /// lists the names provided: without this check such a process would
+    /// silently host nothing. Without a [`Remote`] (the monolith) every
+    /// provided service is here and the check passes.
+    pub fn check_hosting(&self) -> Result<()> {
+        let offered: Vec<&'static str> = self
+            .offered
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        match &self.remote {
+            Some(remote) => remote.check_hosting(&offered),
+            None => {
+                tracing::info!(hosts = ?offered, "all services in this process");
+                Ok(())
+            }
+        }
     }
 
     /// Names of the services provided in this process, sorted.
