@@ -8,14 +8,30 @@ compile_error!(
 
 use std::sync::Arc;
 
+// What business code uses, documented on this crate's front page.
+pub use mod_api::{
+    async_trait, config, service, Backend, BackendKind, BacklogPolicy, Cache, CacheExt,
+    CachePolicy, Config, Consumer, ConsumerInfo, Delivery, Error, ErrorKind, Instance, Lease,
+    Loopback, MessageId, NearCachePolicy, Offered, Queue, QueueConfig, QueueExt, Registry,
+    RegistryExt, Result, Service, ServiceError, Session, SessionConfig, SessionId, SessionStore,
+    Snapshot, Status, Value, Watch, Wire,
+};
+// The rest (codec, the seams between the container and a transport, the
+// testkit) is plumbing for backends and generated code: reachable under the
+// same paths, listed as one re-export rather than inlined.
+#[doc(no_inline)]
 pub use mod_api::*;
 
-/// The monolith package's backend (feature `monolith`).
+/// The monolith package's backend (feature `monolith`): operators' and
+/// tests' tools; business code never names it.
 #[cfg(feature = "monolith")]
+#[doc(no_inline)]
 pub use mod_monolith as monolith;
 
-/// The distributed package's backend (feature `distribute`).
+/// The distributed package's backend (feature `distribute`): operators' and
+/// tests' tools (the `RedisServer` launcher); business code never names it.
 #[cfg(feature = "distribute")]
+#[doc(no_inline)]
 pub use mod_distribute as distribute;
 
 /// What business code imports: `use modkit::prelude::*;`.

@@ -41,13 +41,25 @@ pub struct Call {
 /// The reply is the method's `Result<T, E>` encoded with the default codec; a
 /// transport error (no instance, deadline, broken connection) is an `Err` here and
 /// becomes the method's own error type through `E: From<Error>`.
+///
+/// Its methods are `async fn`s. They go through `async_trait` so that the
+/// trait stays usable as `dyn` (handles are `Arc<dyn …>`), which makes rustdoc
+/// show them desugared (`Pin<Box<dyn Future …>>`, `'life0`); each method's
+/// doc therefore ends with its plain `async fn` signature.
 #[async_trait]
 pub trait Transport: Send + Sync {
     /// Sends `call` and waits for the encoded reply.
+    ///
+    /// Signature: `async fn call(&self, call: Call) -> Result<Vec<u8>>`
     async fn call(&self, call: Call) -> Result<Vec<u8>>;
 }
 
 /// The server side of a service: decodes a call, runs the method, encodes the reply.
+///
+/// Its methods are `async fn`s. They go through `async_trait` so that the
+/// trait stays usable as `dyn` (handles are `Arc<dyn …>`), which makes rustdoc
+/// show them desugared (`Pin<Box<dyn Future …>>`, `'life0`); each method's
+/// doc therefore ends with its plain `async fn` signature.
 #[async_trait]
 pub trait Dispatch: Send + Sync {
     /// The service's name.
@@ -57,6 +69,8 @@ pub trait Dispatch: Send + Sync {
     ///
     /// An unknown method is [`ErrorKind::NotFound`]; undecodable arguments are
     /// [`ErrorKind::Codec`].
+    ///
+    /// Signature: `async fn dispatch(&self, method: &str, payload: &[u8]) -> Result<Vec<u8>>`
     async fn dispatch(&self, method: &str, payload: &[u8]) -> Result<Vec<u8>>;
 }
 
@@ -84,6 +98,11 @@ pub trait Service: Send + Sync + 'static {
 }
 
 /// What the distributed backend plugs into a [`Container`].
+///
+/// Its methods are `async fn`s. They go through `async_trait` so that the
+/// trait stays usable as `dyn` (handles are `Arc<dyn …>`), which makes rustdoc
+/// show them desugared (`Pin<Box<dyn Future …>>`, `'life0`); each method's
+/// doc therefore ends with its plain `async fn` signature.
 #[async_trait]
 pub trait Remote: Send + Sync {
     /// Whether this process hosts (serves and registers) `service`.
@@ -95,6 +114,8 @@ pub trait Remote: Send + Sync {
     }
 
     /// Starts serving `service` and registers this process as one of its instances.
+    ///
+    /// Signature: `async fn serve(&self, service: &'static str, dispatcher: Arc<dyn Dispatch>) -> Result<()>`
     async fn serve(&self, service: &'static str, dispatcher: Arc<dyn Dispatch>) -> Result<()>;
 
     /// A transport that reaches instances of `service` elsewhere.
@@ -301,12 +322,54 @@ impl Container {
     }
 }
 
-/// A [`Transport`] that dispatches in this process, through the codec.
+/// The testing fake for services: a [`Transport`] that dispatches in this
+/// process, through the codec.
 ///
-/// It exercises exactly the bytes a remote call would carry, so it proves that a
-/// service works when distributed; tests use it, and so can a monolith that wants
-/// isolation between callers and services. A panic in a method becomes an
-/// [`ErrorKind::Panicked`] error for that call.
+/// It exercises exactly the bytes a remote call would carry (arguments,
+/// results and errors encoded, the generated client and dispatcher), so a
+/// unit test proves that a service works when distributed, without Redis or
+/// sockets; a monolith that wants isolation between callers and services can
+/// use it too. A panic in a method becomes an [`ErrorKind::Panicked`] error for
+/// that call, and a service not served here is [`ErrorKind::NotFound`].
+///
+/// A test of a service through the loopback:
+///
+/// ```
+/// use std::sync::Arc;
+/// use mod_api::{async_trait, service, Error, ErrorKind, Loopback};
+///
+/// #[service(crate = mod_api)]
+/// pub trait Stock {
+///     async fn reserve(&self, sku: String, qty: u32) -> Result<u32, Error>;
+/// }
+///
+/// struct Shelf;
+///
+/// #[async_trait]
+/// impl Stock for Shelf {
+///     async fn reserve(&self, sku: String, qty: u32) -> Result<u32, Error> {
+///         match qty {
+///             0 => Err(Error::invalid_input(format!("reserve 0 of {sku}"))),
+///             n => Ok(n),
+///         }
+///     }
+/// }
+///
+/// #[tokio::test]
+/// # async fn _attribute_shown_only() {}
+/// async fn reserve_survives_the_wire() {
+///     let loopback = Loopback::new();
+///     loopback.serve::<dyn Stock>(Arc::new(Shelf));
+///     let stock = loopback.client::<dyn Stock>();
+///     assert_eq!(stock.reserve("tea".into(), 2).await.unwrap(), 2);
+///     let err = stock.reserve("tea".into(), 0).await.unwrap_err();
+///     assert_eq!(err.kind(), ErrorKind::InvalidInput);
+/// }
+/// # fn main() {
+/// #     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// #     rt.block_on(reserve_survives_the_wire());
+/// # }
+/// ```
 #[derive(Clone, Default)]
 pub struct Loopback {
     dispatchers: Arc<RwLock<HashMap<&'static str, Arc<dyn Dispatch>>>>,

@@ -1,6 +1,6 @@
 //! Conformance tests of the cache building block.
 //!
-//! Only the contract of [`Cache`](crate::Cache) and [`Backend::cache`]; never
+//! Only the contract of [`Cache`] and [`Backend::cache`]; never
 //! `max_entries` (exact in the monolith, approximate in Redis).
 
 #[allow(unused_imports)]

@@ -1,6 +1,6 @@
 //! Conformance tests of the session building block.
 //!
-//! Only the contract of [`SessionStore`](crate::SessionStore) and
+//! Only the contract of [`SessionStore`] and
 //! [`Backend::sessions`]. Tests keep their node alive while they use a store.
 
 #[allow(unused_imports)]
