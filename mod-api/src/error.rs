@@ -282,16 +282,24 @@ impl Error {
 
     fn write_sources(&self, out: &mut impl fmt::Write) -> fmt::Result {
         let mut next = self.source_ref();
+        let mut previous = String::new();
         while let Some(cause) = next {
-            match cause.downcast_ref::<Error>() {
+            let text = match cause.downcast_ref::<Error>() {
                 // A wrapped modkit error: its message and context only, since
                 // its own Display would repeat the rest of the chain.
                 Some(inner) => {
-                    write!(out, ": {}", inner.message)?;
-                    inner.write_context(out)?;
+                    let mut text = inner.message.to_string();
+                    inner.write_context(&mut text)?;
+                    text
                 }
-                None => write!(out, ": {cause}")?,
+                None => cause.to_string(),
+            };
+            // Many errors print their source inside their own text (redis-rs
+            // does): such a cause would only repeat what is already shown.
+            if !previous.contains(&text) {
+                write!(out, ": {text}")?;
             }
+            previous = text;
             next = cause.source();
         }
         Ok(())

@@ -66,3 +66,21 @@ fn a_plain_error_is_small_and_carries_no_box() {
     assert_eq!(err.context().count(), 0);
     assert_eq!(err.to_string(), "not_found: gone");
 }
+
+#[test]
+fn a_cause_already_in_its_parents_text_is_not_repeated() {
+    #[derive(Debug)]
+    struct Wrapper(std::io::Error);
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "client: {}", self.0)
+        }
+    }
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+    let err = Error::unavailable("redis").with_source(Wrapper(std::io::Error::other("refused")));
+    assert_eq!(err.to_string(), "unavailable: redis: client: refused");
+}
