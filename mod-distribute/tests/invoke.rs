@@ -189,10 +189,16 @@ async fn deadline_of_a_remote_call_is_enforced() {
     let address = server.rpc_address().await.expect("serving");
     assert_eq!(err.context_value("service"), Some("test.Node"), "{err}");
     assert_eq!(err.context_value("method"), Some("slow"), "{err}");
-    assert_eq!(err.context_value("address"), Some(address.as_str()), "{err}");
+    assert_eq!(
+        err.context_value("address"),
+        Some(address.as_str()),
+        "{err}"
+    );
     let text = err.to_string();
     assert!(
-        text.contains(&format!("(service: test.Node, method: slow, address: {address})")),
+        text.contains(&format!(
+            "(service: test.Node, method: slow, address: {address})"
+        )),
         "{text}"
     );
     client.slow(10).await.expect("a quick call still works");
