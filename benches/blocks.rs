@@ -1,8 +1,8 @@
 //! Criterion benches of every building block on both backends, each group with
-//! the peer the block replaces: `cargo bench --bench blocks [-- --quick] [FILTER]`.
+//! the peer the block replaces: `cargo bench -p modkit-benches --bench blocks [-- --quick] [FILTER]`.
 //!
 //! Starts a private `redis-server` (killed at exit) unless `MODKIT_REDIS_URL`
-//! is set. `cargo bench --bench compare` is the interleaved, one-line-per-pair
+//! is set. `cargo bench -p modkit-benches --bench compare` is the interleaved, one-line-per-pair
 //! comparison; these are the per-operation latencies with criterion's statistics.
 
 #[path = "compare/fixtures.rs"]

@@ -49,6 +49,7 @@ cargo fmt --all -- --check
 
 say "cargo clippy (all targets, all features, -D warnings)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps
 
 say "cargo test (workspace, all features; includes the doc tests)"
 cargo test --workspace --all-features

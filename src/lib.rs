@@ -8,14 +8,30 @@ compile_error!(
 
 use std::sync::Arc;
 
+// What business code uses, documented on this crate's front page.
+pub use mod_api::{
+    async_trait, config, service, AppError, Backend, BackendKind, BacklogPolicy, Cache, CacheExt,
+    CachePolicy, Cas, Config, Consumer, ConsumerInfo, Delivery, Error, ErrorKind, Instance, Lease,
+    Loopback, MessageId, NearCachePolicy, Offered, Queue, QueueConfig, QueueExt, Registry,
+    RegistryExt, Result, Service, ServiceError, Session, SessionConfig, SessionId, SessionStore,
+    Snapshot, Status, Value, Watch, Wire,
+};
+// The rest (codec, the seams between the container and a transport, the
+// testkit) is plumbing for backends and generated code: reachable under the
+// same paths, listed as one re-export rather than inlined.
+#[doc(no_inline)]
 pub use mod_api::*;
 
-/// The monolith package's backend (feature `monolith`).
+/// The monolith package's backend (feature `monolith`): operators' and
+/// tests' tools; business code never names it.
 #[cfg(feature = "monolith")]
+#[doc(no_inline)]
 pub use mod_monolith as monolith;
 
-/// The distributed package's backend (feature `distribute`).
+/// The distributed package's backend (feature `distribute`): operators' and
+/// tests' tools (the `RedisServer` launcher); business code never names it.
 #[cfg(feature = "distribute")]
+#[doc(no_inline)]
 pub use mod_distribute as distribute;
 
 #[cfg(feature = "axum")]
@@ -182,6 +198,35 @@ impl App {
     /// Gets service `S`: the object itself when hosted here, else a client (see [`Container::get`]).
     pub fn get<S: Service + ?Sized>(&self) -> Result<Arc<S>> {
         self.container().get::<S>()
+    }
+
+    /// Call once every service is provided: checks that the host list
+    /// (`invoke.host`, `MODKIT_HOST`) names only services this process
+    /// provides, and logs (INFO) what this node hosts and what it calls.
+    ///
+    /// A name never provided (`Notes` for `todo.Notes`) is an
+    /// [`ErrorKind::Config`] error listing the provided names; without this
+    /// check such a process would silently host nothing. In the monolith
+    /// every provided service is here and the check passes.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use modkit::prelude::*;
+    /// # #[service]
+    /// # pub trait Notes { async fn count(&self) -> Result<u64, Error>; }
+    /// # struct NoNotes;
+    /// # #[async_trait]
+    /// # impl Notes for NoNotes { async fn count(&self) -> Result<u64, Error> { Ok(0) } }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> modkit::Result<()> {
+    /// let app = App::start(Config::default()).await?;
+    /// app.provide::<dyn Notes>(Arc::new(NoNotes)).await?;
+    /// app.ready()?; // every service provided: check the hosting configuration
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn ready(&self) -> Result<()> {
+        self.container().check_hosting()
     }
 }
 

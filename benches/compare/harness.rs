@@ -102,7 +102,7 @@ impl Plan {
 }
 
 impl Plan {
-    /// One tiny round: for `cargo test --benches`.
+    /// One tiny round: for `cargo test -p modkit-benches --benches`.
     pub fn smoke() -> Plan {
         Plan {
             rounds: 1,

@@ -1,4 +1,4 @@
-//! `cargo bench --bench compare [-- --quick] [OPTIONS] [FILTER]`
+//! `cargo bench -p modkit-benches --bench compare [-- --quick] [OPTIONS] [FILTER]`
 //!
 //! Compares each building block of modkit, on both backends, with the peer it
 //! replaces, and prints one line per comparison:
@@ -22,7 +22,7 @@
 //! - `--rounds N`, `--slice-ms M`: override the plan.
 //! - `--only modkit|peer`: run one side of each comparison, for a profiler
 //!   (prints `only …` lines, not `compare` lines).
-//! - Without `--bench` (as `cargo test --benches` runs it): one tiny round of
+//! - Without `--bench` (as `cargo test -p modkit-benches --benches` runs it): one tiny round of
 //!   everything, a smoke test whose numbers mean nothing.
 
 mod cache;
@@ -46,7 +46,7 @@ pub type BenchResult = Result<(), BoxError>;
 
 struct Args {
     quick: bool,
-    /// Run by `cargo test --benches` (no `--bench` flag): a short smoke run.
+    /// Run by `cargo test -p modkit-benches --benches` (no `--bench` flag): a short smoke run.
     smoke: bool,
     threads: usize,
     /// `--rounds N`, `--slice-ms M`: override the plan.

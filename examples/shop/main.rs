@@ -80,7 +80,8 @@ async fn provide_all(app: &App) -> Result<()> {
         .await?;
     app.provide::<dyn Billing>(Arc::new(BillingService::new(app)?))
         .await?;
-    Ok(())
+    // Everything is provided: a host list naming another service fails here.
+    app.ready()
 }
 
 /// Runs the billing worker in the process that hosts `Billing`.

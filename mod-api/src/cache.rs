@@ -113,27 +113,44 @@ impl Default for NearCachePolicy {
 }
 
 /// A typed cache of `V` values under string keys.
+///
+/// Its methods are `async fn`s. They go through `async_trait` so that the
+/// trait stays usable as `dyn` (handles are `Arc<dyn …>`), which makes rustdoc
+/// show them desugared (`Pin<Box<dyn Future …>>`, `'life0`); each method's
+/// doc therefore ends with its plain `async fn` signature.
 #[async_trait]
 pub trait Cache<V: Value>: Send + Sync {
     /// The cache's name.
     fn name(&self) -> &str;
 
     /// The value under `key`, if present and not expired.
+    ///
+    /// Signature: `async fn get(&self, key: &str) -> Result<Option<V>>`
     async fn get(&self, key: &str) -> Result<Option<V>>;
 
     /// Stores `value` under `key` with the policy's expiry.
+    ///
+    /// Signature: `async fn set(&self, key: &str, value: V) -> Result<()>`
     async fn set(&self, key: &str, value: V) -> Result<()>;
 
     /// Stores `value` under `key`, expiring `ttl` after now regardless of the policy's TTL.
+    ///
+    /// Signature: `async fn set_with_ttl(&self, key: &str, value: V, ttl: Duration) -> Result<()>`
     async fn set_with_ttl(&self, key: &str, value: V, ttl: Duration) -> Result<()>;
 
     /// Removes `key`; `true` when it was present.
+    ///
+    /// Signature: `async fn remove(&self, key: &str) -> Result<bool>`
     async fn remove(&self, key: &str) -> Result<bool>;
 
     /// Whether `key` is present (does not count as a read for TTI).
+    ///
+    /// Signature: `async fn contains(&self, key: &str) -> Result<bool>`
     async fn contains(&self, key: &str) -> Result<bool>;
 
     /// Removes every entry of this cache (and only of this cache).
+    ///
+    /// Signature: `async fn clear(&self) -> Result<()>`
     async fn clear(&self) -> Result<()>;
 
     /// The value under `key`, or the result of `loader`, stored then returned.
@@ -141,6 +158,8 @@ pub trait Cache<V: Value>: Send + Sync {
     /// Concurrent misses of one key in one process run one loader; the others
     /// wait for its value. A loader error is returned to every waiter and nothing
     /// is stored.
+    ///
+    /// Signature: `async fn get_or_load(&self, key: &str, loader: Loader<'_, V>) -> Result<V>`
     async fn get_or_load(&self, key: &str, loader: Loader<'_, V>) -> Result<V>;
 
     /// Stores `new` under `key` only if the entry is `expected` now (`None`:

@@ -7,7 +7,7 @@
 //!
 //! [invoke]
 //! timeout = "5s"               # default deadline of a remote call
-//! host = ["Catalog", "Auth"]   # services this process serves (default: all it provides)
+//! host = ["Catalog", "Auth"]   # services this process serves; [] none, ["*"] all (unset: all, with a WARN)
 //! colocate = true              # call services hosted here without the network
 //! balance = "round_robin"      # or "least_in_flight"
 //! retries = 2                  # other instances tried by idempotent calls
@@ -51,7 +51,7 @@
 //! | `MODKIT_NODE_ID` | `node_id` |
 //! | `MODKIT_DATA_DIR` | `data_dir` |
 //! | `MODKIT_INVOKE_TIMEOUT` | `invoke.timeout` |
-//! | `MODKIT_HOST` | `invoke.host` (comma-separated) |
+//! | `MODKIT_HOST` | `invoke.host` (comma-separated; empty: host nothing; `*`: host all) |
 //! | `MODKIT_COLOCATE` | `invoke.colocate` (`true`/`false`) |
 //! | `MODKIT_REGISTRY_TTL`, `MODKIT_REGISTRY_SWEEP` | `registry.ttl`, `registry.sweep` |
 //! | `MODKIT_REDIS_URL`, `MODKIT_REDIS_PREFIX` | `redis.url`, `redis.prefix` |
@@ -69,8 +69,10 @@ use serde::{Deserialize, Serialize};
 use crate::backend::BackendKind;
 use crate::error::{Error, Result};
 
+mod invoke;
 mod rpc;
 
+pub use invoke::{Balance, InvokeConfig, HOST_ALL};
 pub use rpc::{RpcConfig, RpcTlsConfig};
 
 /// The whole configuration of a modkit runtime.
@@ -92,56 +94,6 @@ pub struct Config {
     pub redis: RedisConfig,
     /// RPC transport (distributed package).
     pub rpc: RpcConfig,
-}
-
-/// Invocation settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct InvokeConfig {
-    /// Default deadline of a remote call.
-    #[serde(with = "duration")]
-    pub timeout: Duration,
-    /// Services this process serves; `None` serves every service it provides.
-    pub host: Option<Vec<String>>,
-    /// Call services hosted in this process directly, without the network.
-    pub colocate: bool,
-    /// How a client picks among a service's `Up` instances.
-    pub balance: Balance,
-    /// How many other instances an idempotent call (or one that never left the
-    /// client) is retried on after a transport failure.
-    pub retries: u32,
-}
-
-/// Load-balancing policy of remote calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Balance {
-    /// Each instance in turn.
-    #[default]
-    RoundRobin,
-    /// The instance with the fewest calls in flight from this process.
-    LeastInFlight,
-}
-
-impl Default for InvokeConfig {
-    fn default() -> Self {
-        InvokeConfig {
-            timeout: Duration::from_secs(5),
-            host: None,
-            colocate: true,
-            balance: Balance::RoundRobin,
-            retries: 2,
-        }
-    }
-}
-
-impl InvokeConfig {
-    /// Whether this process hosts `service`.
-    pub fn hosts(&self, service: &str) -> bool {
-        self.host
-            .as_ref()
-            .is_none_or(|list| list.iter().any(|s| s == service))
-    }
 }
 
 /// Registry settings.

@@ -98,11 +98,41 @@ impl fmt::Display for ErrorKind {
 
 type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// modkit's error: a kind, a message, a retryable flag and an optional source.
+/// modkit's error: a kind, a message, a retryable flag, structured context
+/// (`key: value` pairs such as the Redis URL or the service and method of a
+/// call) and an optional source.
+///
+/// `Display` prints all of it on one line: the kind, the message, the context
+/// and the source chain, e.g.
+/// `unavailable: cannot connect to Redis (url: redis://127.0.0.1:6379/): Connection refused (os error 111)`.
+///
+/// ```
+/// use mod_api::{Error, ErrorKind};
+///
+/// let err = Error::unavailable("call failed")
+///     .with_context("service", "shop.Catalog")
+///     .with_context("method", "price")
+///     .with_source(std::io::Error::other("connection reset"));
+/// assert_eq!(err.kind(), ErrorKind::Unavailable);
+/// assert_eq!(err.context_value("method"), Some("price"));
+/// assert_eq!(
+///     err.to_string(),
+///     "unavailable: call failed (service: shop.Catalog, method: price): connection reset"
+/// );
+/// ```
 pub struct Error {
     kind: ErrorKind,
-    message: Cow<'static, str>,
     retryable: bool,
+    message: Cow<'static, str>,
+    // Context and source share one box, allocated only when either is
+    // attached: a plain error stays 40 bytes and costs no allocation beyond
+    // its message.
+    extra: Option<Box<Extra>>,
+}
+
+#[derive(Default)]
+struct Extra {
+    context: Vec<(&'static str, String)>,
     source: Option<Source>,
 }
 
@@ -111,15 +141,29 @@ impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<Cow<'static, str>>) -> Self {
         Error {
             kind,
-            message: message.into(),
             retryable: kind.default_retryable(),
-            source: None,
+            message: message.into(),
+            extra: None,
         }
+    }
+
+    fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
     }
 
     /// Attaches the underlying cause.
     pub fn with_source(mut self, source: impl Into<Source>) -> Self {
-        self.source = Some(source.into());
+        self.extra_mut().source = Some(source.into());
+        self
+    }
+
+    /// Adds a `key: value` pair of context (the Redis URL, the service, the
+    /// method, the instance address…), shown by `Display` after the message.
+    ///
+    /// Call it where the error is made or passes an edge (`map_err`), so the
+    /// cost is paid only when an error happens. A key given twice keeps both.
+    pub fn with_context(mut self, key: &'static str, value: impl fmt::Display) -> Self {
+        self.extra_mut().context.push((key, value.to_string()));
         self
     }
 
@@ -139,9 +183,21 @@ impl Error {
         self.retryable
     }
 
-    /// The message, without the source chain.
+    /// The message, without context and source chain.
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// The context pairs, in the order they were added.
+    pub fn context(&self) -> impl Iterator<Item = (&'static str, &str)> + '_ {
+        self.extra
+            .iter()
+            .flat_map(|e| e.context.iter().map(|(k, v)| (*k, v.as_str())))
+    }
+
+    /// The value of the first context pair named `key`.
+    pub fn context_value(&self, key: &str) -> Option<&str> {
+        self.context().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 
     /// Shorthand for [`ErrorKind::NotFound`].
@@ -184,26 +240,76 @@ impl Error {
         Self::new(ErrorKind::Config, message)
     }
 
-    /// A copy with the same kind, flag and message; the source becomes part of the message.
+    /// A copy with the same kind, flag, message and context; the source chain
+    /// becomes part of the message.
     ///
-    /// Used where an error must be shared (single-flight loaders) or sent over the wire.
+    /// Used where an error must be shared (single-flight loaders).
     pub fn to_detached(&self) -> Error {
-        Error {
-            kind: self.kind,
-            message: Cow::Owned(self.full_message()),
-            retryable: self.retryable,
-            source: None,
+        let mut copy =
+            Error::new(self.kind, self.message_with_sources()).with_retryable(self.retryable);
+        if let Some(extra) = &self.extra {
+            if !extra.context.is_empty() {
+                copy.extra_mut().context = extra.context.clone();
+            }
         }
+        copy
     }
 
-    fn full_message(&self) -> String {
+    fn source_ref(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.extra
+            .as_ref()
+            .and_then(|e| e.source.as_deref())
+            .map(|s| s as &(dyn std::error::Error + 'static))
+    }
+
+    /// The message, then the source chain, `": "`-separated.
+    fn message_with_sources(&self) -> String {
         let mut text = self.message.to_string();
-        let mut next = self.source.as_deref().map(|s| s as &dyn std::error::Error);
+        self.write_sources(&mut text).ok();
+        text
+    }
+
+    fn write_context(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        for (i, (key, value)) in self.context().enumerate() {
+            out.write_str(if i == 0 { " (" } else { ", " })?;
+            write!(out, "{key}: {value}")?;
+        }
+        if self.context().next().is_some() {
+            out.write_str(")")?;
+        }
+        Ok(())
+    }
+
+    fn write_sources(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        let mut next = self.source_ref();
+        let mut previous = String::new();
         while let Some(cause) = next {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
+            let text = match cause.downcast_ref::<Error>() {
+                // A wrapped modkit error: its message and context only, since
+                // its own Display would repeat the rest of the chain.
+                Some(inner) => {
+                    let mut text = inner.message.to_string();
+                    inner.write_context(&mut text)?;
+                    text
+                }
+                None => cause.to_string(),
+            };
+            // Many errors print their source inside their own text (redis-rs
+            // does): such a cause would only repeat what is already shown.
+            if !previous.contains(&text) {
+                write!(out, ": {text}")?;
+            }
+            previous = text;
             next = cause.source();
         }
+        Ok(())
+    }
+
+    /// Message, context and source chain: what crosses the wire as the message.
+    fn full_message(&self) -> String {
+        let mut text = self.message.to_string();
+        self.write_context(&mut text).ok();
+        self.write_sources(&mut text).ok();
         text
     }
 }
@@ -214,8 +320,13 @@ impl fmt::Debug for Error {
         d.field("kind", &self.kind)
             .field("message", &self.message)
             .field("retryable", &self.retryable);
-        if let Some(source) = &self.source {
-            d.field("source", source);
+        if let Some(extra) = &self.extra {
+            if !extra.context.is_empty() {
+                d.field("context", &extra.context);
+            }
+            if let Some(source) = &extra.source {
+                d.field("source", source);
+            }
         }
         d.finish()
     }
@@ -223,15 +334,15 @@ impl fmt::Debug for Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.kind, self.message)
+        write!(f, "{}: {}", self.kind, self.message)?;
+        self.write_context(f)?;
+        self.write_sources(f)
     }
 }
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|s| s as &(dyn std::error::Error + 'static))
+        self.source_ref()
     }
 }
 
@@ -271,34 +382,9 @@ impl Serialize for Error {
 impl<'de> Deserialize<'de> for Error {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let wire = WireError::deserialize(deserializer)?;
-        Ok(Error {
-            kind: wire.kind,
-            message: Cow::Owned(wire.message),
-            retryable: wire.retryable,
-            source: None,
-        })
+        Ok(Error::new(wire.kind, wire.message).with_retryable(wire.retryable))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retryable_follows_kind_unless_overridden() {
-        assert!(Error::timeout("slow").is_retryable());
-        assert!(!Error::not_found("gone").is_retryable());
-        assert!(Error::not_found("gone").with_retryable(true).is_retryable());
-    }
-
-    #[test]
-    fn serialization_keeps_kind_flag_and_source_text() {
-        let io = std::io::Error::other("disk on fire");
-        let err = Error::new(ErrorKind::Io, "spill failed").with_source(io);
-        let bytes = crate::codec::encode(&err).unwrap();
-        let back: Error = crate::codec::decode(&bytes).unwrap();
-        assert_eq!(back.kind(), ErrorKind::Io);
-        assert!(!back.is_retryable());
-        assert_eq!(back.message(), "spill failed: disk on fire");
-    }
-}
+mod tests;

@@ -41,13 +41,25 @@ pub struct Call {
 /// The reply is the method's `Result<T, E>` encoded with the default codec; a
 /// transport error (no instance, deadline, broken connection) is an `Err` here and
 /// becomes the method's own error type through `E: From<Error>`.
+///
+/// Its methods are `async fn`s. They go through `async_trait` so that the
+/// trait stays usable as `dyn` (handles are `Arc<dyn …>`), which makes rustdoc
+/// show them desugared (`Pin<Box<dyn Future …>>`, `'life0`); each method's
+/// doc therefore ends with its plain `async fn` signature.
 #[async_trait]
 pub trait Transport: Send + Sync {
     /// Sends `call` and waits for the encoded reply.
+    ///
+    /// Signature: `async fn call(&self, call: Call) -> Result<Vec<u8>>`
     async fn call(&self, call: Call) -> Result<Vec<u8>>;
 }
 
 /// The server side of a service: decodes a call, runs the method, encodes the reply.
+///
+/// Its methods are `async fn`s. They go through `async_trait` so that the
+/// trait stays usable as `dyn` (handles are `Arc<dyn …>`), which makes rustdoc
+/// show them desugared (`Pin<Box<dyn Future …>>`, `'life0`); each method's
+/// doc therefore ends with its plain `async fn` signature.
 #[async_trait]
 pub trait Dispatch: Send + Sync {
     /// The service's name.
@@ -57,6 +69,8 @@ pub trait Dispatch: Send + Sync {
     ///
     /// An unknown method is [`ErrorKind::NotFound`]; undecodable arguments are
     /// [`ErrorKind::Codec`].
+    ///
+    /// Signature: `async fn dispatch(&self, method: &str, payload: &[u8]) -> Result<Vec<u8>>`
     async fn dispatch(&self, method: &str, payload: &[u8]) -> Result<Vec<u8>>;
 }
 
@@ -84,6 +98,11 @@ pub trait Service: Send + Sync + 'static {
 }
 
 /// What the distributed backend plugs into a [`Container`].
+///
+/// Its methods are `async fn`s. They go through `async_trait` so that the
+/// trait stays usable as `dyn` (handles are `Arc<dyn …>`), which makes rustdoc
+/// show them desugared (`Pin<Box<dyn Future …>>`, `'life0`); each method's
+/// doc therefore ends with its plain `async fn` signature.
 #[async_trait]
 pub trait Remote: Send + Sync {
     /// Whether this process hosts (serves and registers) `service`.
@@ -95,10 +114,20 @@ pub trait Remote: Send + Sync {
     }
 
     /// Starts serving `service` and registers this process as one of its instances.
+    ///
+    /// Signature: `async fn serve(&self, service: &'static str, dispatcher: Arc<dyn Dispatch>) -> Result<()>`
     async fn serve(&self, service: &'static str, dispatcher: Arc<dyn Dispatch>) -> Result<()>;
 
     /// A transport that reaches instances of `service` elsewhere.
     fn transport(&self, service: &'static str) -> Result<Arc<dyn Transport>>;
+
+    /// Checks this process's hosting configuration against the services
+    /// business code `provided` (hosted or not, sorted) and logs what the
+    /// process hosts and calls; see [`Container::check_hosting`].
+    fn check_hosting(&self, provided: &[&'static str]) -> Result<()> {
+        let _ = provided;
+        Ok(())
+    }
 }
 
 struct Provided {
@@ -135,6 +164,9 @@ struct Provided {
 /// ```
 pub struct Container {
     provided: RwLock<HashMap<&'static str, Provided>>,
+    /// Every name passed to `provide`, hosted here or not: what a host list
+    /// is checked against.
+    offered: RwLock<std::collections::BTreeSet<&'static str>>,
     remote: Option<Arc<dyn Remote>>,
 }
 
@@ -158,6 +190,7 @@ impl Container {
     pub fn new() -> Self {
         Container {
             provided: RwLock::new(HashMap::new()),
+            offered: RwLock::default(),
             remote: None,
         }
     }
@@ -166,6 +199,7 @@ impl Container {
     pub fn with_remote(remote: Arc<dyn Remote>) -> Self {
         Container {
             provided: RwLock::new(HashMap::new()),
+            offered: RwLock::default(),
             remote: Some(remote),
         }
     }
@@ -176,6 +210,10 @@ impl Container {
     /// reach another process; business code can therefore provide every service
     /// unconditionally and let configuration decide where each one runs.
     pub async fn provide<S: Service + ?Sized>(&self, service: Arc<S>) -> Result<()> {
+        self.offered
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(S::NAME);
         if let Some(remote) = &self.remote {
             if !remote.hosts(S::NAME) {
                 tracing::debug!(service = S::NAME, "not hosted here; callers use a proxy");
@@ -252,6 +290,32 @@ impl Container {
             .map(|p| p.dispatcher.clone())
     }
 
+    /// Checks, once every service is provided, that the hosting configuration
+    /// names only services this process provides, and logs (INFO) what it
+    /// hosts and what it calls.
+    ///
+    /// A host list (`invoke.host`, `MODKIT_HOST`) naming a service never passed
+    /// to [`provide`](Self::provide) is an [`ErrorKind::Config`] error that
+    /// lists the names provided: without this check such a process would
+    /// silently host nothing. Without a [`Remote`] (the monolith) every
+    /// provided service is here and the check passes.
+    pub fn check_hosting(&self) -> Result<()> {
+        let offered: Vec<&'static str> = self
+            .offered
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        match &self.remote {
+            Some(remote) => remote.check_hosting(&offered),
+            None => {
+                tracing::info!(hosts = ?offered, "all services in this process");
+                Ok(())
+            }
+        }
+    }
+
     /// Names of the services provided in this process, sorted.
     pub fn provided_names(&self) -> Vec<&'static str> {
         let mut names: Vec<_> = self
@@ -266,12 +330,54 @@ impl Container {
     }
 }
 
-/// A [`Transport`] that dispatches in this process, through the codec.
+/// The testing fake for services: a [`Transport`] that dispatches in this
+/// process, through the codec.
 ///
-/// It exercises exactly the bytes a remote call would carry, so it proves that a
-/// service works when distributed; tests use it, and so can a monolith that wants
-/// isolation between callers and services. A panic in a method becomes an
-/// [`ErrorKind::Panicked`] error for that call.
+/// It exercises exactly the bytes a remote call would carry (arguments,
+/// results and errors encoded, the generated client and dispatcher), so a
+/// unit test proves that a service works when distributed, without Redis or
+/// sockets; a monolith that wants isolation between callers and services can
+/// use it too. A panic in a method becomes an [`ErrorKind::Panicked`] error for
+/// that call, and a service not served here is [`ErrorKind::NotFound`].
+///
+/// A test of a service through the loopback:
+///
+/// ```
+/// use std::sync::Arc;
+/// use mod_api::{async_trait, service, Error, ErrorKind, Loopback};
+///
+/// #[service(crate = mod_api)]
+/// pub trait Stock {
+///     async fn reserve(&self, sku: String, qty: u32) -> Result<u32, Error>;
+/// }
+///
+/// struct Shelf;
+///
+/// #[async_trait]
+/// impl Stock for Shelf {
+///     async fn reserve(&self, sku: String, qty: u32) -> Result<u32, Error> {
+///         match qty {
+///             0 => Err(Error::invalid_input(format!("reserve 0 of {sku}"))),
+///             n => Ok(n),
+///         }
+///     }
+/// }
+///
+/// #[tokio::test]
+/// # async fn _attribute_shown_only() {}
+/// async fn reserve_survives_the_wire() {
+///     let loopback = Loopback::new();
+///     loopback.serve::<dyn Stock>(Arc::new(Shelf));
+///     let stock = loopback.client::<dyn Stock>();
+///     assert_eq!(stock.reserve("tea".into(), 2).await.unwrap(), 2);
+///     let err = stock.reserve("tea".into(), 0).await.unwrap_err();
+///     assert_eq!(err.kind(), ErrorKind::InvalidInput);
+/// }
+/// # fn main() {
+/// #     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// #     rt.block_on(reserve_survives_the_wire());
+/// # }
+/// ```
 #[derive(Clone, Default)]
 pub struct Loopback {
     dispatchers: Arc<RwLock<HashMap<&'static str, Arc<dyn Dispatch>>>>,

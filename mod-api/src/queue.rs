@@ -192,18 +192,29 @@ impl Offered {
 /// A typed queue of `M` messages.
 // `is_empty` is in `QueueExt`: required methods stay minimal.
 #[allow(clippy::len_without_is_empty)]
+///
+/// Its methods are `async fn`s. They go through `async_trait` so that the
+/// trait stays usable as `dyn` (handles are `Arc<dyn …>`), which makes rustdoc
+/// show them desugared (`Pin<Box<dyn Future …>>`, `'life0`); each method's
+/// doc therefore ends with its plain `async fn` signature.
 #[async_trait]
 pub trait Queue<M: Value>: Send + Sync {
     /// The queue's name.
     fn name(&self) -> &str;
 
     /// Appends `message`, applying the backlog policy when full.
+    ///
+    /// Signature: `async fn offer(&self, message: M) -> Result<Offered>`
     async fn offer(&self, message: M) -> Result<Offered>;
 
     /// The next message for `consumer`, without waiting.
+    ///
+    /// Signature: `async fn poll(&self, consumer: &Consumer) -> Result<Option<Delivery<M>>>`
     async fn poll(&self, consumer: &Consumer) -> Result<Option<Delivery<M>>>;
 
     /// The next message for `consumer`, waiting up to `timeout`.
+    ///
+    /// Signature: `async fn poll_timeout(&self, consumer: &Consumer, timeout: Duration) -> Result<Option<Delivery<M>>>`
     async fn poll_timeout(
         &self,
         consumer: &Consumer,
@@ -211,19 +222,32 @@ pub trait Queue<M: Value>: Send + Sync {
     ) -> Result<Option<Delivery<M>>>;
 
     /// Acknowledges delivery `id` in `group`; `false` when it was not pending there.
+    ///
+    /// Signature: `async fn ack(&self, group: &str, id: &MessageId) -> Result<bool>`
     async fn ack(&self, group: &str, id: &MessageId) -> Result<bool>;
 
     /// Withdraws a message that no group has received yet; `false` otherwise.
+    ///
+    /// Signature: `async fn remove(&self, id: &MessageId) -> Result<bool>`
     async fn remove(&self, id: &MessageId) -> Result<bool>;
 
     /// Messages in the log (spilled ones included).
+    ///
+    /// Signature: `async fn len(&self) -> Result<usize>`
     async fn len(&self) -> Result<usize>;
 }
 
 /// Conveniences for every queue.
+///
+/// Its methods are `async fn`s. They go through `async_trait` so that the
+/// trait stays usable as `dyn` (handles are `Arc<dyn …>`), which makes rustdoc
+/// show them desugared (`Pin<Box<dyn Future …>>`, `'life0`); each method's
+/// doc therefore ends with its plain `async fn` signature.
 #[async_trait]
 pub trait QueueExt<M: Value>: Queue<M> {
     /// Waits until a message is there for `consumer`.
+    ///
+    /// Signature: `async fn take(&self, consumer: &Consumer) -> Result<Delivery<M>>`
     async fn take(&self, consumer: &Consumer) -> Result<Delivery<M>> {
         loop {
             if let Some(d) = self.poll_timeout(consumer, Duration::from_secs(5)).await? {
@@ -233,11 +257,15 @@ pub trait QueueExt<M: Value>: Queue<M> {
     }
 
     /// Acknowledges `delivery`.
+    ///
+    /// Signature: `async fn ack_delivery(&self, delivery: &Delivery<M>) -> Result<bool>`
     async fn ack_delivery(&self, delivery: &Delivery<M>) -> Result<bool> {
         self.ack(&delivery.group, &delivery.id).await
     }
 
     /// Whether the log is empty.
+    ///
+    /// Signature: `async fn is_empty(&self) -> Result<bool>`
     async fn is_empty(&self) -> Result<bool> {
         Ok(self.len().await? == 0)
     }

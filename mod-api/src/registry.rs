@@ -91,39 +91,64 @@ pub struct Snapshot {
 /// The registry of one deployment.
 ///
 /// Instances are visible on every node as soon as `register` returns.
+///
+/// Its methods are `async fn`s. They go through `async_trait` so that the
+/// trait stays usable as `dyn` (handles are `Arc<dyn …>`), which makes rustdoc
+/// show them desugared (`Pin<Box<dyn Future …>>`, `'life0`); each method's
+/// doc therefore ends with its plain `async fn` signature.
 #[async_trait]
 pub trait Registry: Send + Sync {
     /// Registers (or replaces) `instance` under a lease of `ttl`.
+    ///
+    /// Signature: `async fn register(&self, instance: Instance, ttl: Duration) -> Result<()>`
     async fn register(&self, instance: Instance, ttl: Duration) -> Result<()>;
 
     /// Renews the lease of an instance; [`ErrorKind::NotFound`] when it expired or was removed.
+    ///
+    /// Signature: `async fn heartbeat(&self, service: &str, id: &str) -> Result<()>`
     async fn heartbeat(&self, service: &str, id: &str) -> Result<()>;
 
     /// Removes an instance; `false` when it was not there.
+    ///
+    /// Signature: `async fn deregister(&self, service: &str, id: &str) -> Result<bool>`
     async fn deregister(&self, service: &str, id: &str) -> Result<bool>;
 
     /// Changes an instance's status (e.g. `Draining` to cordon it).
+    ///
+    /// Signature: `async fn set_status(&self, service: &str, id: &str, status: Status) -> Result<()>`
     async fn set_status(&self, service: &str, id: &str, status: Status) -> Result<()>;
 
     /// The live instances of `service`, sorted by id.
+    ///
+    /// Signature: `async fn lookup(&self, service: &str) -> Result<Vec<Instance>>`
     async fn lookup(&self, service: &str) -> Result<Vec<Instance>>;
 
     /// Names of all services with at least one live instance, sorted.
+    ///
+    /// Signature: `async fn services(&self) -> Result<Vec<String>>`
     async fn services(&self) -> Result<Vec<String>>;
 
     /// A stream of snapshots of `service`: the current one first, then a new one
     /// after every change. Versions strictly increase; changes close together
     /// (or missed while the backend was unreachable and then resynced) may arrive
     /// merged into one snapshot, so a watcher always converges on the current state.
+    ///
+    /// Signature: `async fn watch(&self, service: &str) -> Result<Watch>`
     async fn watch(&self, service: &str) -> Result<Watch>;
 
     /// Registers a consumer of a service (idempotent).
+    ///
+    /// Signature: `async fn register_consumer(&self, consumer: ConsumerInfo) -> Result<()>`
     async fn register_consumer(&self, consumer: ConsumerInfo) -> Result<()>;
 
     /// Removes a consumer; `false` when it was not there.
+    ///
+    /// Signature: `async fn deregister_consumer(&self, consumer: &ConsumerInfo) -> Result<bool>`
     async fn deregister_consumer(&self, consumer: &ConsumerInfo) -> Result<bool>;
 
     /// The consumers of `service`, sorted by consumer.
+    ///
+    /// Signature: `async fn consumers(&self, service: &str) -> Result<Vec<ConsumerInfo>>`
     async fn consumers(&self, service: &str) -> Result<Vec<ConsumerInfo>>;
 }
 

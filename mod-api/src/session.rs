@@ -176,30 +176,49 @@ impl<D> Session<D> {
 }
 
 /// A store of sessions carrying data `D`.
+///
+/// Its methods are `async fn`s. They go through `async_trait` so that the
+/// trait stays usable as `dyn` (handles are `Arc<dyn …>`), which makes rustdoc
+/// show them desugared (`Pin<Box<dyn Future …>>`, `'life0`); each method's
+/// doc therefore ends with its plain `async fn` signature.
 #[async_trait]
 pub trait SessionStore<D: Value>: Send + Sync {
     /// Creates a session for `principal` with a fresh id.
+    ///
+    /// Signature: `async fn create(&self, principal: &str, data: D) -> Result<Session<D>>`
     async fn create(&self, principal: &str, data: D) -> Result<Session<D>>;
 
     /// Reads a live session without refreshing it.
+    ///
+    /// Signature: `async fn get(&self, id: &SessionId) -> Result<Option<Session<D>>>`
     async fn get(&self, id: &SessionId) -> Result<Option<Session<D>>>;
 
     /// Reads a live session and refreshes its idle timeout (sliding expiry).
+    ///
+    /// Signature: `async fn validate(&self, id: &SessionId) -> Result<Option<Session<D>>>`
     async fn validate(&self, id: &SessionId) -> Result<Option<Session<D>>>;
 
     /// Replaces the data if the stored version is still `expected_version`.
     ///
     /// [`ErrorKind::Conflict`] when another update came first (re-read, retry);
     /// [`ErrorKind::NotFound`] when the session ended.
+    ///
+    /// Signature: `async fn update(&self, id: &SessionId, expected_version: u64, data: D) -> Result<Session<D>>`
     async fn update(&self, id: &SessionId, expected_version: u64, data: D) -> Result<Session<D>>;
 
     /// Moves the session to a new id (same data and creation time); the old id ends.
+    ///
+    /// Signature: `async fn rotate(&self, id: &SessionId) -> Result<Session<D>>`
     async fn rotate(&self, id: &SessionId) -> Result<Session<D>>;
 
     /// Ends a session; `true` when it was live.
+    ///
+    /// Signature: `async fn destroy(&self, id: &SessionId) -> Result<bool>`
     async fn destroy(&self, id: &SessionId) -> Result<bool>;
 
     /// Ends every session of `principal`; returns how many were live.
+    ///
+    /// Signature: `async fn destroy_principal(&self, principal: &str) -> Result<usize>`
     async fn destroy_principal(&self, principal: &str) -> Result<usize>;
 }
 

@@ -144,11 +144,20 @@ impl Remote for DistributedRemote {
         Ok(())
     }
 
+    fn check_hosting(&self, provided: &[&'static str]) -> Result<()> {
+        self.invoke.check_hosts(provided)?;
+        let (hosts, calls): (Vec<&str>, Vec<&str>) =
+            provided.iter().partition(|name| self.invoke.hosts(name));
+        tracing::info!(node = %self.node_id, ?hosts, ?calls, "hosting checked: serving these services, calling the others through the registry");
+        Ok(())
+    }
+
     fn transport(&self, service: &'static str) -> Result<Arc<dyn Transport>> {
         let mut proxies = self.proxies.lock().unwrap_or_else(|e| e.into_inner());
         let proxy = proxies
             .entry(service)
             .or_insert_with(|| {
+                tracing::info!(service, node = %self.node_id, "calling service through the registry (not hosted here)");
                 ServiceProxy::start(
                     service,
                     self.registry.clone(),

@@ -35,6 +35,13 @@ pub use redis_server::RedisServer;
 pub use registry::RedisRegistry;
 pub use session::RedisSessions;
 
+/// Logged (WARN) by a node started without a host list: such a node hosts
+/// every service it provides, which a caller rarely means.
+pub const UNSET_HOST_WARNING: &str = "invoke.host (MODKIT_HOST) is unset, so this node hosts \
+    every service it provides and registers itself as their instance; set \
+    MODKIT_HOST=svc1,svc2 to host some, MODKIT_HOST= (empty) to host none and call \
+    them all remotely, or MODKIT_HOST=* to host all without this warning";
+
 /// The distributed backend: one node of a deployment that shares Redis and
 /// calls other nodes over RPC.
 ///
@@ -80,7 +87,10 @@ impl Distributed {
             config.registry.ttl,
             registry.clone(),
         ));
-        tracing::info!(node_id = %node_id, redis = %redis_conn::redact(&config.redis.url), "distributed node started");
+        tracing::info!(node_id = %node_id, redis = %redis_conn::redact(&config.redis.url), host = ?config.invoke.host, "distributed node started");
+        if config.invoke.host.is_none() {
+            tracing::warn!(node_id = %node_id, "{UNSET_HOST_WARNING}");
+        }
         Ok(Distributed {
             inner: Arc::new(Inner {
                 node_id,

@@ -115,8 +115,8 @@ impl Redis {
             )));
         }
         let (client, manager, limit) = open(url, tls.as_ref()).await.map_err(|e| {
-            let at = format!("cannot connect to redis at {}", redact(url));
-            Error::new(e.kind(), at)
+            Error::new(e.kind(), "cannot connect to redis")
+                .with_context("url", redact(url))
                 .with_retryable(e.is_retryable())
                 .with_source(e)
         })?;

@@ -175,7 +175,7 @@ async fn colocated_service_is_the_object_itself_unless_colocation_is_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadline_of_a_remote_call_is_enforced() {
     let redis = RedisServer::start().expect("redis-server");
-    let _server = node(&redis, "server", &["test.Node"], InvokeConfig::default()).await;
+    let server = node(&redis, "server", &["test.Node"], InvokeConfig::default()).await;
     let short = InvokeConfig {
         timeout: Duration::from_millis(200),
         ..InvokeConfig::default()
@@ -185,5 +185,21 @@ async fn deadline_of_a_remote_call_is_enforced() {
     let client = caller.container().get::<dyn NodeName>().expect("proxy");
     let err = client.slow(2_000).await.expect_err("deadline passed");
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    // The error says which call, to which instance, failed.
+    let address = server.rpc_address().await.expect("serving");
+    assert_eq!(err.context_value("service"), Some("test.Node"), "{err}");
+    assert_eq!(err.context_value("method"), Some("slow"), "{err}");
+    assert_eq!(
+        err.context_value("address"),
+        Some(address.as_str()),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!(
+            "(service: test.Node, method: slow, address: {address})"
+        )),
+        "{text}"
+    );
     client.slow(10).await.expect("a quick call still works");
 }

@@ -20,7 +20,7 @@ use proc_macro::TokenStream;
 /// that lacks something, pointing at that type (the generated code adds none
 /// of its own).
 ///
-/// ```ignore
+/// ```
 /// use modkit::{async_trait, service, Error};
 ///
 /// #[service]                      // or #[service(name = "shop.cart")]
@@ -36,9 +36,18 @@ use proc_macro::TokenStream;
 ///
 /// #[async_trait]
 /// impl Cart for MemCart {
-///     async fn add(&self, item: String, qty: u32) -> Result<u32, Error> { Ok(qty) }
+///     async fn add(&self, _item: String, qty: u32) -> Result<u32, Error> { Ok(qty) }
 ///     async fn count(&self) -> Result<u32, Error> { Ok(0) }
 /// }
+///
+/// // The generated client works over any transport; `Loopback` is the one in-process.
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let loopback = modkit::Loopback::new();
+/// loopback.serve::<dyn Cart>(std::sync::Arc::new(MemCart));
+/// let cart = loopback.client::<dyn Cart>();
+/// assert_eq!(cart.add("tea".into(), 2).await?, 2);
+/// # Ok::<(), Error>(())
+/// # }).unwrap();
 /// ```
 ///
 /// # Arguments

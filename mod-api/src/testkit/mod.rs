@@ -4,9 +4,30 @@
 //! fresh, isolated test deployment — and expands [`conformance_suite!`](crate::conformance_suite)
 //! in a test file:
 //!
-//! ```ignore
-//! async fn harness() -> MyHarness { MyHarness::start().await }
+//! ```no_run
+//! use mod_api::testkit::Harness;
+//! use mod_api::Config;
+//! use mod_monolith::Monolith;
+//!
+//! /// Every node of a monolith deployment is the same in-process runtime.
+//! struct MonolithHarness(Monolith);
+//!
+//! #[mod_api::async_trait]
+//! impl Harness for MonolithHarness {
+//!     type Backend = Monolith;
+//!     async fn node(&self) -> Monolith {
+//!         self.0.clone()
+//!     }
+//! }
+//!
+//! async fn harness() -> MonolithHarness {
+//!     let mut config = Config::default();
+//!     config.registry.sweep = std::time::Duration::from_millis(50);
+//!     MonolithHarness(Monolith::new(config).expect("monolith"))
+//! }
+//!
 //! mod_api::conformance_suite!(harness);
+//! # fn main() {}
 //! ```
 //!
 //! That makes one `#[test]` per contract behaviour, grouped in modules per

@@ -224,7 +224,14 @@ impl Transport for ServiceProxy {
         let timeout = call.timeout.unwrap_or(self.config.timeout);
         let start = Instant::now();
         let deadline = start + timeout;
-        let targets = self.targets(deadline).await?;
+        // Errors leave with the call's service and method (and the instance's
+        // address when one was tried) as context: added here, on the error
+        // path only.
+        let in_call = |e: Error| {
+            e.with_context("service", call.service)
+                .with_context("method", call.method)
+        };
+        let targets = self.targets(deadline).await.map_err(in_call)?;
         let candidates = self.candidates(&targets);
         let mut tried: Vec<Arc<Target>> = Vec::new();
         let mut last_error = None;
@@ -240,10 +247,7 @@ impl Transport for ServiceProxy {
                 deadline.saturating_duration_since(Instant::now())
             };
             if budget.is_zero() {
-                return Err(Error::timeout(format!(
-                    "{}::{} deadline passed",
-                    call.service, call.method
-                )));
+                return Err(in_call(Error::timeout("deadline passed")));
             }
             let e = match self.attempt(target, &call, deadline, budget).await {
                 Ok(reply) => return Ok(reply),
@@ -256,16 +260,16 @@ impl Transport for ServiceProxy {
                 target.failed_until.store(until, Ordering::Relaxed);
             }
             let may_retry = transport_failure && (call.idempotent || not_sent(&e));
-            tracing::warn!(service = call.service, method = call.method, %address, error = %e, may_retry, "remote call failed");
+            let e = in_call(e).with_context("address", address);
+            tracing::warn!(error = %e, may_retry, "remote call failed");
             if !may_retry {
                 return Err(e);
             }
             last_error = Some(e);
             tried.push(target.clone());
         }
-        Err(last_error.unwrap_or_else(|| {
-            Error::unavailable(format!("no Up instance of service {}", call.service))
-        }))
+        Err(last_error
+            .unwrap_or_else(|| in_call(Error::unavailable("no Up instance of the service"))))
     }
 }
 
