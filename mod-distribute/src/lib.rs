@@ -17,8 +17,10 @@ pub mod registry;
 pub mod rpc;
 pub mod session;
 
-/// The Redis connection layer under its former name: it is [`mod@redis`] now.
-#[deprecated(note = "moved to `mod_distribute::redis`")]
+/// The former path of the Redis connection layer, now [`mod@redis`]: kept so
+/// that code naming it still builds (rustc ignores `#[deprecated]` on a module
+/// reached through `use`, so it is only hidden from the docs).
+#[doc(hidden)]
 pub mod redis_conn {
     pub use crate::redis::{redact, redis_error, Conn, Redis};
 }
