@@ -47,7 +47,9 @@ impl Batch for Offers {
 
     async fn run(&self, reqs: &[Vec<u8>]) -> Result<Vec<Self::Resp>> {
         let core = &*self.0;
-        let bytes = core.key.len() + 32 + reqs.iter().map(Vec::len).sum::<usize>();
+        // 20: the digits of `capacity`.
+        let bytes =
+            core.key.len() + 20 + core.policy.len() + reqs.iter().map(Vec::len).sum::<usize>();
         let mut cmd = evalsha(&OFFER_SCRIPT, 1, 3 + reqs.len(), bytes);
         cmd.arg(&core.key).arg(core.capacity).arg(core.policy);
         for bytes in reqs {
