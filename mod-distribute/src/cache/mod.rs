@@ -230,12 +230,8 @@ impl<V: Value> RedisCache<V> {
         let mut conn = self.shared.redis.conn();
         let name = &self.shared.name;
         if let Some(tti) = self.tti_ms {
-            let mut cmd = evalsha(
-                &GET_TTI,
-                2,
-                4,
-                self.shared.entry_base.len() + self.shared.idx.len() + 2 * key.len() + 20,
-            );
+            let bytes = self.shared.entry_base.len() + self.shared.idx.len() + 2 * key.len() + 20;
+            let mut cmd = evalsha(&GET_TTI, 2, 4, bytes);
             cmd.arg(Joined(&self.shared.entry_base, key))
                 .arg(&self.shared.idx)
                 .arg(tti)
@@ -327,14 +323,10 @@ impl<V: Value> Cache<V> for RedisCache<V> {
     async fn clear(&self) -> Result<()> {
         let s = &*self.shared;
         let mut conn = s.redis.conn();
+        let bytes = s.idx.len() + s.clearing.len() + s.entry_base.len() + s.clear_msg.len() + 64;
         let mut first = true;
         loop {
-            let mut cmd = evalsha(
-                &CLEAR,
-                2,
-                7,
-                s.idx.len() + s.clearing.len() + s.entry_base.len() + s.clear_msg.len() + 64,
-            );
+            let mut cmd = evalsha(&CLEAR, 2, 7, bytes);
             cmd.arg(&s.idx)
                 .arg(&s.clearing)
                 .arg(&s.entry_base)
