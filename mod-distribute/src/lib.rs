@@ -11,11 +11,19 @@ pub mod cache;
 pub mod invoke;
 pub mod near;
 pub mod queue;
-pub mod redis_conn;
+pub mod redis;
 pub mod redis_server;
 pub mod registry;
 pub mod rpc;
 pub mod session;
+
+/// The former path of the Redis connection layer, now [`mod@redis`]: kept so
+/// that code naming it still builds (rustc ignores `#[deprecated]` on a module
+/// reached through `use`, so it is only hidden from the docs).
+#[doc(hidden)]
+pub mod redis_conn {
+    pub use crate::redis::{redact, redis_error, Conn, Redis};
+}
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,11 +34,11 @@ use mod_api::{
     Result, SessionConfig, SessionStore, Value,
 };
 
+pub use self::redis::Redis;
 pub use cache::RedisCache;
 pub use invoke::DistributedRemote;
 pub use near::NearHub;
 pub use queue::RedisQueue;
-pub use redis_conn::Redis;
 pub use redis_server::RedisServer;
 pub use registry::RedisRegistry;
 pub use session::RedisSessions;
@@ -87,7 +95,7 @@ impl Distributed {
             config.registry.ttl,
             registry.clone(),
         ));
-        tracing::info!(node_id = %node_id, redis = %redis_conn::redact(&config.redis.url), host = ?config.invoke.host, "distributed node started");
+        tracing::info!(node_id = %node_id, redis = %self::redis::redact(&config.redis.url), host = ?config.invoke.host, "distributed node started");
         if config.invoke.host.is_none() {
             tracing::warn!(node_id = %node_id, "{UNSET_HOST_WARNING}");
         }

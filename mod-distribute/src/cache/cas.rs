@@ -10,10 +10,11 @@
 use mod_api::{Cas, Result, Value};
 
 use super::entry::TAG_PLAIN;
-use super::lua::{evalsha, run, Joined, COMPARE_AND_SET};
-use super::value::{decode_value, encode_value, encode_value_into};
+use super::lua::COMPARE_AND_SET;
 use super::RedisCache;
-use crate::redis_conn::redis_error;
+use crate::redis::codec::{decode_value, encode_value, encode_value_into};
+use crate::redis::keys::Joined;
+use crate::redis::script::{evalsha, run};
 
 /// Script runs of one `compare_and_set` whose current value equals the
 /// expected one but not byte for byte.
@@ -42,7 +43,13 @@ impl<V: Value + PartialEq> RedisCache<V> {
             let mut cmd = evalsha(
                 &COMPARE_AND_SET,
                 2,
-                s.entry_base.len() + 2 * key.len() + expect_bytes.len() + payload.len() + 64,
+                10,
+                s.entry_base.len()
+                    + s.idx.len()
+                    + 3 * key.len()
+                    + expect_bytes.len()
+                    + payload.len()
+                    + 128,
             );
             cmd.arg(Joined(&s.entry_base, key))
                 .arg(&s.idx)
@@ -56,9 +63,7 @@ impl<V: Value + PartialEq> RedisCache<V> {
                 Some(channel) => cmd.arg(channel).arg(s.invalidation(key)),
                 None => cmd.arg("").arg(""),
             };
-            let (status, bytes): (i64, Vec<u8>) = run(&mut conn, &COMPARE_AND_SET, &cmd)
-                .await
-                .map_err(redis_error)?;
+            let (status, bytes): (i64, Vec<u8>) = run(&mut conn, &COMPARE_AND_SET, &cmd).await?;
             match status {
                 1 => {
                     if bytes == b"1" {

@@ -6,7 +6,7 @@ use mod_api::{Cache, CachePolicy, Cas, ErrorKind};
 use redis::Cmd;
 
 use super::RedisCache;
-use crate::redis_conn::Redis;
+use crate::redis::Redis;
 use crate::RedisServer;
 
 async fn start() -> (RedisServer, Redis) {

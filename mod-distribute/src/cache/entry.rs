@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use mod_api::{Error, Result, Value};
 
-use super::value::{decode_value_from, encode_value_into};
+use crate::redis::codec::{decode_value_from, encode_value_into};
 
 /// Longest expiry sent to Redis (100 years); longer ones are clamped.
 pub(crate) const MAX_MS: u64 = 100 * 365 * 24 * 3600 * 1000;

@@ -1,22 +1,14 @@
-//! Lua scripts of the cache and session store, and the EVALSHA helper.
+//! The cache's Lua scripts (run by [`crate::redis::script`]).
 
 use std::sync::LazyLock;
 
-use crate::redis_conn::Conn;
+use redis::Script;
 
-use redis::{Cmd, FromRedisValue, RedisResult, RedisWrite, Script, ToRedisArgs};
+use crate::redis::script::now_ms;
 
 /// Score offset of index entries without expiry: above every real deadline
 /// (2^50 ms is year ~37000), below 2^53 so scores stay exact doubles.
 pub(crate) const NO_EXPIRY: u64 = 1 << 50;
-
-/// Server time in ms, shared by every script (one clock for the deployment).
-macro_rules! now_ms {
-    () => {
-        "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-    };
-}
-pub(crate) use now_ms;
 
 /// `set` of an entry with an absolute TTL deadline in a TTI cache.
 /// KEYS: entry, index. ARGV: payload (tag '0' + codec bytes), ttl ms, tti ms,
@@ -185,54 +177,3 @@ if left == 0 and ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
 return left",
     )
 });
-
-/// An `EVALSHA` command of `script` with `numkeys` keys; append keys then args.
-pub(crate) fn evalsha(script: &Script, numkeys: usize, capacity: usize) -> Cmd {
-    let mut cmd = Cmd::with_capacity(3 + numkeys * 2, 64 + capacity);
-    cmd.arg("EVALSHA").arg(script.get_hash()).arg(numkeys);
-    cmd
-}
-
-/// Runs an [`evalsha`] command; loads the script once if the server lacks it
-/// (after a restart or failover) and retries.
-pub(crate) async fn run<T: FromRedisValue>(
-    conn: &mut Conn,
-    script: &Script,
-    cmd: &Cmd,
-) -> RedisResult<T> {
-    match cmd.query_async(conn).await {
-        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-            script.load_async(conn).await?;
-            cmd.query_async(conn).await
-        }
-        other => other,
-    }
-}
-
-/// Two strings written as one argument (a key base and a user key) without
-/// building the joined `String` first.
-pub(crate) struct Joined<'a>(pub &'a str, pub &'a str);
-
-impl ToRedisArgs for Joined<'_> {
-    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
-        use std::io::Write;
-        let mut w = out.writer_for_next_arg();
-        // Writing into the command's own Vec cannot fail.
-        let _ = w.write_all(self.0.as_bytes());
-        let _ = w.write_all(self.1.as_bytes());
-    }
-}
-
-/// A building block's name as one key segment: `%` and `:` are escaped so that
-/// no name can forge another's keys (`a:k:b` vs `a` + key `b:k:…`).
-pub(crate) fn segment(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for c in name.chars() {
-        match c {
-            '%' => out.push_str("%25"),
-            ':' => out.push_str("%3A"),
-            c => out.push(c),
-        }
-    }
-    out
-}

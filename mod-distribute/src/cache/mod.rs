@@ -70,9 +70,8 @@
 
 mod cas;
 mod entry;
-pub(crate) mod lua;
+mod lua;
 mod upkeep;
-pub(crate) mod value;
 mod write;
 
 use std::marker::PhantomData;
@@ -86,9 +85,11 @@ use mod_api::{async_trait, Cache, CachePolicy, Cas, ErrorKind, Result, Value};
 use redis::{Cmd, Pipeline};
 
 use self::entry::{decode_entry, millis};
-use self::lua::{evalsha, run, Joined, CLEAR, GET_TTI};
+use self::lua::{CLEAR, GET_TTI};
 use crate::near::{clear_message, key_message_prefix, NearCache, NearHub};
-use crate::redis_conn::{redis_error, Redis};
+use crate::redis::keys::{segment, Joined};
+use crate::redis::script::{evalsha, run};
+use crate::redis::{redis_error, Redis};
 use mod_api::flight::{follow, Flights, Role};
 
 /// Entries deleted per `clear` round trip, and upkeep work per script run.
@@ -137,7 +138,7 @@ impl<V: Value> RedisCache<V> {
         policy: &CachePolicy,
     ) -> Result<Self> {
         check_name("cache", name)?;
-        let n = lua::segment(name);
+        let n = segment(name);
         let near = match (near, &policy.near) {
             (Some(hub), Some(np)) => Some(NearCache::new(hub, name, np, policy.tti)),
             _ => None,
@@ -229,13 +230,13 @@ impl<V: Value> RedisCache<V> {
         let mut conn = self.shared.redis.conn();
         let name = &self.shared.name;
         if let Some(tti) = self.tti_ms {
-            let mut cmd = evalsha(&GET_TTI, 2, self.shared.entry_base.len() + 2 * key.len());
+            let bytes = self.shared.entry_base.len() + self.shared.idx.len() + 2 * key.len() + 20;
+            let mut cmd = evalsha(&GET_TTI, 2, 4, bytes);
             cmd.arg(Joined(&self.shared.entry_base, key))
                 .arg(&self.shared.idx)
                 .arg(tti)
                 .arg(key);
-            let got: Option<(Vec<u8>, i64)> =
-                run(&mut conn, &GET_TTI, &cmd).await.map_err(redis_error)?;
+            let got: Option<(Vec<u8>, i64)> = run(&mut conn, &GET_TTI, &cmd).await?;
             return got
                 .map(|(bytes, left)| {
                     Ok((
@@ -322,13 +323,10 @@ impl<V: Value> Cache<V> for RedisCache<V> {
     async fn clear(&self) -> Result<()> {
         let s = &*self.shared;
         let mut conn = s.redis.conn();
+        let bytes = s.idx.len() + s.clearing.len() + s.entry_base.len() + s.clear_msg.len() + 64;
         let mut first = true;
         loop {
-            let mut cmd = evalsha(
-                &CLEAR,
-                2,
-                s.idx.len() + s.clearing.len() + s.entry_base.len() + 64,
-            );
+            let mut cmd = evalsha(&CLEAR, 2, 7, bytes);
             cmd.arg(&s.idx)
                 .arg(&s.clearing)
                 .arg(&s.entry_base)
@@ -336,7 +334,7 @@ impl<V: Value> Cache<V> for RedisCache<V> {
                 .arg(if first { "1" } else { "0" })
                 .arg(s.channel.as_deref().unwrap_or(""))
                 .arg(&s.clear_msg);
-            let left: u64 = run(&mut conn, &CLEAR, &cmd).await.map_err(redis_error)?;
+            let left: u64 = run(&mut conn, &CLEAR, &cmd).await?;
             first = false;
             if left == 0 {
                 break;

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use mod_api::Result;
 
-use super::lua::{evalsha, run, MAINTAIN};
+use super::lua::MAINTAIN;
 use super::{Shared, BATCH};
-use crate::redis_conn::redis_error;
+use crate::redis::script::{evalsha, run};
 
 /// Upkeep script runs per upkeep (each does at most `BATCH` of each kind of work).
 const MAX_UPKEEP_RUNS: usize = 20;
@@ -34,15 +34,19 @@ impl Shared {
         let mut conn = self.redis.conn();
         let mut evicted_total = 0;
         for _ in 0..MAX_UPKEEP_RUNS {
-            let mut cmd = evalsha(&MAINTAIN, 1, self.idx.len() + self.entry_base.len() + 64);
+            let mut cmd = evalsha(
+                &MAINTAIN,
+                1,
+                6,
+                self.idx.len() + self.entry_base.len() + self.key_msg.len() + 64,
+            );
             cmd.arg(&self.idx)
                 .arg(&self.entry_base)
                 .arg(self.max_entries.unwrap_or(0))
                 .arg(BATCH)
                 .arg(self.channel.as_deref().unwrap_or(""))
                 .arg(&self.key_msg);
-            let (swept, evicted, more): (u64, u64, u8) =
-                run(&mut conn, &MAINTAIN, &cmd).await.map_err(redis_error)?;
+            let (swept, evicted, more): (u64, u64, u8) = run(&mut conn, &MAINTAIN, &cmd).await?;
             evicted_total += evicted;
             tracing::debug!(cache = %self.name, swept, evicted, "cache upkeep");
             if more == 0 {

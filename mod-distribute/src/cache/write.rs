@@ -8,9 +8,11 @@ use mod_api::{Result, Value};
 use redis::{Cmd, Pipeline};
 
 use super::entry::with_payload;
-use super::lua::{evalsha, run, Joined, NO_EXPIRY, SET_DEADLINE};
+use super::lua::{NO_EXPIRY, SET_DEADLINE};
 use super::{RedisCache, Shared};
-use crate::redis_conn::redis_error;
+use crate::redis::keys::Joined;
+use crate::redis::redis_error;
+use crate::redis::script::{evalsha, run};
 
 /// Bounds of [`Shared::overwrites`]: how many recent writes of new keys (or
 /// overwrites) it remembers.
@@ -163,7 +165,8 @@ impl<V: Value> RedisCache<V> {
             let mut cmd = evalsha(
                 &SET_DEADLINE,
                 2,
-                payload.len() + s.entry_base.len() + 2 * key.len(),
+                8,
+                payload.len() + s.entry_base.len() + s.idx.len() + 3 * key.len() + 128,
             );
             cmd.arg(Joined(&s.entry_base, key))
                 .arg(&s.idx)
@@ -177,9 +180,7 @@ impl<V: Value> RedisCache<V> {
             };
             cmd
         })?;
-        let added: i64 = run(&mut s.redis.conn(), &SET_DEADLINE, &cmd)
-            .await
-            .map_err(redis_error)?;
+        let added: i64 = run(&mut s.redis.conn(), &SET_DEADLINE, &cmd).await?;
         Ok(added > 0)
     }
 

@@ -43,7 +43,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use mod_api::{async_trait, Error, Result};
 
-use crate::redis_conn::{redis_error, Redis};
+use crate::redis::{redis_error, Redis};
 
 pub(crate) use local::NearCache;
 

@@ -20,7 +20,7 @@ use redis::{RedisError, Value as Reply};
 
 use super::ops::{Core, Raw};
 use super::poll::parse_entries;
-use crate::redis_conn::redis_error;
+use crate::redis::redis_error;
 
 /// Idle dedicated connections kept for blocking reads, per queue handle.
 const POOL_MAX: usize = 64;

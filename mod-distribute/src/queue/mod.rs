@@ -78,10 +78,11 @@ use mod_api::{
 use redis::Value as Reply;
 use tokio::time::Instant;
 
-use crate::redis_conn::{redis_error, Redis};
+use crate::redis::script::{evalsha, run};
+use crate::redis::{redis_error, Redis};
 use batch::Batcher;
 use blocking::BlockingReads;
-use ops::{canonical_id, eval, evalsha, Acks, Core, Offers, Raw};
+use ops::{canonical_id, Acks, Core, Offers, Raw};
 use poll::Polls;
 use scripts::REMOVE_SCRIPT;
 
@@ -308,9 +309,9 @@ impl<M: Value> Queue<M> for RedisQueue<M> {
         let Some(id) = canonical_id(id) else {
             return Ok(false);
         };
-        let mut cmd = evalsha(&REMOVE_SCRIPT, &[&self.core.key], 1);
-        cmd.arg(id);
-        let removed = eval(&self.core.redis, &REMOVE_SCRIPT, &cmd).await?;
+        let mut cmd = evalsha(&REMOVE_SCRIPT, 1, 2, self.core.key.len() + id.len());
+        cmd.arg(&self.core.key).arg(id);
+        let removed: Reply = run(&mut self.core.redis.conn(), &REMOVE_SCRIPT, &cmd).await?;
         Ok(removed == Reply::Int(1))
     }
 

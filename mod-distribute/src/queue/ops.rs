@@ -2,11 +2,12 @@
 //! and what every operation shares.
 
 use mod_api::{Error, MessageId, Offered, Result};
-use redis::{Cmd, ErrorKind, Script, ServerErrorKind, Value as Reply};
+use redis::Value as Reply;
 
 use super::batch::Batch;
 use super::scripts::{ACK_SCRIPT, OFFER_SCRIPT};
-use crate::redis_conn::{redis_error, Redis};
+use crate::redis::script::{evalsha, run};
+use crate::redis::Redis;
 
 /// What every operation of one queue needs.
 pub(super) struct Core {
@@ -46,12 +47,15 @@ impl Batch for Offers {
 
     async fn run(&self, reqs: &[Vec<u8>]) -> Result<Vec<Self::Resp>> {
         let core = &*self.0;
-        let mut cmd = evalsha(&OFFER_SCRIPT, &[&core.key], 2 + reqs.len());
-        cmd.arg(core.capacity).arg(core.policy);
+        // 20: the digits of `capacity`.
+        let bytes =
+            core.key.len() + 20 + core.policy.len() + reqs.iter().map(Vec::len).sum::<usize>();
+        let mut cmd = evalsha(&OFFER_SCRIPT, 1, 3 + reqs.len(), bytes);
+        cmd.arg(&core.key).arg(core.capacity).arg(core.policy);
         for bytes in reqs {
             cmd.arg(bytes.as_slice());
         }
-        let reply = eval(&core.redis, &OFFER_SCRIPT, &cmd).await?;
+        let reply: Reply = run(&mut core.redis.conn(), &OFFER_SCRIPT, &cmd).await?;
         let mut items = array(reply, "offer")?.into_iter();
         let mut out = Vec::with_capacity(reqs.len());
         while let (Some(tag), Some(a), Some(b)) = (items.next(), items.next(), items.next()) {
@@ -98,40 +102,17 @@ impl Batch for Acks {
 
     async fn run(&self, reqs: &[(String, String)]) -> Result<Vec<bool>> {
         let core = &*self.0;
-        let mut cmd = evalsha(&ACK_SCRIPT, &[&core.key], 2 * reqs.len());
+        let bytes = core.key.len() + reqs.iter().map(|(g, id)| g.len() + id.len()).sum::<usize>();
+        let mut cmd = evalsha(&ACK_SCRIPT, 1, 1 + 2 * reqs.len(), bytes);
+        cmd.arg(&core.key);
         for (group, id) in reqs {
             cmd.arg(group).arg(id);
         }
-        let reply = eval(&core.redis, &ACK_SCRIPT, &cmd).await?;
+        let reply: Reply = run(&mut core.redis.conn(), &ACK_SCRIPT, &cmd).await?;
         Ok(array(reply, "ack")?
             .into_iter()
             .map(|n| integer(n) == Some(1))
             .collect())
-    }
-}
-
-/// `EVALSHA <script> <keys…>`, room made for `args` more arguments. Built by
-/// hand rather than with `Script::prepare_invoke`, which copies every argument
-/// once more.
-pub(super) fn evalsha(script: &Script, keys: &[&str], args: usize) -> Cmd {
-    let mut cmd = Cmd::with_capacity(3 + keys.len() + args, 64 * (keys.len() + args));
-    cmd.arg("EVALSHA").arg(script.get_hash()).arg(keys.len());
-    for key in keys {
-        cmd.arg(*key);
-    }
-    cmd
-}
-
-/// Runs `cmd` (from [`evalsha`]) on the shared connection, loading `script`
-/// first when Redis does not know it (first use, restart, failover).
-pub(super) async fn eval(redis: &Redis, script: &Script, cmd: &Cmd) -> Result<Reply> {
-    let mut conn = redis.conn();
-    match cmd.query_async(&mut conn).await {
-        Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-            script.load_async(&mut conn).await.map_err(redis_error)?;
-            cmd.query_async(&mut conn).await.map_err(redis_error)
-        }
-        reply => reply.map_err(redis_error),
     }
 }
 

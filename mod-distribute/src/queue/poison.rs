@@ -13,8 +13,9 @@
 
 use mod_api::{Error, Result};
 
-use super::ops::{eval, evalsha, Core, Raw};
+use super::ops::{Core, Raw};
 use super::scripts::DEAD_LETTER_SCRIPT;
+use crate::redis::script::{evalsha, run};
 
 /// Longest `reason` written to the dead-letter stream (an error chain can be long).
 const MAX_REASON: usize = 512;
@@ -44,9 +45,14 @@ pub(super) async fn dead_letter_undecodable(
         error = %detail, dead_letters = %core.dead_letter_key,
         "message cannot be decoded: moved to the dead-letter queue at once"
     );
-    let keys = [core.key.as_str(), core.dead_letter_key.as_str()];
-    let mut cmd = evalsha(&DEAD_LETTER_SCRIPT, &keys, 3);
-    cmd.arg(group).arg(&raw.id).arg(&reason);
-    eval(&core.redis, &DEAD_LETTER_SCRIPT, &cmd).await?;
+    let bytes =
+        core.key.len() + core.dead_letter_key.len() + group.len() + raw.id.len() + reason.len();
+    let mut cmd = evalsha(&DEAD_LETTER_SCRIPT, 2, 5, bytes);
+    cmd.arg(&core.key)
+        .arg(&core.dead_letter_key)
+        .arg(group)
+        .arg(&raw.id)
+        .arg(&reason);
+    let _: redis::Value = run(&mut core.redis.conn(), &DEAD_LETTER_SCRIPT, &cmd).await?;
     Ok(())
 }

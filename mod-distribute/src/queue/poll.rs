@@ -18,9 +18,10 @@ use redis::Value as Reply;
 use tokio::time::Instant;
 
 use super::batch::Batch;
-use super::ops::{array, eval, evalsha, integer, text, unexpected, Core, Raw};
+use super::ops::{array, integer, text, unexpected, Core, Raw};
 use super::scripts::POLL_SCRIPT;
-use crate::redis_conn::redis_error;
+use crate::redis::redis_error;
+use crate::redis::script::{evalsha, run};
 
 /// Longest time a group is taken to stay calm (keeps `Instant`s in range).
 const MAX_HORIZON_MS: u64 = 3_600_000;
@@ -97,16 +98,24 @@ impl Polls {
     /// Runs the poll script for `reqs`, noting the groups it found calm.
     async fn script(&self, reqs: &[&Consumer]) -> Result<Vec<(Vec<String>, Option<Raw>)>> {
         let core = &*self.core;
-        let keys = [core.key.as_str(), core.dead_letter_key.as_str()];
-        let mut cmd = evalsha(&POLL_SCRIPT, &keys, 3 + 2 * reqs.len());
-        cmd.arg(core.visibility_ms)
+        let bytes = core.key.len()
+            + core.dead_letter_key.len()
+            + 64
+            + reqs
+                .iter()
+                .map(|c| c.group.len() + c.name.len())
+                .sum::<usize>();
+        let mut cmd = evalsha(&POLL_SCRIPT, 2, 5 + 2 * reqs.len(), bytes);
+        cmd.arg(&core.key)
+            .arg(&core.dead_letter_key)
+            .arg(core.visibility_ms)
             .arg(core.max_deliveries)
             .arg(self.soon_ms);
         for consumer in reqs {
             cmd.arg(&consumer.group).arg(&consumer.name);
         }
         let sent = Instant::now();
-        let reply = eval(&core.redis, &POLL_SCRIPT, &cmd).await?;
+        let reply: Reply = run(&mut core.redis.conn(), &POLL_SCRIPT, &cmd).await?;
         let mut items = array(reply, "poll")?.into_iter();
         let answers = (0..reqs.len())
             .map(|_| parse_polled(&mut items))

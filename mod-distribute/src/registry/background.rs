@@ -13,7 +13,7 @@ use redis::Value;
 use tokio::sync::watch;
 
 use super::RedisRegistry;
-use crate::redis_conn::{redis_error, Redis};
+use crate::redis::{redis_error, Redis};
 
 /// Expired leases removed per sweep script call (bounds the script's run time).
 const SWEEP_LIMIT: usize = 1000;

@@ -43,7 +43,9 @@ use mod_api::registry::{ConsumerInfo, Instance, Registry, Snapshot, Status, Watc
 use mod_api::{Error, ErrorKind, Result};
 use redis::Value;
 
-use crate::redis_conn::{redis_error, Redis};
+use crate::redis::keys::join;
+use crate::redis::script::{evalsha, run};
+use crate::redis::{redis_error, Redis};
 use scripts::Scripts;
 use watch::Watched;
 
@@ -86,7 +88,7 @@ impl RedisRegistry {
     #[tracing::instrument(level = "debug", skip_all, fields(prefix = %redis.prefix()))]
     pub async fn start(redis: Redis, sweep: Duration) -> Result<Arc<RedisRegistry>> {
         let base = redis.key(&["reg"]);
-        let channel = format!("{base}:events");
+        let channel = join(&base, &["events"]);
         let scripts = Scripts::new();
         // Subscribe before returning, so no change after `start` goes unnoticed.
         let pubsub = background::subscribe(&redis, &channel).await?;
@@ -122,7 +124,7 @@ impl RedisRegistry {
     }
 
     fn service_key(&self, kind: &str, service: &str) -> String {
-        format!("{}:{kind}:{service}", self.base)
+        join(&self.base, &[kind, service])
     }
 
     /// Runs `script` with the key base and `args`.
@@ -131,14 +133,13 @@ impl RedisRegistry {
         script: &redis::Script,
         args: &[&[u8]],
     ) -> Result<T> {
-        let mut call = script.prepare_invoke();
-        call.arg(&self.base);
+        let bytes = self.base.len() + args.iter().map(|a| a.len()).sum::<usize>();
+        let mut cmd = evalsha(script, 0, 1 + args.len(), bytes);
+        cmd.arg(&self.base);
         for arg in args {
-            call.arg(*arg);
+            cmd.arg(*arg);
         }
-        call.invoke_async(&mut self.redis.conn())
-            .await
-            .map_err(redis_error)
+        run(&mut self.redis.conn(), script, &cmd).await
     }
 
     /// The live instances and version of `service`, in one round trip; the

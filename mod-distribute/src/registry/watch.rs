@@ -15,7 +15,7 @@ use redis::Value;
 use tokio::sync::mpsc;
 
 use super::RedisRegistry;
-use crate::redis_conn::redis_error;
+use crate::redis::redis_error;
 
 /// One local watcher.
 struct Sink {

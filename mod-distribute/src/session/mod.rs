@@ -60,9 +60,10 @@ use std::time::Duration;
 use mod_api::{async_trait, Error, ErrorKind, Result, Session, SessionConfig, SessionId};
 use mod_api::{SessionStore, Value};
 
-use crate::cache::lua::{evalsha, run, segment, Joined};
-use crate::cache::value::{decode_value, encode_value};
-use crate::redis_conn::{redis_error, Redis};
+use crate::redis::codec::{decode_value, encode_value};
+use crate::redis::keys::{segment, Joined};
+use crate::redis::script::{evalsha, run};
+use crate::redis::{redis_error, Redis};
 use clock::RedisClock;
 use scripts::{CREATE, DESTROY, DESTROY_PRINCIPAL, ROTATE, UPDATE, VALIDATE};
 
@@ -179,14 +180,12 @@ impl<D: Value> RedisSessions<D> {
         let len = self.session_base.len()
             + id.as_str().len()
             + args.iter().map(|a| a.len()).sum::<usize>();
-        let mut cmd = evalsha(script, 1, len);
+        let mut cmd = evalsha(script, 1, 1 + args.len(), len);
         cmd.arg(Joined(&self.session_base, id.as_str()));
         for arg in args {
             cmd.arg(*arg);
         }
-        run(&mut self.redis.conn(), script, &cmd)
-            .await
-            .map_err(redis_error)
+        run(&mut self.redis.conn(), script, &cmd).await
     }
 }
 
@@ -203,6 +202,7 @@ impl<D: Value> SessionStore<D> for RedisSessions<D> {
             let mut cmd = evalsha(
                 &CREATE,
                 2,
+                7,
                 body.len() + 2 * self.session_base.len() + principal.len() + 128,
             );
             cmd.arg(Joined(&self.session_base, id.as_str()))
@@ -212,9 +212,7 @@ impl<D: Value> SessionStore<D> for RedisSessions<D> {
                 .arg(abs)
                 .arg(id.as_str())
                 .arg(&self.session_base);
-            let now: Option<u64> = run(&mut self.redis.conn(), &CREATE, &cmd)
-                .await
-                .map_err(redis_error)?;
+            let now: Option<u64> = run(&mut self.redis.conn(), &CREATE, &cmd).await?;
             if let Some(now) = now {
                 return Ok(Session {
                     id,
@@ -332,6 +330,7 @@ impl<D: Value> SessionStore<D> for RedisSessions<D> {
         let mut cmd = evalsha(
             &ROTATE,
             2,
+            7,
             2 * self.session_base.len() + self.principal_base.len() + 128,
         );
         cmd.arg(Joined(&self.session_base, id.as_str()))
@@ -341,9 +340,7 @@ impl<D: Value> SessionStore<D> for RedisSessions<D> {
             .arg(new_id.as_str())
             .arg(idle)
             .arg(abs);
-        let got: Option<Vec<u8>> = run(&mut self.redis.conn(), &ROTATE, &cmd)
-            .await
-            .map_err(redis_error)?;
+        let got: Option<Vec<u8>> = run(&mut self.redis.conn(), &ROTATE, &cmd).await?;
         match got {
             Some(bytes) => self.session(new_id, &bytes),
             None => Err(self.not_found()),
@@ -362,13 +359,12 @@ impl<D: Value> SessionStore<D> for RedisSessions<D> {
         let mut cmd = evalsha(
             &DESTROY_PRINCIPAL,
             1,
+            2,
             self.principal_base.len() + principal.len() + self.session_base.len(),
         );
         cmd.arg(Joined(&self.principal_base, principal))
             .arg(&self.session_base);
-        let n: u64 = run(&mut self.redis.conn(), &DESTROY_PRINCIPAL, &cmd)
-            .await
-            .map_err(redis_error)?;
+        let n: u64 = run(&mut self.redis.conn(), &DESTROY_PRINCIPAL, &cmd).await?;
         tracing::debug!(store = %self.name, ended = n, "destroyed the principal's sessions");
         Ok(n as usize)
     }

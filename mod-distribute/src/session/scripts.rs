@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-use crate::cache::lua::now_ms;
+use crate::redis::script::now_ms;
 
 /// Parses the header of record `v` into c, l, ver, plen and checks liveness
 /// (`idle`, `abs_end` must be set; returns `dead` when ended).

@@ -1,20 +1,33 @@
-//! The connection layer: one handle to "the Redis primary", whose endpoint can
-//! change at runtime (failover moves every client to a new primary).
+//! Redis plumbing shared by every building block on Redis: cache, session,
+//! queue, registry (and the near-cache hub) sit side by side on it.
 //!
-//! Commands go through a [`ConnectionManager`] (multiplexed, reconnects by
-//! itself). Blocking commands (`XREADGROUP BLOCK`, `BLPOP`) must not share it —
-//! they would stall every command behind them — so they use [`Redis::dedicated`]
-//! connections without a response timeout.
+//! - The handle ([`Redis`], here): "the Redis primary", whose endpoint can
+//!   change at runtime (failover moves every client to a new primary), with
+//!   the key prefix. Commands go through a [`ConnectionManager`]
+//!   (multiplexed, reconnects by itself). Blocking commands (`XREADGROUP
+//!   BLOCK`, `BLPOP`) must not share it — they would stall every command
+//!   behind them — so they use [`Redis::dedicated`] connections without a
+//!   response timeout.
+//! - The shared connection is handed out as a [`Conn`], which refuses an
+//!   argument above the server's `proto-max-bulk-len` before the wire (Redis
+//!   would close the connection under every other call in flight, see
+//!   `guarded.rs`); `endpoint.rs` opens an endpoint (TLS files, the URL
+//!   without its password for logs).
+//! - Errors map to modkit's kinds in [`redis_error`] (`errors.rs`: a request
+//!   the server calls bad is never retryable).
+//! - `script.rs`: the one Lua script runner (`EVALSHA`, loading on `NOSCRIPT`).
+//! - `codec.rs`: values to and from the codec bytes cache and session store.
+//! - `keys.rs`: key building (`<prefix>:<part>…`, escaped names).
 //!
-//! The shared connection is handed out as a [`Conn`], which refuses an argument
-//! above the server's `proto-max-bulk-len` before the wire (Redis would close
-//! the connection under every other call in flight, see `guarded.rs`); errors
-//! map to modkit's kinds in [`redis_error`] (`errors.rs`: a request the server
-//! calls bad is never retryable).
+//! Inside this crate `redis::…` still names the redis-rs crate; this module is
+//! `crate::redis`.
 
+pub(crate) mod codec;
 mod endpoint;
 mod errors;
 mod guarded;
+pub(crate) mod keys;
+pub(crate) mod script;
 
 pub use endpoint::redact;
 pub use errors::redis_error;
@@ -180,14 +193,7 @@ impl Redis {
 
     /// `<prefix>:<part>:<part>…`.
     pub fn key(&self, parts: &[&str]) -> String {
-        let len = self.inner.prefix.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>();
-        let mut key = String::with_capacity(len);
-        key.push_str(&self.inner.prefix);
-        for part in parts {
-            key.push(':');
-            key.push_str(part);
-        }
-        key
+        keys::join(&self.inner.prefix, parts)
     }
 
     /// The URL of the current primary.

@@ -1,4 +1,5 @@
-//! Values to and from codec bytes, with a fast path for `Vec<u8>` values.
+//! Values to and from codec bytes, with a fast path for `Vec<u8>` values:
+//! the stored form of cache entries and session data.
 //!
 //! serde sees a `Vec<u8>` as a sequence of `u8`, which the codecs walk one
 //! byte at a time (in profiles, most of the client cost of a cache `get` of a
