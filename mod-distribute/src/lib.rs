@@ -17,14 +17,6 @@ pub mod registry;
 pub mod rpc;
 pub mod session;
 
-/// The former path of the Redis connection layer, now [`mod@redis`]: kept so
-/// that code naming it still builds (rustc ignores `#[deprecated]` on a module
-/// reached through `use`, so it is only hidden from the docs).
-#[doc(hidden)]
-pub mod redis_conn {
-    pub use crate::redis::{redact, redis_error, Conn, Redis};
-}
-
 use std::sync::Arc;
 use std::time::Duration;
 
