@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use mod_api::{
-    async_trait, service, AppError, Container, Error, ErrorKind, Loopback, MethodInfo, Remote,
-    Service,
+    async_trait, service, AppError, Container, DispatchTable, Error, ErrorKind, Hosting, Loopback,
+    MethodInfo, Service,
 };
 use serde::{Deserialize, Serialize};
 
@@ -258,16 +258,16 @@ async fn app_error_carries_business_and_platform_errors() {
     assert!(err.app().is_none());
 }
 
-/// A remote that hosts only `test.cart`.
+/// A hosting that hosts only `test.cart`.
 struct HostsCart;
 
 #[async_trait]
-impl Remote for HostsCart {
+impl Hosting for HostsCart {
     fn hosts(&self, service: &str) -> bool {
         service == "test.cart"
     }
 
-    async fn serve(&self, _: &'static str, _: Arc<dyn mod_api::Dispatch>) -> Result<(), Error> {
+    async fn serve(&self, _: &'static str, _: &DispatchTable) -> Result<(), Error> {
         Ok(())
     }
 
@@ -277,11 +277,11 @@ impl Remote for HostsCart {
 }
 
 #[test]
-fn hosts_asks_the_remote_by_trait() {
-    let container = Container::with_remote(Arc::new(HostsCart));
+fn hosts_asks_the_hosting_by_trait() {
+    let container = Container::with_hosting(Arc::new(HostsCart));
     assert!(container.hosts::<dyn Cart>());
     assert!(!container.hosts::<dyn Ping>());
-    // Without a remote, everything provided runs here.
+    // Without a hosting, everything provided runs here.
     assert!(Container::new().hosts::<dyn Ping>());
 }
 
