@@ -82,8 +82,8 @@ pub trait Dispatch: Send + Sync {
 
     /// Runs `method` with the encoded arguments; returns the encoded `Result<T, E>`.
     ///
-    /// An unknown method is [`ErrorKind::NotFound`]; undecodable arguments are
-    /// [`ErrorKind::Codec`].
+    /// An unknown method is [`ErrorKind::NotFound`](crate::ErrorKind::NotFound);
+    /// undecodable arguments are [`ErrorKind::Codec`](crate::ErrorKind::Codec).
     ///
     /// Signature: `async fn dispatch(&self, method: &str, payload: &[u8]) -> Result<Vec<u8>>`
     async fn dispatch(&self, method: &str, payload: &[u8]) -> Result<Vec<u8>>;

@@ -16,7 +16,10 @@ use crate::generated::within;
 /// unit test proves that a service works when distributed, without Redis or
 /// sockets; a monolith that wants isolation between callers and services can
 /// use it too. A panic in a method becomes an [`ErrorKind::Panicked`] error for
-/// that call, and a service not served here is [`ErrorKind::NotFound`].
+/// that call, a service not served here is [`ErrorKind::NotFound`], and a
+/// call past its own deadline (`client.with_timeout(d)`) is
+/// [`ErrorKind::Timeout`], its method's task aborted, as over RPC. (Without a
+/// deadline of its own a loopback call has none.)
 ///
 /// A test of a service through the loopback:
 ///
