@@ -53,6 +53,11 @@ impl CallContext {
 ///   method stops at its next `.await`; work it spawned elsewhere goes on)
 ///   and the call returns a `Timeout` error in the method's error type.
 ///
+/// Cost: making the handle allocates one `Arc`, so keep it for the calls that
+/// share the options rather than making one per call. Calls through a client
+/// cost what they did (the context is copied into each [`Call`](super::Call));
+/// through a local object, one boxed future and a timer more per call.
+///
 /// ```
 /// use std::sync::Arc;
 /// use std::time::Duration;
