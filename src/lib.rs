@@ -11,10 +11,10 @@ use std::sync::Arc;
 // What business code uses, documented on this crate's front page.
 pub use mod_api::{
     async_trait, config, service, AppError, Backend, BackendKind, BacklogPolicy, Cache, CacheExt,
-    CachePolicy, Cas, Config, Consumer, ConsumerInfo, Delivery, Error, ErrorKind, Instance, Lease,
-    Loopback, MessageId, NearCachePolicy, Offered, Queue, QueueConfig, QueueExt, Registry,
-    RegistryExt, Result, Service, ServiceError, Session, SessionConfig, SessionId, SessionStore,
-    Snapshot, Status, Value, Watch, Wire,
+    CachePolicy, CallContext, Cas, Config, Consumer, ConsumerInfo, Delivery, Error, ErrorKind,
+    Instance, Lease, Loopback, MessageId, NearCachePolicy, Offered, Queue, QueueConfig, QueueExt,
+    Registry, RegistryExt, Result, Service, ServiceError, ServiceExt, Session, SessionConfig,
+    SessionId, SessionStore, Snapshot, Status, Value, Watch, Wire,
 };
 // The rest (codec, the seams between the container and a transport, the
 // testkit) is plumbing for backends and generated code: reachable under the
@@ -43,8 +43,8 @@ pub mod prelude {
     pub use mod_api::{
         async_trait, service, AppError, Backend, BacklogPolicy, Cache, CacheExt, CachePolicy, Cas,
         Config, Consumer, Delivery, Error, ErrorKind, Instance, MessageId, Offered, Queue,
-        QueueConfig, QueueExt, Registry, RegistryExt, Result, Service, Session, SessionConfig,
-        SessionId, SessionStore, Status,
+        QueueConfig, QueueExt, Registry, RegistryExt, Result, Service, ServiceExt, Session,
+        SessionConfig, SessionId, SessionStore, Status,
     };
 }
 
@@ -196,6 +196,12 @@ impl App {
     }
 
     /// Gets service `S`: the object itself when hosted here, else a client (see [`Container::get`]).
+    ///
+    /// One call can have its own deadline: `app.get::<dyn S>()?.with_timeout(d).method(..)`
+    /// ([`ServiceExt`], in the prelude). Past it the call fails with
+    /// [`ErrorKind::Timeout`] in both packages: a remote call's deadline travels
+    /// to the server, which drops the call; a local call's future is dropped.
+    /// Without one, a remote call has `invoke.timeout` and a local call none.
     pub fn get<S: Service + ?Sized>(&self) -> Result<Arc<S>> {
         self.container().get::<S>()
     }

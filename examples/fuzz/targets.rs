@@ -3,12 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use modkit::codec::{Bincode, Codec};
 use modkit::distribute::rpc::frame::{self, Request, Status};
-use modkit::distribute::rpc::{Dispatchers, RpcServer};
+use modkit::distribute::rpc::RpcServer;
 use modkit::monolith::MemoryQueue;
 use modkit::{
     BacklogPolicy, Consumer, Error, Instance, Queue, QueueConfig, QueueExt, Session, SessionId,
@@ -134,8 +133,9 @@ pub async fn handshake_server() -> RpcServer {
         secret: Some("s3cret".into()),
         ..Default::default()
     };
-    let nothing: Dispatchers = Arc::new(|_: &str| None);
-    RpcServer::bind(&config, nothing).await.expect("bind")
+    RpcServer::bind(&config, modkit::DispatchTable::new())
+        .await
+        .expect("bind")
 }
 
 /// Handshake seeds: a good HELLO followed by frames, a wrong secret, a bare HELLO.

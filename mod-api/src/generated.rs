@@ -9,7 +9,9 @@
 //! error of its own to the assertion's (one error per mistake). A fallback can
 //! never run: a crate whose assertion fails does not compile.
 
+use std::future::Future;
 use std::marker::PhantomData;
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -177,3 +179,25 @@ impl<T: From<Error>> FromPlatformError for T {}
 /// Compile-time check of a method's error type (its wire bounds are checked
 /// like any other type's).
 pub const fn assert_from_platform<E: FromPlatformError>() {}
+
+/// Runs `call` under `timeout` (none: as is). Past it the future is dropped
+/// and the result is a [`Timeout`](crate::ErrorKind::Timeout) error naming the
+/// call; nothing is allocated unless it passes. The local side of a
+/// [`CallContext`](crate::invoke::CallContext)'s deadline.
+pub async fn within<F: Future>(
+    timeout: Option<Duration>,
+    service: &'static str,
+    method: &'static str,
+    call: F,
+) -> Result<F::Output> {
+    let Some(timeout) = timeout else {
+        return Ok(call.await);
+    };
+    tokio::time::timeout(timeout, call).await.map_err(|_| {
+        Error::timeout(format!(
+            "{service}::{method} did not finish within its deadline of {timeout:?}; dropped"
+        ))
+        .with_context("service", service)
+        .with_context("method", method)
+    })
+}

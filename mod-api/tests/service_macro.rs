@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use mod_api::{
-    async_trait, service, AppError, Container, Error, ErrorKind, Loopback, MethodInfo, Remote,
-    Service,
+    async_trait, service, AppError, Call, CallContext, Container, DispatchTable, Error, ErrorKind,
+    Hosting, Loopback, MethodInfo, Service, ServiceExt, Transport,
 };
 use serde::{Deserialize, Serialize};
 
@@ -258,16 +258,16 @@ async fn app_error_carries_business_and_platform_errors() {
     assert!(err.app().is_none());
 }
 
-/// A remote that hosts only `test.cart`.
+/// A hosting that hosts only `test.cart`.
 struct HostsCart;
 
 #[async_trait]
-impl Remote for HostsCart {
+impl Hosting for HostsCart {
     fn hosts(&self, service: &str) -> bool {
         service == "test.cart"
     }
 
-    async fn serve(&self, _: &'static str, _: Arc<dyn mod_api::Dispatch>) -> Result<(), Error> {
+    async fn serve(&self, _: &'static str, _: &DispatchTable) -> Result<(), Error> {
         Ok(())
     }
 
@@ -277,12 +277,90 @@ impl Remote for HostsCart {
 }
 
 #[test]
-fn hosts_asks_the_remote_by_trait() {
-    let container = Container::with_remote(Arc::new(HostsCart));
+fn hosts_asks_the_hosting_by_trait() {
+    let container = Container::with_hosting(Arc::new(HostsCart));
     assert!(container.hosts::<dyn Cart>());
     assert!(!container.hosts::<dyn Ping>());
-    // Without a remote, everything provided runs here.
+    // Without a hosting, everything provided runs here.
     assert!(Container::new().hosts::<dyn Ping>());
+}
+
+/// A service that takes its time.
+#[service(crate = mod_api, name = "test.clock")]
+pub trait Clock {
+    /// Sleeps `ms`, then counts one finished nap; returns the count.
+    async fn nap(&self, ms: u64) -> Result<u32, Error>;
+}
+
+#[derive(Default)]
+struct Napper(AtomicU32);
+
+#[async_trait]
+impl Clock for Napper {
+    async fn nap(&self, ms: u64) -> Result<u32, Error> {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        Ok(self.0.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+}
+
+/// A transport that records each call's deadline and answers `Ok(0)`.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Option<std::time::Duration>>>);
+
+#[async_trait]
+impl Transport for Recorder {
+    async fn call(&self, call: Call) -> Result<Vec<u8>, Error> {
+        self.0.lock().unwrap().push(call.context.timeout());
+        mod_api::codec::encode(&Ok::<u32, Error>(0))
+    }
+}
+
+#[tokio::test]
+async fn a_client_sends_its_context_with_each_call() {
+    let ms = std::time::Duration::from_millis;
+    let recorder = Arc::new(Recorder::default());
+    let plain = <dyn Clock as Service>::client(recorder.clone());
+    plain.nap(1).await.unwrap();
+    plain.with_timeout(ms(250)).nap(1).await.unwrap();
+    plain
+        .with_timeout(ms(250))
+        .with_context(CallContext::new())
+        .nap(1)
+        .await
+        .unwrap();
+    // The generated client's own methods do the same.
+    let typed = ClockClient::new(recorder.clone()).with_timeout(ms(40));
+    typed.nap(1).await.unwrap();
+    typed.with_timeout(ms(41)).nap(1).await.unwrap();
+    assert_eq!(
+        *recorder.0.lock().unwrap(),
+        [None, Some(ms(250)), None, Some(ms(40)), Some(ms(41))]
+    );
+}
+
+#[tokio::test]
+async fn a_local_object_and_the_loopback_hold_a_per_call_deadline() {
+    let ms = std::time::Duration::from_millis;
+    let napper = Arc::new(Napper::default());
+    let loopback = Loopback::new();
+    loopback.serve::<dyn Clock>(napper.clone());
+    let local: Arc<dyn Clock> = napper.clone();
+    for handle in [local, loopback.client::<dyn Clock>()] {
+        let err = handle.with_timeout(ms(20)).nap(400).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+        assert_eq!(err.context_value("service"), Some("test.clock"), "{err}");
+    }
+    tokio::time::sleep(ms(600)).await;
+    assert_eq!(
+        napper.0.load(Ordering::SeqCst),
+        0,
+        "a call went on past its deadline"
+    );
+    // A longer deadline set last replaces the short one.
+    let local: Arc<dyn Clock> = napper.clone();
+    let relaxed = local.with_timeout(ms(20)).with_timeout(ms(5_000));
+    assert_eq!(relaxed.nap(50).await.unwrap(), 1);
+    assert_eq!(local.nap(50).await.unwrap(), 2, "no deadline by default");
 }
 
 #[test]

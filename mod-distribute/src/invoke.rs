@@ -1,20 +1,23 @@
-//! Invocation across processes: the [`Remote`] that a distributed node plugs
+//! Invocation across processes: the [`Hosting`] that a distributed node plugs
 //! into its [`Container`](mod_api::Container), and the per-service proxy transport.
 //!
-//! - `serve` starts this node's RPC server (once, on first use), adds the
-//!   service's dispatcher to it and registers an instance under a lease.
+//! - `serve` starts this node's RPC server (once, on first use) on the
+//!   container's [`DispatchTable`] (the one registry of dispatchers, read per
+//!   call) and registers an instance of the service under a lease.
 //! - `transport` returns a [`ServiceProxy`]: it follows the registry watch of the
 //!   service, balances calls over `Up` instances (round robin or least in flight),
 //!   skips `Draining`/`Down` ones, and retries on another instance when the call
-//!   is idempotent or provably never left this process.
+//!   is idempotent or provably never left this process. A call's deadline is
+//!   the caller's (`handle.with_timeout(d)`) or `invoke.timeout`; it travels in
+//!   the request frame and the server drops the call past it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use mod_api::config::{InvokeConfig, RpcConfig};
-use mod_api::{Dispatch, Instance, Lease, Registry, RegistryExt, Remote, Result, Transport};
+use mod_api::{DispatchTable, Hosting, Instance, Lease, Registry, RegistryExt, Result, Transport};
 
 use crate::rpc::{RpcConnections, RpcServer};
 
@@ -22,25 +25,22 @@ mod proxy;
 
 pub use proxy::ServiceProxy;
 
-type Dispatchers = Arc<RwLock<HashMap<String, Arc<dyn Dispatch>>>>;
-
-/// A distributed node's [`Remote`]: serves hosted services over RPC, reaches the
+/// A distributed node's [`Hosting`]: serves hosted services over RPC, reaches the
 /// rest through [`ServiceProxy`]s.
-pub struct DistributedRemote {
+pub struct RpcHosting {
     node_id: String,
     invoke: InvokeConfig,
     rpc: RpcConfig,
     lease_ttl: Duration,
     registry: Arc<dyn Registry>,
-    dispatchers: Dispatchers,
     server: tokio::sync::Mutex<Option<Arc<RpcServer>>>,
     leases: Mutex<Vec<Lease>>,
     proxies: Mutex<HashMap<&'static str, Arc<ServiceProxy>>>,
     connections: Arc<RpcConnections>,
 }
 
-impl DistributedRemote {
-    /// A remote for node `node_id`.
+impl RpcHosting {
+    /// The hosting of node `node_id`.
     pub fn new(
         node_id: String,
         invoke: InvokeConfig,
@@ -49,13 +49,12 @@ impl DistributedRemote {
         registry: Arc<dyn Registry>,
     ) -> Self {
         let connections = Arc::new(RpcConnections::new(rpc.clone()));
-        DistributedRemote {
+        RpcHosting {
             node_id,
             invoke,
             rpc,
             lease_ttl,
             registry,
-            dispatchers: Arc::default(),
             server: tokio::sync::Mutex::new(None),
             leases: Mutex::new(Vec::new()),
             proxies: Mutex::new(HashMap::new()),
@@ -76,20 +75,13 @@ impl DistributedRemote {
             .unwrap_or_else(|| server.local_addr().to_string())
     }
 
-    async fn server(&self) -> Result<Arc<RpcServer>> {
+    /// The RPC server, bound on first use to serve `table`.
+    async fn server(&self, table: &DispatchTable) -> Result<Arc<RpcServer>> {
         let mut slot = self.server.lock().await;
         if let Some(server) = slot.as_ref() {
             return Ok(server.clone());
         }
-        let dispatchers = self.dispatchers.clone();
-        let lookup = Arc::new(move |service: &str| {
-            dispatchers
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(service)
-                .cloned()
-        });
-        let server = Arc::new(RpcServer::bind(&self.rpc, lookup).await?);
+        let server = Arc::new(RpcServer::bind(&self.rpc, table.clone()).await?);
         tracing::info!(node = %self.node_id, addr = %server.local_addr(), "rpc server listening");
         *slot = Some(server.clone());
         Ok(server)
@@ -112,7 +104,7 @@ impl DistributedRemote {
 }
 
 #[async_trait]
-impl Remote for DistributedRemote {
+impl Hosting for RpcHosting {
     fn hosts(&self, service: &str) -> bool {
         self.invoke.hosts(service)
     }
@@ -121,12 +113,8 @@ impl Remote for DistributedRemote {
         self.invoke.colocate
     }
 
-    async fn serve(&self, service: &'static str, dispatcher: Arc<dyn Dispatch>) -> Result<()> {
-        let server = self.server().await?;
-        self.dispatchers
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(service.to_owned(), dispatcher);
+    async fn serve(&self, service: &'static str, table: &DispatchTable) -> Result<()> {
+        let server = self.server(table).await?;
         let mut instance = Instance::new(service, self.node_id.clone(), self.advertised(&server));
         instance
             .metadata

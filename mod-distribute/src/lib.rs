@@ -28,7 +28,7 @@ use mod_api::{
 
 pub use self::redis::Redis;
 pub use cache::RedisCache;
-pub use invoke::DistributedRemote;
+pub use invoke::RpcHosting;
 pub use near::NearHub;
 pub use queue::RedisQueue;
 pub use redis_server::RedisServer;
@@ -57,7 +57,7 @@ struct Inner {
     redis: Redis,
     registry: Arc<RedisRegistry>,
     near: Arc<NearHub>,
-    remote: Arc<DistributedRemote>,
+    remote: Arc<RpcHosting>,
     container: Container,
     blocks: OpenBlocks,
 }
@@ -80,7 +80,7 @@ impl Distributed {
         let redis = Redis::connect_with(&config.redis).await?;
         let registry = RedisRegistry::start(redis.clone(), config.registry.sweep).await?;
         let near = NearHub::start(redis.clone()).await?;
-        let remote = Arc::new(DistributedRemote::new(
+        let remote = Arc::new(RpcHosting::new(
             node_id.clone(),
             config.invoke.clone(),
             config.rpc.clone(),
@@ -97,7 +97,7 @@ impl Distributed {
                 redis,
                 registry,
                 near,
-                container: Container::with_remote(remote.clone()),
+                container: Container::with_hosting(remote.clone()),
                 remote,
                 config,
                 blocks: OpenBlocks::default(),

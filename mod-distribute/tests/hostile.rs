@@ -7,9 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mod_api::config::{RedisConfig, RpcConfig};
-use mod_api::{async_trait, service, Backend, CachePolicy, Config, Error, ErrorKind, Service};
+use mod_api::{
+    async_trait, service, Backend, CachePolicy, Config, DispatchTable, Error, ErrorKind,
+};
 use mod_distribute::rpc::frame::{self, Frame, Request, Status};
-use mod_distribute::rpc::{Dispatchers, RpcClient, RpcServer, RpcTransport};
+use mod_distribute::rpc::{RpcClient, RpcServer, RpcTransport};
 use mod_distribute::{Distributed, RedisServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -29,11 +31,9 @@ impl Echo for EchoImpl {
 }
 
 async fn serve() -> RpcServer {
-    let dispatcher = <dyn Echo as Service>::dispatcher(Arc::new(EchoImpl));
-    let lookup: Dispatchers = Arc::new(move |name: &str| {
-        (name == <dyn Echo as Service>::NAME).then(|| dispatcher.clone())
-    });
-    RpcServer::bind(&RpcConfig::default(), lookup)
+    let services = DispatchTable::new();
+    services.serve::<dyn Echo>(Arc::new(EchoImpl));
+    RpcServer::bind(&RpcConfig::default(), services)
         .await
         .unwrap()
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use mod_api::config::{Balance, InvokeConfig, RedisConfig, RegistryConfig};
 use mod_api::testkit::eventually;
-use mod_api::{async_trait, service, Backend, Config, Error, ErrorKind, Status};
+use mod_api::{async_trait, service, Backend, Config, Error, ErrorKind, ServiceExt, Status};
 use mod_distribute::{Distributed, RedisServer};
 
 /// Replies with the node that served the call.
@@ -154,6 +154,14 @@ async fn colocated_service_is_the_object_itself_unless_colocation_is_off() {
     assert_eq!(got.name().await.expect("call"), "local");
     // Colocated: no proxy in between (the client type would have another size).
     assert_eq!(std::mem::size_of_val(&*got), std::mem::size_of::<Named>());
+    // A per-call deadline holds for the object itself too.
+    let err = got
+        .with_timeout(Duration::from_millis(50))
+        .slow(2_000)
+        .await
+        .expect_err("deadline passed");
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert_eq!(err.context_value("method"), Some("slow"), "{err}");
 
     let no_colocation = InvokeConfig {
         colocate: false,
@@ -202,4 +210,15 @@ async fn deadline_of_a_remote_call_is_enforced() {
         "{text}"
     );
     client.slow(10).await.expect("a quick call still works");
+    // A caller's own deadline replaces the configured one for its calls only.
+    client
+        .with_timeout(Duration::from_secs(5))
+        .slow(600)
+        .await
+        .expect("within the per-call deadline");
+    let err = client
+        .slow(600)
+        .await
+        .expect_err("the configured deadline still holds");
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
 }

@@ -7,10 +7,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use mod_api::config::RpcConfig;
-use mod_api::{async_trait, service, Error, ErrorKind, Service};
-use mod_distribute::rpc::{
-    not_sent, Dispatchers, RpcClient, RpcConnections, RpcServer, RpcTransport,
-};
+use mod_api::{async_trait, service, CallContext, DispatchTable, Error, ErrorKind};
+use mod_distribute::rpc::{not_sent, RpcClient, RpcConnections, RpcServer, RpcTransport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -77,11 +75,9 @@ fn config() -> RpcConfig {
 
 async fn serve(config: &RpcConfig) -> (RpcServer, Arc<Flags>) {
     let flags = Arc::new(Flags::default());
-    let dispatcher = <dyn Lab as Service>::dispatcher(Arc::new(LabImpl(flags.clone())));
-    let lookup: Dispatchers = Arc::new(move |name: &str| {
-        (name == <dyn Lab as Service>::NAME).then(|| dispatcher.clone())
-    });
-    (RpcServer::bind(config, lookup).await.unwrap(), flags)
+    let services = DispatchTable::new();
+    services.serve::<dyn Lab>(Arc::new(LabImpl(flags.clone())));
+    (RpcServer::bind(config, services).await.unwrap(), flags)
 }
 
 fn addr(server: &RpcServer) -> String {
@@ -211,7 +207,7 @@ async fn unknown_service_is_not_found() {
         method: "nothing",
         idempotent: false,
         payload: Vec::new(),
-        timeout: None,
+        context: CallContext::new(),
     };
     let err = client.call(call, SECOND).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
@@ -482,9 +478,9 @@ async fn connections_are_cached_and_replaced_when_closed() {
             ..config()
         };
         let flags = Arc::new(Flags::default());
-        let dispatcher = <dyn Lab as Service>::dispatcher(Arc::new(LabImpl(flags)));
-        let lookup: Dispatchers = Arc::new(move |_: &str| Some(dispatcher.clone()));
-        match RpcServer::bind(&listen, lookup).await {
+        let services = DispatchTable::new();
+        services.serve::<dyn Lab>(Arc::new(LabImpl(flags)));
+        match RpcServer::bind(&listen, services).await {
             Ok(s) => break s,
             Err(e) if start.elapsed() < SECOND => {
                 tracing::debug!(error = %e, "port not free yet");

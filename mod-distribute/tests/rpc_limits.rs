@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mod_api::config::RpcConfig;
-use mod_api::{async_trait, service, Error, ErrorKind, Service};
-use mod_distribute::rpc::{not_sent, Dispatchers, RpcClient, RpcServer, RpcTransport};
+use mod_api::{async_trait, service, DispatchTable, Error, ErrorKind};
+use mod_distribute::rpc::{not_sent, RpcClient, RpcServer, RpcTransport};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -60,11 +60,9 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 async fn serve(config: &RpcConfig) -> (RpcServer, Arc<Semaphore>) {
     let gate = Arc::new(Semaphore::new(0));
     let svc = Arc::new(Impl { gate: gate.clone() });
-    let dispatcher = <dyn Limited as Service>::dispatcher(svc);
-    let lookup: Dispatchers = Arc::new(move |name: &str| {
-        (name == <dyn Limited as Service>::NAME).then(|| dispatcher.clone())
-    });
-    (RpcServer::bind(config, lookup).await.unwrap(), gate)
+    let services = DispatchTable::new();
+    services.serve::<dyn Limited>(svc);
+    (RpcServer::bind(config, services).await.unwrap(), gate)
 }
 
 fn addr(server: &RpcServer) -> String {

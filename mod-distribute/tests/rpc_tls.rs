@@ -10,8 +10,8 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use mod_api::config::{InvokeConfig, RedisConfig, RegistryConfig, RpcConfig, RpcTlsConfig};
 use mod_api::testkit::eventually;
-use mod_api::{async_trait, service, Backend, Config, Error, ErrorKind, Service};
-use mod_distribute::rpc::{not_sent, Dispatchers, RpcClient, RpcServer, RpcTransport};
+use mod_api::{async_trait, service, Backend, Config, DispatchTable, Error, ErrorKind};
+use mod_distribute::rpc::{not_sent, RpcClient, RpcServer, RpcTransport};
 use mod_distribute::{Distributed, RedisServer};
 use rustls::pki_types::pem::PemObject;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -71,11 +71,9 @@ fn client_config(ca: &Path, identity: Option<(PathBuf, PathBuf)>) -> RpcConfig {
 }
 
 async fn serve(config: &RpcConfig) -> RpcServer {
-    let dispatcher = <dyn Secure as Service>::dispatcher(Arc::new(Impl));
-    let lookup: Dispatchers = Arc::new(move |name: &str| {
-        (name == <dyn Secure as Service>::NAME).then(|| dispatcher.clone())
-    });
-    RpcServer::bind(config, lookup).await.unwrap()
+    let services = DispatchTable::new();
+    services.serve::<dyn Secure>(Arc::new(Impl));
+    RpcServer::bind(config, services).await.unwrap()
 }
 
 fn secure(client: &RpcClient) -> SecureClient {
@@ -300,7 +298,7 @@ async fn an_exposed_server_needs_tls_a_secret_or_insecure() {
         listen: "0.0.0.0:0".into(),
         ..RpcConfig::default()
     };
-    let lookup: Dispatchers = Arc::new(|_: &str| None);
+    let lookup = DispatchTable::new();
     let err = RpcServer::bind(&exposed, lookup.clone()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
     let message = err.to_string();
@@ -337,7 +335,7 @@ async fn unreadable_tls_files_are_config_errors() {
     let pki = Pki::new("test ca");
     let mut config = server_config(&pki, None);
     config.tls.as_mut().unwrap().key = Some(pki.path("missing.key"));
-    let lookup: Dispatchers = Arc::new(|_: &str| None);
+    let lookup = DispatchTable::new();
     let err = RpcServer::bind(&config, lookup).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
     assert!(err.to_string().contains("missing.key"), "{err}");

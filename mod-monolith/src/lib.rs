@@ -13,22 +13,21 @@
 #![doc = include_str!("../docs.md")]
 
 pub mod cache;
+pub mod invoke;
 pub mod queue;
 pub mod registry;
 pub mod session;
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
-use async_trait::async_trait;
 use mod_api::backend::OpenBlocks;
 use mod_api::{
-    Backend, BackendKind, Cache, CachePolicy, Config, Container, Dispatch, Error, ErrorKind,
-    Instance, Lease, Queue, QueueConfig, Registry, RegistryExt, Remote, Result, SessionConfig,
-    SessionStore, Transport, Value,
+    Backend, BackendKind, Cache, CachePolicy, Config, Container, Error, ErrorKind, Queue,
+    QueueConfig, Registry, Result, SessionConfig, SessionStore, Value,
 };
 
 pub use cache::MokaCache;
+pub use invoke::LocalHosting;
 pub use queue::MemoryQueue;
 pub use registry::MemoryRegistry;
 pub use session::MemorySessions;
@@ -70,19 +69,18 @@ impl Monolith {
         }
         let node_id = config.node_id();
         let registry: Arc<dyn Registry> = MemoryRegistry::new(config.registry.sweep);
-        let remote = Arc::new(InProcess {
-            registry: registry.clone(),
-            node_id: node_id.clone(),
-            ttl: config.registry.ttl,
-            leases: Mutex::new(Vec::new()),
-        });
+        let hosting = Arc::new(LocalHosting::new(
+            registry.clone(),
+            node_id.clone(),
+            config.registry.ttl,
+        ));
         tracing::info!(node_id = %node_id, "monolith started");
         Ok(Monolith {
             inner: Arc::new(Inner {
                 node_id,
                 config,
                 registry,
-                container: Container::with_remote(remote),
+                container: Container::with_hosting(hosting),
                 blocks: OpenBlocks::default(),
             }),
         })
@@ -146,37 +144,5 @@ impl Backend for Monolith {
         self.inner.blocks.open("queue", name, || {
             Ok(Arc::new(MemoryQueue::<M>::open(name, config, Some(dlq))?) as Arc<dyn Queue<M>>)
         })
-    }
-}
-
-/// The monolith's [`Remote`]: every service is hosted here; providing one
-/// registers it so the registry lists what runs.
-struct InProcess {
-    registry: Arc<dyn Registry>,
-    node_id: String,
-    ttl: Duration,
-    leases: Mutex<Vec<Lease>>,
-}
-
-#[async_trait]
-impl Remote for InProcess {
-    fn hosts(&self, _service: &str) -> bool {
-        true
-    }
-
-    async fn serve(&self, service: &'static str, _dispatcher: Arc<dyn Dispatch>) -> Result<()> {
-        let instance = Instance::new(service, self.node_id.clone(), "in-process");
-        let lease = self.registry.register_leased(instance, self.ttl).await?;
-        self.leases
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(lease);
-        Ok(())
-    }
-
-    fn transport(&self, service: &'static str) -> Result<Arc<dyn Transport>> {
-        Err(Error::not_found(format!(
-            "service {service} is not provided in this process (the monolith hosts every service in one process: provide it at start-up)"
-        )))
     }
 }

@@ -6,6 +6,7 @@ use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{Ident, Item, ItemTrait, Path, TypeParamBound};
 
+use crate::context::{add_context_hook, local};
 use crate::parse::{self, Args, Method};
 
 pub fn service(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
@@ -29,6 +30,7 @@ pub fn service(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream>
         }
     };
     add_supertraits(&mut item);
+    add_context_hook(krate, &mut item);
 
     let ident = &item.ident;
     let name = match &args.name {
@@ -37,6 +39,7 @@ pub fn service(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream>
     };
     let client = client(krate, &item, &name, &methods);
     let dispatcher = dispatcher(krate, &item, &name, &methods);
+    let local = local(krate, &item, &name, &methods);
     let checks = checks(krate, &methods);
     let client_ident = format_ident!("{}Client", ident);
     let dispatcher_ident = format_ident!("{}Dispatcher", ident);
@@ -55,18 +58,35 @@ pub fn service(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream>
         #client
         #dispatcher
 
-        impl #krate::Service for dyn #ident {
-            const NAME: &'static str = #name;
-            const METHODS: &'static [#krate::MethodInfo] = &[#(#infos),*];
+        // In a block of its own: the local wrapper's name cannot clash with the user's.
+        const _: () = {
+            #local
 
-            fn client(transport: ::std::sync::Arc<dyn #krate::Transport>) -> ::std::sync::Arc<Self> {
-                ::std::sync::Arc::new(#client_ident::new(transport))
-            }
+            impl #krate::Service for dyn #ident {
+                const NAME: &'static str = #name;
+                const METHODS: &'static [#krate::MethodInfo] = &[#(#infos),*];
 
-            fn dispatcher(service: ::std::sync::Arc<Self>) -> ::std::sync::Arc<dyn #krate::Dispatch> {
-                ::std::sync::Arc::new(#dispatcher_ident::new(service))
+                fn client(transport: ::std::sync::Arc<dyn #krate::Transport>) -> ::std::sync::Arc<Self> {
+                    ::std::sync::Arc::new(#client_ident::new(transport))
+                }
+
+                fn dispatcher(service: ::std::sync::Arc<Self>) -> ::std::sync::Arc<dyn #krate::Dispatch> {
+                    ::std::sync::Arc::new(#dispatcher_ident::new(service))
+                }
+
+                fn with_context(
+                    service: &::std::sync::Arc<Self>,
+                    context: #krate::CallContext,
+                ) -> ::std::sync::Arc<Self> {
+                    match <dyn #ident as #ident>::__modkit_with_context(&**service, &context) {
+                        ::core::option::Option::Some(handle) => handle,
+                        ::core::option::Option::None => ::std::sync::Arc::new(
+                            __ModkitLocal { inner: ::std::sync::Arc::clone(service), context },
+                        ),
+                    }
+                }
             }
-        }
+        };
     })
 }
 
@@ -96,7 +116,7 @@ fn add_supertraits(item: &mut ItemTrait) {
 /// Brings the generated code's coding traits into scope (see `__private::Tag`:
 /// a type that fails its check takes the unbounded fallback, so the check's
 /// error is the only one).
-fn uses(krate: &Path) -> TokenStream {
+pub(crate) fn uses(krate: &Path) -> TokenStream {
     quote! {
         #[allow(unused_imports)]
         use #krate::__private::{
@@ -107,7 +127,7 @@ fn uses(krate: &Path) -> TokenStream {
 }
 
 /// `__arg0, __arg1, ...` for a method's arguments.
-fn arg_idents(m: &Method) -> Vec<Ident> {
+pub(crate) fn arg_idents(m: &Method) -> Vec<Ident> {
     (0..m.args.len())
         .map(|i| format_ident!("__arg{}", i))
         .collect()
@@ -148,7 +168,7 @@ fn client(krate: &Path, item: &ItemTrait, name: &str, methods: &[Method]) -> Tok
                         method: #wire,
                         idempotent: #idempotent,
                         payload: __payload,
-                        timeout: ::core::option::Option::None,
+                        context: ::core::clone::Clone::clone(&self.context),
                     };
                     let __reply = match #krate::Transport::call(&*self.transport, __request).await {
                         ::core::result::Result::Ok(__bytes) => __bytes,
@@ -168,12 +188,25 @@ fn client(krate: &Path, item: &ItemTrait, name: &str, methods: &[Method]) -> Tok
         #[derive(Clone)]
         #vis struct #client {
             transport: ::std::sync::Arc<dyn #krate::Transport>,
+            context: #krate::CallContext,
         }
 
         impl #client {
-            /// A client that sends its calls over `transport`.
+            /// A client that sends its calls over `transport`, with the
+            /// transport's default deadline.
             #vis fn new(transport: ::std::sync::Arc<dyn #krate::Transport>) -> Self {
-                Self { transport }
+                Self { transport, context: #krate::CallContext::new() }
+            }
+
+            /// This client with every call sent under `context` (replacing this one's).
+            #vis fn with_context(&self, context: #krate::CallContext) -> Self {
+                Self { transport: ::std::sync::Arc::clone(&self.transport), context }
+            }
+
+            /// This client with a deadline of `timeout` on each call: it travels
+            /// with the request, and the server drops the call past it.
+            #vis fn with_timeout(&self, timeout: ::core::time::Duration) -> Self {
+                self.with_context(#krate::CallContext::new().with_timeout(timeout))
             }
         }
 
@@ -186,6 +219,15 @@ fn client(krate: &Path, item: &ItemTrait, name: &str, methods: &[Method]) -> Tok
         #[#krate::__private::async_trait]
         impl #ident for #client {
             #(#methods)*
+
+            fn __modkit_with_context(
+                &self,
+                __context: &#krate::CallContext,
+            ) -> ::core::option::Option<::std::sync::Arc<dyn #ident>> {
+                ::core::option::Option::Some(::std::sync::Arc::new(
+                    self.with_context(::core::clone::Clone::clone(__context)),
+                ))
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 //! Use it through `modkit::service` (or `mod_api::service`); this crate only
 //! holds the procedural macro. See [`macro@service`] for what it generates.
 
+mod context;
 mod expand;
 mod parse;
 
@@ -64,12 +65,21 @@ use proc_macro::TokenStream;
 ///   body runs on the server: the client sends the call like any other).
 /// - `CartClient`: implements the trait by encoding the arguments as a tuple and
 ///   sending a `Call` over an `Arc<dyn Transport>` (`CartClient::new(transport)`),
-///   inside a `modkit.call` tracing span.
+///   inside a `modkit.call` tracing span. Each call carries the client's
+///   `CallContext` (empty by default: the transport's deadline applies);
+///   `with_timeout(d)` / `with_context(cx)` return a copy with another one.
+/// - A hidden provided method on the trait and a private wrapper, so that any
+///   handle — client or local object — takes per-call options through
+///   `ServiceExt` (`cart.with_timeout(d).add(..)`): a client sends the
+///   deadline with the request; a local object runs the call under a timer
+///   and its future is dropped at the deadline (the method's error type then
+///   holds an `ErrorKind::Timeout` error).
 /// - `CartDispatcher<T>`: a `Dispatch` that decodes a call's arguments, runs the
 ///   method on a `T: Cart` and encodes its `Result<R, E>`. An unknown method is an
 ///   `ErrorKind::NotFound` error, undecodable arguments an `ErrorKind::Codec` one.
 /// - `impl Service for dyn Cart`, with `NAME` and `METHODS` (which report the
-///   methods marked `#[idempotent]`, the only ones a transport may retry).
+///   methods marked `#[idempotent]`, the only ones a transport may retry) and
+///   `with_context`.
 ///
 /// Misuse (a method that is not `async`, has no `&self`, is generic, takes a
 /// reference or `impl Trait`, or does not return `Result<T, E>`) is a compile

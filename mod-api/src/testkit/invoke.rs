@@ -6,14 +6,14 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use super::{eventually, Harness};
 use crate::backend::Backend;
 use crate::error::{Error, ErrorKind};
-use crate::invoke::{MethodInfo, Service};
+use crate::invoke::{MethodInfo, Service, ServiceExt};
 use crate::registry::Status;
 
 /// The [`Counter`] service's own error type.
@@ -41,6 +41,9 @@ pub trait Counter {
     async fn get(&self) -> Result<u64, CounterError>;
     /// Always fails with [`CounterError::Failed`]`(msg)`.
     async fn fail(&self, msg: String) -> Result<(), CounterError>;
+    /// Sleeps `millis` ms, then adds 1; returns the new count (for deadlines:
+    /// a call dropped before the end leaves the count as it was).
+    async fn stall(&self, millis: u64) -> Result<u64, CounterError>;
 }
 
 /// A service that no test provides.
@@ -69,6 +72,11 @@ impl Counter for MemCounter {
     async fn fail(&self, msg: String) -> Result<(), CounterError> {
         Err(CounterError::Failed(msg))
     }
+
+    async fn stall(&self, millis: u64) -> Result<u64, CounterError> {
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+        Ok(self.count.fetch_add(1, Ordering::SeqCst) + 1)
+    }
 }
 
 /// The invoke tests, for [`conformance_suite!`](crate::conformance_suite).
@@ -85,6 +93,7 @@ macro_rules! __conformance_invoke {
             provided_service_is_listed_in_the_registry,
             methods_report_idempotency_in_declaration_order,
             concurrent_calls_all_succeed,
+            per_call_deadline_times_out_and_drops_the_call,
         );
     };
 }
@@ -220,6 +229,10 @@ pub async fn methods_report_idempotency_in_declaration_order<H: Harness>(_h: &H)
             name: "fail",
             idempotent: false,
         },
+        MethodInfo {
+            name: "stall",
+            idempotent: false,
+        },
     ];
     assert_eq!(<dyn Counter as Service>::METHODS, expected);
     assert_eq!(<dyn Absent as Service>::NAME, "modkit.testkit.Absent");
@@ -246,4 +259,42 @@ pub async fn concurrent_calls_all_succeed<H: Harness>(h: &H) {
         task.await.expect("task finished without panicking");
     }
     assert_eq!(remote.get().await, Ok(TASKS * CALLS));
+}
+
+/// A call through `handle.with_timeout(short)` that outlasts it fails with
+/// `Timeout` at the deadline, and the callee's future is dropped (its work
+/// after the deadline never happens); the handle it came from keeps its
+/// default deadline, and the last deadline set wins.
+pub async fn per_call_deadline_times_out_and_drops_the_call<H: Harness>(h: &H) {
+    let (a, b) = (h.node().await, h.node().await);
+    provide(&a).await;
+    let remote = counter(&b);
+    let start = Instant::now();
+    let outcome = remote
+        .with_timeout(Duration::from_millis(100))
+        .stall(2_000)
+        .await;
+    let elapsed = start.elapsed();
+    assert_eq!(outcome, Err(CounterError::Transport(ErrorKind::Timeout)));
+    assert!(
+        elapsed < Duration::from_millis(1_500),
+        "the call returned after {elapsed:?}, not at its deadline"
+    );
+    tokio::time::sleep(Duration::from_millis(2_500).saturating_sub(elapsed)).await;
+    assert_eq!(
+        remote.get().await,
+        Ok(0),
+        "the dropped call went on past its deadline"
+    );
+    // No per-call deadline: the default (none in process, `invoke.timeout`
+    // over RPC, longer than this call) applies.
+    assert_eq!(remote.stall(300).await, Ok(1));
+    let relaxed = remote
+        .with_timeout(Duration::from_millis(100))
+        .with_timeout(Duration::from_secs(30));
+    assert_eq!(
+        relaxed.stall(300).await,
+        Ok(2),
+        "the last deadline set wins"
+    );
 }

@@ -221,7 +221,8 @@ impl ServiceProxy {
 #[async_trait]
 impl Transport for ServiceProxy {
     async fn call(&self, call: Call) -> Result<Vec<u8>> {
-        let timeout = call.timeout.unwrap_or(self.config.timeout);
+        // The caller's deadline, else the configured one; it travels with the request.
+        let timeout = call.context.timeout().unwrap_or(self.config.timeout);
         let start = Instant::now();
         let deadline = start + timeout;
         // Errors leave with the call's service and method (and the instance's

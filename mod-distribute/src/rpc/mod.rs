@@ -1,6 +1,7 @@
 //! The RPC transport: calls to services in other processes over TCP.
 //!
-//! - [`RpcServer`] serves the dispatchers of the services hosted here.
+//! - [`RpcServer`] serves the dispatchers of the services hosted here (a
+//!   [`DispatchTable`](mod_api::DispatchTable), the container's).
 //! - [`RpcClient`] is one connection to a server carrying many concurrent calls;
 //!   [`RpcConnections`] keeps one per address; [`RpcTransport`] adapts a client to
 //!   [`mod_api::Transport`] with a default deadline.
@@ -67,7 +68,7 @@ mod tls;
 
 pub use client::RpcClient;
 pub use pool::RpcConnections;
-pub use server::{Dispatchers, RpcServer};
+pub use server::RpcServer;
 
 /// Call ids are sequential: a multiplicative hash spreads them for the map.
 #[derive(Default)]
@@ -154,7 +155,7 @@ impl RpcTransport {
 #[async_trait]
 impl Transport for RpcTransport {
     async fn call(&self, call: Call) -> Result<Vec<u8>> {
-        let timeout = call.timeout.unwrap_or(self.timeout);
+        let timeout = call.context.timeout().unwrap_or(self.timeout);
         self.client.call(call, timeout).await
     }
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use mod_api::config::RpcConfig;
-use mod_api::{Dispatch, Error, ErrorKind, Result};
+use mod_api::{DispatchTable, Error, ErrorKind, Result};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
@@ -25,15 +25,13 @@ use super::frame;
 use super::limits::Limits;
 use super::{stream, tls, HANDSHAKE_TIMEOUT};
 
-/// Finds the dispatcher of a service by name (`None`: not served here).
-pub type Dispatchers = Arc<dyn Fn(&str) -> Option<Arc<dyn Dispatch>> + Send + Sync>;
-
 /// How long [`RpcServer::shutdown`] lets writers flush after the grace period.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// State shared by the accept loop, the connections and their calls.
 pub(crate) struct ServerShared {
-    pub(crate) dispatchers: Dispatchers,
+    /// The services served, looked up per call (the container's table).
+    pub(crate) services: DispatchTable,
     pub(crate) secret: Option<Vec<u8>>,
     pub(crate) max_frame: usize,
     pub(crate) limits: Limits,
@@ -118,14 +116,14 @@ impl std::fmt::Debug for RpcServer {
 }
 
 impl RpcServer {
-    /// Listens on `config.listen` and serves calls with the dispatchers found by
-    /// `dispatchers` (looked up per call, so services may be added later),
+    /// Listens on `config.listen` and serves calls with the dispatchers in
+    /// `services` (looked up per call, so services may be added later),
     /// over TLS when `config.tls` names a certificate and key.
     ///
     /// Secure by default: on an address other than loopback, a server with
     /// neither TLS nor a secret refuses to start (a `Config` error) unless
     /// `config.insecure` is set.
-    pub async fn bind(config: &RpcConfig, dispatchers: Dispatchers) -> Result<RpcServer> {
+    pub async fn bind(config: &RpcConfig, services: DispatchTable) -> Result<RpcServer> {
         let tls = tls::acceptor(config)?;
         let listener = TcpListener::bind(&config.listen).await.map_err(|e| {
             Error::new(
@@ -153,7 +151,7 @@ impl RpcServer {
             .clone()
             .unwrap_or_else(|| local_addr.to_string());
         let shared = Arc::new(ServerShared {
-            dispatchers,
+            services,
             secret: config.secret.as_ref().map(|s| s.as_bytes().to_vec()),
             max_frame: config.max_frame_bytes as usize,
             limits: Limits::new(config),
