@@ -122,14 +122,16 @@ impl RedisRegistry {
     }
 
     /// Asks for a refresh of a watched `service`; with `seen`, only when that
-    /// version is newer than the last accepted one.
+    /// version is not the last accepted one. A lower version is news too: Redis
+    /// lost data (a restart without persistence), and the refresh raises the
+    /// version again at once instead of waiting for the next resync.
     pub(super) fn request_refresh(&self, service: &str, seen: Option<u64>) {
         let mut watched = self.lock();
         let Some(entry) = watched.get_mut(service) else {
             return;
         };
         if let (Some(seen), Some(last)) = (seen, &entry.last) {
-            if last.version >= seen {
+            if last.version == seen {
                 return;
             }
         }
