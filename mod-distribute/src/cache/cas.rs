@@ -25,8 +25,8 @@ impl<V: Value + PartialEq> RedisCache<V> {
     pub(super) async fn cas(&self, key: &str, expected: Option<&V>, new: V) -> Result<Cas<V>> {
         let s = &*self.shared;
         mod_api::codec::check_value_size("cache", &s.name, &new, self.max_value)?;
-        if self.ttl_ms == Some(0) || self.tti_ms == Some(0) || s.max_entries == Some(0) {
-            // This cache holds nothing (see `store`): every entry is absent.
+        if self.stores_nothing(self.ttl_ms) {
+            // This cache holds nothing (as in `store`): every entry is absent.
             return Ok(match expected {
                 None => Cas::Stored,
                 Some(_) => Cas::Mismatch(None),

@@ -68,6 +68,12 @@ impl Shared {
 }
 
 impl<V: Value> RedisCache<V> {
+    /// Whether a write with `ttl` (ms) keeps nothing: it expires at once, or
+    /// the cache's policy holds no entry at all.
+    pub(super) fn stores_nothing(&self, ttl: Option<u64>) -> bool {
+        ttl == Some(0) || self.tti_ms == Some(0) || self.shared.max_entries == Some(0)
+    }
+
     /// Writes `value` with `ttl` (ms, `None` = none; the TTI applies on top).
     /// `fresh`: the caller just saw the key missing (skip the overwrite try).
     pub(super) async fn store(
@@ -79,7 +85,7 @@ impl<V: Value> RedisCache<V> {
     ) -> Result<()> {
         // Before the wire: an oversized value never reaches the shared connection.
         mod_api::codec::check_value_size("cache", &self.shared.name, value, self.max_value)?;
-        if ttl == Some(0) || self.tti_ms == Some(0) || self.shared.max_entries == Some(0) {
+        if self.stores_nothing(ttl) {
             // Expires at once (or the cache holds nothing): same as removing it.
             self.delete(key).await?;
             return Ok(());
