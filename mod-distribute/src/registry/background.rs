@@ -174,10 +174,10 @@ pub(super) async fn sweeper(
         let Some(registry) = registry.upgrade() else {
             return;
         };
-        let result = match registry.sweep_once().await {
-            Ok(()) => registry.resync().await,
-            Err(e) => Err(e),
-        };
+        // Independent steps: a failing sweep must not stop the resync that
+        // covers lost notifications (after a Redis restart, say).
+        let swept = registry.sweep_once().await;
+        let result = swept.and(registry.resync().await);
         match result {
             Ok(()) if failing => {
                 tracing::info!("registry sweeper recovered");
