@@ -19,6 +19,7 @@ pub mod error;
 pub mod flight;
 mod generated;
 pub mod invoke;
+pub mod layer;
 pub mod queue;
 pub mod registry;
 pub mod session;
@@ -32,6 +33,7 @@ pub use cache::{Cache, CacheExt, CachePolicy, Cas, NearCachePolicy};
 pub use codec::{Codec, DefaultCodec};
 pub use config::Config;
 pub use error::{Error, ErrorKind, Result};
+pub use layer::Layer;
 pub use invoke::{
     Call, CallContext, Container, Dispatch, DispatchTable, Hosting, Loopback, MethodInfo, Service,
     ServiceExt, Transport,
