@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::cache::{Cache, CachePolicy};
 use crate::error::{Error, Result};
 use crate::invoke::Container;
+use crate::layer::{CheckLayer, Layer, ObserveLayer};
 use crate::queue::{Queue, QueueConfig};
 use crate::registry::Registry;
 use crate::session::{SessionConfig, SessionStore};
@@ -116,35 +117,41 @@ impl std::fmt::Debug for OpenBlocks {
 }
 
 impl OpenBlocks {
-    /// Returns the open block `(kind, name)`, or opens it with `make`.
+    /// Returns the open block `(kind, name)`, or opens it with `make` and
+    /// wraps it in the [standard layers](crate::layer::standard) (values
+    /// limited to `max_value_bytes`): the one place where a backend's blocks
+    /// get tracing, metrics and input checks.
     ///
     /// The name is checked with [`check_name`]; a block open with another type is
     /// [`ErrorKind::TypeMismatch`](crate::ErrorKind::TypeMismatch). `make` runs
     /// under the map's lock, so it must not open another block.
-    pub fn open<T>(
+    pub fn open<B>(
         &self,
         kind: &'static str,
         name: &str,
-        make: impl FnOnce() -> Result<T>,
-    ) -> Result<T>
+        max_value_bytes: usize,
+        make: impl FnOnce() -> Result<Arc<B>>,
+    ) -> Result<Arc<B>>
     where
-        T: Any + Clone + Send + Sync,
+        B: ?Sized + Send + Sync + 'static,
+        CheckLayer: Layer<B>,
+        ObserveLayer: Layer<B>,
     {
         check_name(kind, name)?;
         let mut blocks = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(open) = blocks.get(&(kind, name.to_owned())) {
-            return open.downcast_ref::<T>().cloned().ok_or_else(|| {
+            return open.downcast_ref::<Arc<B>>().cloned().ok_or_else(|| {
                 tracing::warn!(kind, name, "opened with another value type");
                 Error::new(
                     crate::ErrorKind::TypeMismatch,
                     format!(
                         "{kind} {name:?} is already open with another value type (not {})",
-                        std::any::type_name::<T>()
+                        std::any::type_name::<B>()
                     ),
                 )
             });
         }
-        let block = make()?;
+        let block = crate::layer::standard(make()?, max_value_bytes);
         blocks.insert((kind, name.to_owned()), Box::new(block.clone()));
         Ok(block)
     }

@@ -3,11 +3,17 @@
 //! that miss the same key meanwhile wait for its outcome. A leader that is
 //! cancelled (its future dropped) frees the key without an outcome; its
 //! followers then try again, and one of them leads.
+//!
+//! Backends call [`get_or_load`] with their own read and fill; the rest
+//! ([`Flights`], [`Role`], [`follow`]) is its machinery.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use std::future::Future;
+
+use crate::cache::Loader;
 use crate::Error;
 use tokio::sync::watch;
 
@@ -109,5 +115,60 @@ pub async fn follow<V: Clone>(mut rx: watch::Receiver<Slot<V>>) -> Option<Result
     match slot.as_ref()? {
         Ok(v) => Some(Ok(v.clone())),
         Err(e) => Some(Err(e.to_detached())),
+    }
+}
+
+/// [`Cache::get_or_load`](crate::Cache::get_or_load) on top of a backend's
+/// `read` (the entry now, `None` on a miss) and `fill` (stores a loaded
+/// value; it handles its own failures: the caller gets the value anyway).
+///
+/// A hit returns at once. On a miss the caller joins the key's load: a
+/// follower waits for the leader's outcome; the leader reads once more if a
+/// load finished since its miss (that load stored the key), else runs
+/// `loader`, fills, and hands the outcome to its followers. A loader error
+/// reaches every waiter and nothing is stored.
+pub async fn get_or_load<V, R, RF, F, FF>(
+    flights: &Flights<V>,
+    key: &str,
+    loader: Loader<'_, V>,
+    mut read: R,
+    fill: F,
+) -> Result<V, Error>
+where
+    V: Clone,
+    R: FnMut() -> RF,
+    RF: Future<Output = Result<Option<V>, Error>>,
+    F: FnOnce(V) -> FF,
+    FF: Future<Output = ()>,
+{
+    loop {
+        let finished = flights.finished();
+        if let Some(v) = read().await? {
+            return Ok(v);
+        }
+        let leader = match flights.join(key) {
+            Role::Leader(leader) => leader,
+            Role::Follower(rx) => match follow(rx).await {
+                Some(outcome) => return outcome,
+                // The leader was cancelled: try again, maybe as the leader.
+                None => continue,
+            },
+        };
+        if flights.finished() != finished {
+            if let Some(v) = read().await? {
+                leader.finish(&Ok(v.clone()));
+                return Ok(v);
+            }
+        }
+        // Every caller, this one too, gets the error as waiters do (kind,
+        // retryable flag, the source chain folded into the message).
+        let outcome = loader.await.map_err(|e| e.to_detached());
+        match &outcome {
+            // Filled before the flight ends, so a later miss finds it.
+            Ok(v) => fill(v.clone()).await,
+            Err(e) => tracing::debug!(key, kind = %e.kind(), "loader failed"),
+        }
+        leader.finish(&outcome);
+        return outcome;
     }
 }

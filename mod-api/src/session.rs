@@ -183,6 +183,9 @@ impl<D> Session<D> {
 /// doc therefore ends with its plain `async fn` signature.
 #[async_trait]
 pub trait SessionStore<D: Value>: Send + Sync {
+    /// The store's name.
+    fn name(&self) -> &str;
+
     /// Creates a session for `principal` with a fresh id.
     ///
     /// Signature: `async fn create(&self, principal: &str, data: D) -> Result<Session<D>>`

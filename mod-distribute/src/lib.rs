@@ -55,7 +55,7 @@ struct Inner {
     node_id: String,
     config: Config,
     redis: Redis,
-    registry: Arc<RedisRegistry>,
+    registry: Arc<dyn Registry>,
     near: Arc<NearHub>,
     remote: Arc<RpcHosting>,
     container: Container,
@@ -78,7 +78,10 @@ impl Distributed {
         let node_id = config.node_id();
         rpc::check_config(&config.rpc)?;
         let redis = Redis::connect_with(&config.redis).await?;
-        let registry = RedisRegistry::start(redis.clone(), config.registry.sweep).await?;
+        let registry: Arc<dyn Registry> = mod_api::layer::standard(
+            RedisRegistry::start(redis.clone(), config.registry.sweep).await?,
+            usize::MAX,
+        );
         let near = NearHub::start(redis.clone()).await?;
         let remote = Arc::new(RpcHosting::new(
             node_id.clone(),
@@ -145,11 +148,13 @@ impl Backend for Distributed {
     }
 
     fn cache<V: Value>(&self, name: &str, policy: CachePolicy) -> Result<Arc<dyn Cache<V>>> {
-        self.inner.blocks.open("cache", name, || {
-            let near = policy.near.as_ref().map(|_| self.inner.near.clone());
-            let cache = RedisCache::<V>::new(self.inner.redis.clone(), near, name, &policy)?;
-            Ok(Arc::new(cache) as Arc<dyn Cache<V>>)
-        })
+        self.inner
+            .blocks
+            .open("cache", name, policy.max_value_bytes, || {
+                let near = policy.near.as_ref().map(|_| self.inner.near.clone());
+                let cache = RedisCache::<V>::new(self.inner.redis.clone(), near, name, &policy)?;
+                Ok(Arc::new(cache) as Arc<dyn Cache<V>>)
+            })
     }
 
     fn sessions<D: Value>(
@@ -157,16 +162,20 @@ impl Backend for Distributed {
         name: &str,
         config: SessionConfig,
     ) -> Result<Arc<dyn SessionStore<D>>> {
-        self.inner.blocks.open("sessions", name, || {
-            let store = RedisSessions::<D>::new(self.inner.redis.clone(), name, config);
-            Ok(Arc::new(store) as Arc<dyn SessionStore<D>>)
-        })
+        self.inner
+            .blocks
+            .open("sessions", name, config.max_value_bytes, || {
+                let store = RedisSessions::<D>::new(self.inner.redis.clone(), name, config);
+                Ok(Arc::new(store) as Arc<dyn SessionStore<D>>)
+            })
     }
 
     fn queue<M: Value>(&self, name: &str, config: QueueConfig) -> Result<Arc<dyn Queue<M>>> {
-        self.inner.blocks.open("queue", name, || {
-            let queue = RedisQueue::<M>::open(self.inner.redis.clone(), name, config)?;
-            Ok(Arc::new(queue) as Arc<dyn Queue<M>>)
-        })
+        self.inner
+            .blocks
+            .open("queue", name, config.max_value_bytes, || {
+                let queue = RedisQueue::<M>::open(self.inner.redis.clone(), name, config)?;
+                Ok(Arc::new(queue) as Arc<dyn Queue<M>>)
+            })
     }
 }

@@ -68,7 +68,8 @@ impl Monolith {
             ));
         }
         let node_id = config.node_id();
-        let registry: Arc<dyn Registry> = MemoryRegistry::new(config.registry.sweep);
+        let registry: Arc<dyn Registry> =
+            mod_api::layer::standard(MemoryRegistry::new(config.registry.sweep), usize::MAX);
         let hosting = Arc::new(LocalHosting::new(
             registry.clone(),
             node_id.clone(),
@@ -110,9 +111,11 @@ impl Backend for Monolith {
     }
 
     fn cache<V: Value>(&self, name: &str, policy: CachePolicy) -> Result<Arc<dyn Cache<V>>> {
-        self.inner.blocks.open("cache", name, || {
-            Ok(Arc::new(MokaCache::<V>::new(name, &policy)) as Arc<dyn Cache<V>>)
-        })
+        self.inner
+            .blocks
+            .open("cache", name, policy.max_value_bytes, || {
+                Ok(Arc::new(MokaCache::<V>::new(name, &policy)) as Arc<dyn Cache<V>>)
+            })
     }
 
     fn sessions<D: Value>(
@@ -120,9 +123,11 @@ impl Backend for Monolith {
         name: &str,
         config: SessionConfig,
     ) -> Result<Arc<dyn SessionStore<D>>> {
-        self.inner.blocks.open("sessions", name, || {
-            Ok(Arc::new(MemorySessions::<D>::new(name, config)) as Arc<dyn SessionStore<D>>)
-        })
+        self.inner
+            .blocks
+            .open("sessions", name, config.max_value_bytes, || {
+                Ok(Arc::new(MemorySessions::<D>::new(name, config)) as Arc<dyn SessionStore<D>>)
+            })
     }
 
     fn queue<M: Value>(&self, name: &str, mut config: QueueConfig) -> Result<Arc<dyn Queue<M>>> {
@@ -138,10 +143,11 @@ impl Backend for Monolith {
             ..QueueConfig::default()
         };
         // Open the dead-letter queue first: `open` holds the block map's lock.
-        let dlq = self.inner.blocks.open("queue", &dlq_name, || {
+        let dlq = self.inner.blocks.open("queue", &dlq_name, usize::MAX, || {
             Ok(Arc::new(MemoryQueue::<M>::open(&dlq_name, dlq_config, None)?) as Arc<dyn Queue<M>>)
         })?;
-        self.inner.blocks.open("queue", name, || {
+        let max_value_bytes = config.max_value_bytes;
+        self.inner.blocks.open("queue", name, max_value_bytes, || {
             Ok(Arc::new(MemoryQueue::<M>::open(name, config, Some(dlq))?) as Arc<dyn Queue<M>>)
         })
     }

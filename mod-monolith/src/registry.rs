@@ -157,9 +157,7 @@ async fn sweeper(registry: Weak<MemoryRegistry>, every: Duration) {
 
 #[async_trait]
 impl Registry for MemoryRegistry {
-    #[tracing::instrument(level = "debug", skip_all, fields(service = %instance.service, id = %instance.id))]
     async fn register(&self, instance: Instance, ttl: Duration) -> Result<()> {
-        checks::registration(&instance, ttl)?;
         let service = instance.service.clone();
         let entry = Entry {
             ttl,
@@ -174,9 +172,7 @@ impl Registry for MemoryRegistry {
         Ok(())
     }
 
-    #[tracing::instrument(level = "trace", skip_all, fields(%service, %id))]
     async fn heartbeat(&self, service: &str, id: &str) -> Result<()> {
-        checks::instance_key(service, id)?;
         let mut state = self.lock();
         // Choice: a lease past its deadline is expired even if the sweeper has not
         // removed it yet. `live` removes it (telling watchers) before we look, so
@@ -192,9 +188,7 @@ impl Registry for MemoryRegistry {
         }
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(%service, %id))]
     async fn deregister(&self, service: &str, id: &str) -> Result<bool> {
-        checks::instance_key(service, id)?;
         let mut state = self.lock();
         let Some(s) = Self::live(&mut state, service) else {
             return Ok(false);
@@ -206,9 +200,7 @@ impl Registry for MemoryRegistry {
         Ok(removed)
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(%service, %id, ?status))]
     async fn set_status(&self, service: &str, id: &str, status: Status) -> Result<()> {
-        checks::instance_key(service, id)?;
         let mut state = self.lock();
         let s = Self::live(&mut state, service).ok_or_else(|| checks::not_found(service, id))?;
         let e = s
@@ -223,16 +215,13 @@ impl Registry for MemoryRegistry {
         Ok(())
     }
 
-    #[tracing::instrument(level = "trace", skip_all, fields(%service))]
     async fn lookup(&self, service: &str) -> Result<Vec<Instance>> {
-        checks::service(service)?;
         let mut state = self.lock();
         Ok(Self::live(&mut state, service)
             .map(|s| s.instances.values().map(|e| e.instance.clone()).collect())
             .unwrap_or_default())
     }
 
-    #[tracing::instrument(level = "trace", skip_all)]
     async fn services(&self) -> Result<Vec<String>> {
         self.sweep();
         let state = self.lock();
@@ -246,9 +235,7 @@ impl Registry for MemoryRegistry {
         Ok(names)
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(%service))]
     async fn watch(&self, service: &str) -> Result<Watch> {
-        checks::service(service)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let mut state = self.lock();
         let s = state.services.entry(service.to_owned()).or_default();
@@ -260,9 +247,7 @@ impl Registry for MemoryRegistry {
         Ok(Watch::new(rx))
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(service = %consumer.service, consumer = %consumer.consumer))]
     async fn register_consumer(&self, consumer: ConsumerInfo) -> Result<()> {
-        checks::consumer(&consumer)?;
         self.lock()
             .consumers
             .entry(consumer.service)
@@ -271,9 +256,7 @@ impl Registry for MemoryRegistry {
         Ok(())
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(service = %consumer.service, consumer = %consumer.consumer))]
     async fn deregister_consumer(&self, consumer: &ConsumerInfo) -> Result<bool> {
-        checks::consumer(consumer)?;
         let mut state = self.lock();
         let Some(set) = state.consumers.get_mut(&consumer.service) else {
             return Ok(false);
@@ -285,9 +268,7 @@ impl Registry for MemoryRegistry {
         Ok(removed)
     }
 
-    #[tracing::instrument(level = "trace", skip_all, fields(%service))]
     async fn consumers(&self, service: &str) -> Result<Vec<ConsumerInfo>> {
-        checks::service(service)?;
         let state = self.lock();
         // A BTreeSet iterates in order: the result is sorted by consumer.
         Ok(state
@@ -357,7 +338,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn same_status_is_not_a_change_and_zero_ttl_is_rejected() {
+    async fn same_status_is_not_a_change() {
         let reg = MemoryRegistry::new(Duration::from_secs(1));
         reg.register(inst("a"), Duration::from_secs(10))
             .await
@@ -366,8 +347,6 @@ mod tests {
         w.next().await.unwrap();
         reg.set_status("svc", "a", Status::Up).await.unwrap();
         assert!(w.try_next().is_none());
-        let err = reg.register(inst("b"), Duration::ZERO).await.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::InvalidInput);
     }
 
     #[tokio::test]

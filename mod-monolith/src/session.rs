@@ -66,13 +66,6 @@ impl<D: Value> MemorySessions<D> {
         }
     }
 
-    /// Refuses data over `max_value_bytes`, measured as the distributed backend
-    /// would encode it, so both packages accept the same sessions.
-    fn check_size(&self, data: &D) -> Result<()> {
-        let max = self.config.max_value_bytes;
-        mod_api::codec::check_value_size("sessions", &self.name, data, max)
-    }
-
     /// Removes every expired session now; returns how many it removed.
     ///
     /// Not needed for correctness (expired sessions are never returned), only
@@ -138,9 +131,11 @@ impl<D: Value> MemorySessions<D> {
 
 #[async_trait]
 impl<D: Value> SessionStore<D> for MemorySessions<D> {
-    #[tracing::instrument(level = "debug", skip_all, fields(store = %self.name, principal = %principal))]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
     async fn create(&self, principal: &str, data: D) -> Result<Session<D>> {
-        self.check_size(&data)?;
         let id = SessionId::generate()?;
         let now = now_millis();
         let session = Session {
@@ -163,7 +158,6 @@ impl<D: Value> SessionStore<D> for MemorySessions<D> {
         Ok(session)
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(store = %self.name, ?id))]
     async fn get(&self, id: &SessionId) -> Result<Option<Session<D>>> {
         let now = now_millis();
         match self.sessions.get(id.as_str()) {
@@ -175,7 +169,6 @@ impl<D: Value> SessionStore<D> for MemorySessions<D> {
         Ok(None)
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(store = %self.name, ?id))]
     async fn validate(&self, id: &SessionId) -> Result<Option<Session<D>>> {
         let now = now_millis();
         match self.sessions.get_mut(id.as_str()) {
@@ -190,9 +183,7 @@ impl<D: Value> SessionStore<D> for MemorySessions<D> {
         Ok(None)
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(store = %self.name, ?id, expected_version = expected_version))]
     async fn update(&self, id: &SessionId, expected_version: u64, data: D) -> Result<Session<D>> {
-        self.check_size(&data)?;
         let now = now_millis();
         match self.sessions.get_mut(id.as_str()) {
             // Check and set under the entry's write lock: no lost update.
@@ -219,7 +210,6 @@ impl<D: Value> SessionStore<D> for MemorySessions<D> {
         Err(self.not_found())
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(store = %self.name, ?id))]
     async fn rotate(&self, id: &SessionId) -> Result<Session<D>> {
         let now = now_millis();
         let principal = match self.sessions.get(id.as_str()) {
@@ -258,7 +248,6 @@ impl<D: Value> SessionStore<D> for MemorySessions<D> {
         Ok(session)
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(store = %self.name, ?id))]
     async fn destroy(&self, id: &SessionId) -> Result<bool> {
         let now = now_millis();
         let Some((id, s)) = self.sessions.remove(id.as_str()) else {
@@ -268,7 +257,6 @@ impl<D: Value> SessionStore<D> for MemorySessions<D> {
         Ok(self.live(&s, now))
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(store = %self.name, principal = %principal))]
     async fn destroy_principal(&self, principal: &str) -> Result<usize> {
         let now = now_millis();
         // Holding the index entry keeps `create` and `rotate` of this principal

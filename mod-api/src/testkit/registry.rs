@@ -448,4 +448,8 @@ pub async fn invalid_names_are_rejected<H: Harness>(h: &H) {
         !names.iter().any(|n| n.is_empty() || n.contains(' ')),
         "{names:?}"
     );
+    let svc = unique("zero-ttl");
+    let zero = reg.register(Instance::new(&svc, "i1", "addr"), Duration::ZERO);
+    assert_eq!(kind(zero.await, "zero ttl"), ErrorKind::InvalidInput);
+    assert!(reg.lookup(&svc).await.expect("lookup").is_empty());
 }

@@ -24,7 +24,6 @@ impl<V: Value + PartialEq> RedisCache<V> {
     /// See [`Cache::compare_and_set`](mod_api::Cache::compare_and_set).
     pub(super) async fn cas(&self, key: &str, expected: Option<&V>, new: V) -> Result<Cas<V>> {
         let s = &*self.shared;
-        mod_api::codec::check_value_size("cache", &s.name, &new, self.max_value)?;
         if self.stores_nothing(self.ttl_ms) {
             // This cache holds nothing (as in `store`): every entry is absent.
             return Ok(match expected {

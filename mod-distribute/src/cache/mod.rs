@@ -90,7 +90,7 @@ use crate::near::{clear_message, key_message_prefix, NearCache, NearHub};
 use crate::redis::keys::{segment, Joined};
 use crate::redis::script::{evalsha, run};
 use crate::redis::{redis_error, Redis};
-use mod_api::flight::{follow, Flights, Role};
+use mod_api::flight::{self, Flights};
 
 /// Entries deleted per `clear` round trip, and upkeep work per script run.
 const BATCH: usize = 500;
@@ -277,7 +277,6 @@ impl<V: Value> Cache<V> for RedisCache<V> {
         &self.shared.name
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(cache = %self.shared.name, key = %key))]
     async fn get(&self, key: &str) -> Result<Option<V>> {
         let Some(near) = &self.near else {
             return Ok(self.fetch(key, false).await?.map(|(v, _)| v));
@@ -293,22 +292,18 @@ impl<V: Value> Cache<V> for RedisCache<V> {
         Ok(Some(v))
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(cache = %self.shared.name, key = %key))]
     async fn set(&self, key: &str, value: V) -> Result<()> {
         self.store(key, &value, self.ttl_ms, false).await
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(cache = %self.shared.name, key = %key, ?ttl))]
     async fn set_with_ttl(&self, key: &str, value: V, ttl: Duration) -> Result<()> {
         self.store(key, &value, Some(millis(ttl)), false).await
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(cache = %self.shared.name, key = %key))]
     async fn remove(&self, key: &str) -> Result<bool> {
         self.delete(key).await
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(cache = %self.shared.name, key = %key))]
     async fn contains(&self, key: &str) -> Result<bool> {
         let mut conn = self.shared.redis.conn();
         let n: i64 = self
@@ -319,7 +314,6 @@ impl<V: Value> Cache<V> for RedisCache<V> {
         Ok(n > 0)
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(cache = %self.shared.name))]
     async fn clear(&self) -> Result<()> {
         let s = &*self.shared;
         let mut conn = s.redis.conn();
@@ -346,45 +340,22 @@ impl<V: Value> Cache<V> for RedisCache<V> {
         Ok(())
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(cache = %self.shared.name, key = %key))]
     async fn get_or_load(&self, key: &str, loader: Loader<'_, V>) -> Result<V> {
-        loop {
-            let finished = self.flights.finished();
-            if let Some(v) = self.get_or_miss(key).await? {
-                return Ok(v);
+        let fill = |value: V| async move {
+            // The caller still gets the value; the cache just missed a fill
+            // (too large for `max_value_bytes`, or Redis failed).
+            let stored =
+                mod_api::codec::check_value_size("cache", self.name(), &value, self.max_value);
+            if let Err(e) = match stored {
+                Ok(()) => self.store(key, &value, self.ttl_ms, true).await,
+                Err(e) => Err(e),
+            } {
+                tracing::warn!(cache = %self.shared.name, error = %e, "loaded value not stored");
             }
-            match self.flights.join(key) {
-                Role::Follower(rx) => match follow(rx).await {
-                    Some(outcome) => return outcome,
-                    // The leader was cancelled: try again (maybe as leader).
-                    None => continue,
-                },
-                Role::Leader(leader) => {
-                    // A load that finished between our miss and our joining
-                    // stored its value: read again (only then).
-                    if self.flights.finished() != finished {
-                        if let Some(v) = self.get_or_miss(key).await? {
-                            leader.finish(&Ok(v.clone()));
-                            return Ok(v);
-                        }
-                    }
-                    let outcome = loader.await;
-                    if let Ok(v) = &outcome {
-                        if let Err(e) = self.store(key, v, self.ttl_ms, true).await {
-                            // The caller still gets the value; the cache just missed a fill.
-                            tracing::warn!(cache = %self.shared.name, error = %e, "loaded value not stored");
-                        }
-                    } else if let Err(e) = &outcome {
-                        tracing::debug!(cache = %self.shared.name, kind = %e.kind(), "loader failed");
-                    }
-                    leader.finish(&outcome);
-                    return outcome;
-                }
-            }
-        }
+        };
+        flight::get_or_load(&self.flights, key, loader, || self.get_or_miss(key), fill).await
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(cache = %self.shared.name, key = %key))]
     async fn compare_and_set(&self, key: &str, expected: Option<&V>, new: V) -> Result<Cas<V>>
     where
         V: PartialEq,

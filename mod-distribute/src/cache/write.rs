@@ -83,8 +83,6 @@ impl<V: Value> RedisCache<V> {
         ttl: Option<u64>,
         fresh: bool,
     ) -> Result<()> {
-        // Before the wire: an oversized value never reaches the shared connection.
-        mod_api::codec::check_value_size("cache", &self.shared.name, value, self.max_value)?;
         if self.stores_nothing(ttl) {
             // Expires at once (or the cache holds nothing): same as removing it.
             self.delete(key).await?;

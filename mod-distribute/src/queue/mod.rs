@@ -221,11 +221,8 @@ impl<M: Value> Queue<M> for RedisQueue<M> {
         &self.core.name
     }
 
-    #[tracing::instrument(skip_all, fields(queue = %self.core.name))]
     async fn offer(&self, message: M) -> Result<Offered> {
         let bytes = encode(&message)?;
-        let max = self.config.max_value_bytes;
-        mod_api::codec::check_value_len("queue", &self.core.name, bytes.len(), max)?;
         let BacklogPolicy::Block { timeout } = self.config.backlog else {
             return match self.offers.call(bytes).await?? {
                 Some(offered) => Ok(offered),
@@ -261,12 +258,10 @@ impl<M: Value> Queue<M> for RedisQueue<M> {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(queue = %self.core.name, group = %consumer.group, consumer = %consumer.name))]
     async fn poll(&self, consumer: &Consumer) -> Result<Option<Delivery<M>>> {
         self.poll_once(consumer).await
     }
 
-    #[tracing::instrument(skip_all, fields(queue = %self.core.name, group = %consumer.group, consumer = %consumer.name))]
     async fn poll_timeout(
         &self,
         consumer: &Consumer,
@@ -296,7 +291,6 @@ impl<M: Value> Queue<M> for RedisQueue<M> {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(queue = %self.core.name, group, id = %id))]
     async fn ack(&self, group: &str, id: &MessageId) -> Result<bool> {
         let Some(id) = canonical_id(id) else {
             return Ok(false);
@@ -304,7 +298,6 @@ impl<M: Value> Queue<M> for RedisQueue<M> {
         self.acks.call((group.to_owned(), id)).await
     }
 
-    #[tracing::instrument(skip_all, fields(queue = %self.core.name, id = %id))]
     async fn remove(&self, id: &MessageId) -> Result<bool> {
         let Some(id) = canonical_id(id) else {
             return Ok(false);
@@ -315,7 +308,6 @@ impl<M: Value> Queue<M> for RedisQueue<M> {
         Ok(removed == Reply::Int(1))
     }
 
-    #[tracing::instrument(skip_all, fields(queue = %self.core.name))]
     async fn len(&self) -> Result<usize> {
         redis::cmd("XLEN")
             .arg(&self.core.key)

@@ -197,9 +197,7 @@ fn parse_snapshot(service: &str, reply: Value) -> Result<Snapshot> {
 
 #[async_trait]
 impl Registry for RedisRegistry {
-    #[tracing::instrument(level = "debug", skip_all, fields(service = %instance.service, id = %instance.id))]
     async fn register(&self, instance: Instance, ttl: Duration) -> Result<()> {
-        checks::registration(&instance, ttl)?;
         let ttl_ms = ttl.as_millis().clamp(1, MAX_TTL_MS).to_string();
         let value = encode(&instance)?;
         let version: u64 = self
@@ -217,9 +215,7 @@ impl Registry for RedisRegistry {
         Ok(())
     }
 
-    #[tracing::instrument(level = "trace", skip_all, fields(%service, %id))]
     async fn heartbeat(&self, service: &str, id: &str) -> Result<()> {
-        checks::instance_key(service, id)?;
         let renewed: i64 = self
             .run(
                 &self.scripts.heartbeat,
@@ -233,9 +229,7 @@ impl Registry for RedisRegistry {
         }
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(%service, %id))]
     async fn deregister(&self, service: &str, id: &str) -> Result<bool> {
-        checks::instance_key(service, id)?;
         let removed: i64 = self
             .run(
                 &self.scripts.deregister,
@@ -245,9 +239,7 @@ impl Registry for RedisRegistry {
         Ok(removed == 1)
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(%service, %id, ?status))]
     async fn set_status(&self, service: &str, id: &str, status: Status) -> Result<()> {
-        checks::instance_key(service, id)?;
         // The instance is stored encoded, so Lua cannot edit it: read, change,
         // and write back only if nobody changed it meanwhile (compare and set).
         for _ in 0..STATUS_ATTEMPTS {
@@ -282,13 +274,10 @@ impl Registry for RedisRegistry {
         ))
     }
 
-    #[tracing::instrument(level = "trace", skip_all, fields(%service))]
     async fn lookup(&self, service: &str) -> Result<Vec<Instance>> {
-        checks::service(service)?;
         Ok(self.fetch(service, 0).await?.instances)
     }
 
-    #[tracing::instrument(level = "trace", skip_all)]
     async fn services(&self) -> Result<Vec<String>> {
         let mut names: Vec<String> = redis::cmd("SMEMBERS")
             .arg(format!("{}:services", self.base))
@@ -299,15 +288,11 @@ impl Registry for RedisRegistry {
         Ok(names)
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(%service))]
     async fn watch(&self, service: &str) -> Result<Watch> {
-        checks::service(service)?;
         self.open_watch(service).await
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(service = %consumer.service, consumer = %consumer.consumer))]
     async fn register_consumer(&self, consumer: ConsumerInfo) -> Result<()> {
-        checks::consumer(&consumer)?;
         let _: i64 = redis::cmd("SADD")
             .arg(self.service_key("consumers", &consumer.service))
             .arg(&consumer.consumer)
@@ -317,9 +302,7 @@ impl Registry for RedisRegistry {
         Ok(())
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(service = %consumer.service, consumer = %consumer.consumer))]
     async fn deregister_consumer(&self, consumer: &ConsumerInfo) -> Result<bool> {
-        checks::consumer(consumer)?;
         let removed: i64 = redis::cmd("SREM")
             .arg(self.service_key("consumers", &consumer.service))
             .arg(&consumer.consumer)
@@ -329,9 +312,7 @@ impl Registry for RedisRegistry {
         Ok(removed == 1)
     }
 
-    #[tracing::instrument(level = "trace", skip_all, fields(%service))]
     async fn consumers(&self, service: &str) -> Result<Vec<ConsumerInfo>> {
-        checks::service(service)?;
         let mut ids: Vec<String> = redis::cmd("SMEMBERS")
             .arg(self.service_key("consumers", service))
             .query_async(&mut self.redis.conn())

@@ -105,8 +105,6 @@ pub struct RedisSessions<D> {
     refresh_ms: u64,
     /// Bounds the Redis clock for `validate`'s read-only path.
     clock: RedisClock,
-    /// The config's `max_value_bytes`, for the encoded data.
-    max_value: usize,
     /// `<prefix>:sess:<n>:s:` — a session's key is this plus its id.
     session_base: String,
     /// `<prefix>:sess:<n>:p:` — a principal's index is this plus the principal.
@@ -135,16 +133,13 @@ impl<D: Value> RedisSessions<D> {
             abs_ms,
             refresh_ms,
             clock: RedisClock::new(),
-            max_value: config.max_value_bytes,
             _data: PhantomData,
         }
     }
 
-    /// The data's codec bytes, refused before the wire when over `max_value_bytes`.
+    /// The data's codec bytes (the check layer refused oversized data before).
     fn encode_data(&self, data: &D) -> Result<Vec<u8>> {
-        let bytes = encode_value(data)?;
-        mod_api::codec::check_value_len("sessions", &self.name, bytes.len(), self.max_value)?;
-        Ok(bytes)
+        encode_value(data)
     }
 
     /// A session from a stored record.
@@ -191,7 +186,10 @@ impl<D: Value> RedisSessions<D> {
 
 #[async_trait]
 impl<D: Value> SessionStore<D> for RedisSessions<D> {
-    #[tracing::instrument(level = "debug", skip_all, fields(store = %self.name, principal = %principal))]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
     async fn create(&self, principal: &str, data: D) -> Result<Session<D>> {
         let body = record::body(principal, &self.encode_data(&data)?)?;
         let (idle, abs) = (&self.idle_arg, &self.abs_arg);
@@ -228,7 +226,6 @@ impl<D: Value> SessionStore<D> for RedisSessions<D> {
         Err(Error::internal("could not draw an unused session id"))
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(store = %self.name, ?id))]
     async fn get(&self, id: &SessionId) -> Result<Option<Session<D>>> {
         let mut cmd = redis::Cmd::with_capacity(2, self.session_base.len() + 48);
         cmd.arg("GET").arg(Joined(&self.session_base, id.as_str()));
@@ -240,7 +237,6 @@ impl<D: Value> SessionStore<D> for RedisSessions<D> {
             .transpose()
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(store = %self.name, ?id))]
     async fn validate(&self, id: &SessionId) -> Result<Option<Session<D>>> {
         if self.refresh_ms == 0 {
             // Every validate refreshes (idle under 1 s): straight to the script.
@@ -283,7 +279,6 @@ impl<D: Value> SessionStore<D> for RedisSessions<D> {
         self.validate_script(id).await
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(store = %self.name, ?id, expected_version))]
     async fn update(&self, id: &SessionId, expected_version: u64, data: D) -> Result<Session<D>> {
         let bytes = self.encode_data(&data)?;
         let expected = expected_version.to_string();
@@ -323,7 +318,6 @@ impl<D: Value> SessionStore<D> for RedisSessions<D> {
         }
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(store = %self.name, ?id))]
     async fn rotate(&self, id: &SessionId) -> Result<Session<D>> {
         let new_id = SessionId::generate()?;
         let (idle, abs) = (&self.idle_arg, &self.abs_arg);
@@ -347,14 +341,12 @@ impl<D: Value> SessionStore<D> for RedisSessions<D> {
         }
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(store = %self.name, ?id))]
     async fn destroy(&self, id: &SessionId) -> Result<bool> {
         let args: [&[u8]; 2] = [self.principal_base.as_bytes(), id.as_str().as_bytes()];
         let n: i64 = self.session_script(&DESTROY, id, &args).await?;
         Ok(n > 0)
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(store = %self.name, principal = %principal))]
     async fn destroy_principal(&self, principal: &str) -> Result<usize> {
         let mut cmd = evalsha(
             &DESTROY_PRINCIPAL,

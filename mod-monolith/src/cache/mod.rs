@@ -37,7 +37,7 @@ use mod_api::cache::Loader;
 use mod_api::{async_trait, Cache, CachePolicy, Cas, Result, Value};
 use moka::policy::{EvictionPolicy, Expiry};
 
-use mod_api::flight::{follow, Flights, Role};
+use mod_api::flight::{self, Flights};
 
 /// Longest duration handed to moka: it panics above 1000 years, and nobody
 /// needs more than "forever" (a century).
@@ -170,21 +170,17 @@ impl<V: Value> Cache<V> for MokaCache<V> {
 
     async fn set(&self, key: &str, value: V) -> Result<()> {
         tracing::trace!(cache = %self.name, key, "set");
-        self.check_size(&value)?;
         let entry = self.entry(value, None);
         self.insert(key, entry);
         Ok(())
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(cache = %self.name, key = %key, ?ttl))]
     async fn set_with_ttl(&self, key: &str, value: V, ttl: Duration) -> Result<()> {
-        self.check_size(&value)?;
         let entry = self.entry(value, Some(ttl.min(MAX_DURATION)));
         self.insert(key, entry);
         Ok(())
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(cache = %self.name, key = %key))]
     async fn remove(&self, key: &str) -> Result<bool> {
         // moka's `remove` also returns an entry that expired but is not evicted
         // yet; `contains_key` sees only live ones. (A `set` racing between the
@@ -194,13 +190,11 @@ impl<V: Value> Cache<V> for MokaCache<V> {
         Ok(self.inner.remove(key).is_some() && live)
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(cache = %self.name, key = %key))]
     async fn contains(&self, key: &str) -> Result<bool> {
         // `contains_key` is not a read: it neither resets TTI nor counts for LRU.
         Ok(self.inner.contains_key(key))
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(cache = %self.name))]
     async fn clear(&self) -> Result<()> {
         // Entries written before this instant become invisible at once; moka
         // frees their memory in its next maintenance.
@@ -208,45 +202,22 @@ impl<V: Value> Cache<V> for MokaCache<V> {
         Ok(())
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(cache = %self.name, key = %key))]
     async fn get_or_load(&self, key: &str, loader: Loader<'_, V>) -> Result<V> {
-        if let Some(entry) = self.inner.get(key) {
-            return Ok(entry.value);
-        }
-        let leader = loop {
-            match self.flights.join(key) {
-                Role::Leader(leader) => break leader,
-                Role::Follower(rx) => match follow(rx).await {
-                    Some(outcome) => return outcome,
-                    // The leader was cancelled: try again, maybe as the leader.
-                    None => continue,
-                },
-            }
-        };
-        // A load may have finished between the miss above and the join.
-        if let Some(entry) = self.inner.get(key) {
-            return Ok(entry.value);
-        }
-        // Waiters get a copy of an error: same kind and retryable flag, the
-        // source chain folded into the message; the caller gets the same.
-        let outcome = loader.await.map_err(|e| e.to_detached());
-        match &outcome {
+        let read = || std::future::ready(Ok(self.inner.get(key).map(|e| e.value)));
+        let fill = |value: V| {
             // Too large to cache: the caller still gets the value (as on Redis).
-            Ok(value) if self.check_size(value).is_err() => {}
-            // Stored before the flight ends, so a later miss finds it.
-            Ok(value) => self.insert(key, self.entry(value.clone(), None)),
-            Err(err) => tracing::debug!(cache = %self.name, kind = %err.kind(), "loader failed"),
-        }
-        leader.finish(&outcome);
-        outcome
+            if self.check_size(&value).is_ok() {
+                self.insert(key, self.entry(value, None));
+            }
+            std::future::ready(())
+        };
+        flight::get_or_load(&self.flights, key, loader, read, fill).await
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(cache = %self.name, key = %key))]
     async fn compare_and_set(&self, key: &str, expected: Option<&V>, new: V) -> Result<Cas<V>>
     where
         V: PartialEq,
     {
-        self.check_size(&new)?;
         let _write = self.lock(key);
         // A read as `get` is (TTI, LRU), whatever the outcome.
         let current = self.inner.get(key).map(|e| e.value);

@@ -314,8 +314,6 @@ impl<M: Value> Queue<M> for MemoryQueue<M> {
     // Their rarer events name the queue themselves.
     async fn offer(&self, message: M) -> Result<Offered> {
         tracing::trace!(queue = %self.name, "offer");
-        let max = self.config.max_value_bytes;
-        mod_api::codec::check_value_size("queue", &self.name, &message, max)?;
         cooperate().await;
         match self.attempt(message, false)? {
             Attempt::Done(offered) => Ok(offered),
@@ -358,7 +356,6 @@ impl<M: Value> Queue<M> for MemoryQueue<M> {
         Ok(self.with_state(|state| state.ack(group, seq, capacity)))
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(queue = %self.name, id = %id))]
     async fn remove(&self, id: &MessageId) -> Result<bool> {
         let Some(seq) = parse_id(id) else {
             return Ok(false);
@@ -367,7 +364,6 @@ impl<M: Value> Queue<M> for MemoryQueue<M> {
         self.with_state(|state| state.remove(seq, capacity))
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(queue = %self.name))]
     async fn len(&self) -> Result<usize> {
         Ok(self.lock().len())
     }

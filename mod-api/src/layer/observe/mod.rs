@@ -1,0 +1,64 @@
+//! The observe layer: tracing and metrics around every block operation.
+//!
+//! - A DEBUG span `modkit.block` with `block`, `name`, `op` and the key (a
+//!   session id shows its first characters only).
+//! - A failure is a WARN event with the error kind (DEBUG for `NotFound` and
+//!   `Conflict`, outcomes the caller handles).
+//! - With metrics on ([`enable_metrics`](super::enable_metrics) before the
+//!   block opened): `modkit_block_ops_total{block,name,op}`,
+//!   `modkit_block_errors_total{block,name,op,kind}`,
+//!   `modkit_block_op_seconds{block,name,op}`; for caches
+//!   `modkit_cache_requests_total{name,result="hit"|"miss"}`; for queues
+//!   `modkit_queue_unacked{name}` (deliveries handed to this process's
+//!   consumers and not acknowledged by them) and `modkit_queue_depth{name}`
+//!   (set by [`refresh_gauges`]).
+//!
+//! When no subscriber takes WARN events and metrics are off, an operation
+//! runs as the backend's own future: the layer costs a branch.
+
+mod cache;
+mod probe;
+mod queue;
+mod registry;
+mod session;
+
+use std::sync::Arc;
+
+use super::Layer;
+use crate::cache::Cache;
+use crate::queue::Queue;
+use crate::registry::Registry;
+use crate::session::SessionStore;
+use crate::Value;
+
+pub(crate) use probe::BoxFuture;
+pub use probe::HitMiss;
+pub use queue::refresh_gauges;
+
+/// Tracing and metrics around every operation (see the [module docs](self)).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ObserveLayer;
+
+impl<V: Value> Layer<dyn Cache<V>> for ObserveLayer {
+    fn layer(&self, inner: Arc<dyn Cache<V>>) -> Arc<dyn Cache<V>> {
+        Arc::new(cache::ObservedCache::new(inner))
+    }
+}
+
+impl<M: Value> Layer<dyn Queue<M>> for ObserveLayer {
+    fn layer(&self, inner: Arc<dyn Queue<M>>) -> Arc<dyn Queue<M>> {
+        queue::ObservedQueue::wrap(inner)
+    }
+}
+
+impl<D: Value> Layer<dyn SessionStore<D>> for ObserveLayer {
+    fn layer(&self, inner: Arc<dyn SessionStore<D>>) -> Arc<dyn SessionStore<D>> {
+        Arc::new(session::ObservedSessions::new(inner))
+    }
+}
+
+impl Layer<dyn Registry> for ObserveLayer {
+    fn layer(&self, inner: Arc<dyn Registry>) -> Arc<dyn Registry> {
+        Arc::new(registry::ObservedRegistry::new(inner))
+    }
+}

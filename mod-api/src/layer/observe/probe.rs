@@ -1,0 +1,146 @@
+//! [`Probe`]: what the observe layer does around one operation of one block.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use metrics::{Counter, Histogram};
+use tracing::{Instrument, Level};
+
+use crate::error::{ErrorKind, Result};
+
+/// A boxed, sendable future: what `async_trait` methods return.
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The metric handles of one operation, registered once when the block opens.
+struct OpMeter {
+    calls: Counter,
+    seconds: Histogram,
+}
+
+/// Observes the operations of one open block: a DEBUG span around each, a
+/// WARN event for each failure (DEBUG for the outcomes callers handle:
+/// `NotFound`, `Conflict`), and, when metrics are on, counts, errors by kind
+/// and latency.
+pub(crate) struct Probe {
+    block: &'static str,
+    name: Arc<str>,
+    ops: &'static [&'static str],
+    /// One per entry of `ops`; empty when metrics were off at open.
+    meters: Box<[OpMeter]>,
+}
+
+impl Probe {
+    /// The probe of block `block` (`"cache"`, …) named `name`, whose
+    /// operations are `ops` (indexed by the `op` argument of [`observe`](Self::observe)).
+    pub(crate) fn new(block: &'static str, name: &str, ops: &'static [&'static str]) -> Probe {
+        let meters = if super::super::metrics_enabled() {
+            ops.iter()
+                .map(|op| OpMeter {
+                    calls: metrics::counter!("modkit_block_ops_total", "block" => block, "name" => name.to_owned(), "op" => *op),
+                    seconds: metrics::histogram!("modkit_block_op_seconds", "block" => block, "name" => name.to_owned(), "op" => *op),
+                })
+                .collect()
+        } else {
+            Box::default()
+        };
+        Probe {
+            block,
+            name: name.into(),
+            ops,
+            meters,
+        }
+    }
+
+    /// The block's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether metrics were on when the block opened.
+    pub(crate) fn metered(&self) -> bool {
+        !self.meters.is_empty()
+    }
+
+    /// Whether anything would see an observation now: metrics, or a
+    /// subscriber that takes modkit's events. Without either the operation's
+    /// own future is returned unwrapped (no allocation, no clock read).
+    pub(crate) fn active(&self) -> bool {
+        self.metered() || tracing::enabled!(Level::WARN)
+    }
+
+    /// `fut` (operation `ops[op]`, on `key` if it has one) observed; `fut`
+    /// itself when nothing would see it.
+    pub(crate) fn observe<'f, T: Send + 'f>(
+        &'f self,
+        op: usize,
+        key: Option<&'f str>,
+        fut: BoxFuture<'f, Result<T>>,
+    ) -> BoxFuture<'f, Result<T>> {
+        if !self.active() {
+            return fut;
+        }
+        Box::pin(async move {
+            let span = tracing::debug_span!(
+                "modkit.block",
+                block = self.block,
+                name = &*self.name,
+                op = self.ops[op],
+                key
+            );
+            let start = Instant::now();
+            let outcome = fut.instrument(span).await;
+            self.record(op, start, &outcome);
+            outcome
+        })
+    }
+
+    /// Records the outcome of an operation started at `start`.
+    fn record<T>(&self, op: usize, start: Instant, outcome: &Result<T>) {
+        if let Some(meter) = self.meters.get(op) {
+            meter.calls.increment(1);
+            meter.seconds.record(start.elapsed().as_secs_f64());
+        }
+        let Err(error) = outcome else { return };
+        let (block, name, op) = (self.block, &*self.name, self.ops[op]);
+        let kind = error.kind();
+        if matches!(kind, ErrorKind::NotFound | ErrorKind::Conflict) {
+            tracing::debug!(block, name, op, %kind, "{error}");
+        } else {
+            tracing::warn!(block, name, op, %kind, "{error}");
+        }
+        if self.metered() {
+            metrics::counter!("modkit_block_errors_total", "block" => block, "name" => name.to_owned(), "op" => op, "kind" => kind.as_str())
+                .increment(1);
+        }
+    }
+}
+
+/// Handles for a pair of hit/miss counters (`metric{name, result}`), noops
+/// when metrics are off.
+pub struct HitMiss {
+    hit: Counter,
+    miss: Counter,
+}
+
+impl HitMiss {
+    /// The counters `metric{name, result="hit"|"miss"}`.
+    pub fn new(metric: &'static str, name: &str) -> HitMiss {
+        if !super::super::metrics_enabled() {
+            return HitMiss {
+                hit: Counter::noop(),
+                miss: Counter::noop(),
+            };
+        }
+        HitMiss {
+            hit: metrics::counter!(metric, "name" => name.to_owned(), "result" => "hit"),
+            miss: metrics::counter!(metric, "name" => name.to_owned(), "result" => "miss"),
+        }
+    }
+
+    /// Counts one hit (`true`) or miss.
+    pub fn count(&self, hit: bool) {
+        if hit { &self.hit } else { &self.miss }.increment(1);
+    }
+}

@@ -1,0 +1,196 @@
+//! The observe layer around a queue: spans, failures, metrics, unacknowledged
+//! deliveries and the sampled depth.
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use metrics::Gauge;
+
+use super::probe::{BoxFuture, Probe};
+use crate::error::Result;
+use crate::queue::{Consumer, Delivery, MessageId, Offered, Queue};
+use crate::Value;
+
+const OPS: &[&str] = &["offer", "poll", "poll_timeout", "ack", "remove", "len"];
+
+/// A queue observed by [`ObserveLayer`](super::ObserveLayer).
+pub(super) struct ObservedQueue<M> {
+    inner: Arc<dyn Queue<M>>,
+    probe: Probe,
+    /// Deliveries handed to this process's consumers and not acknowledged by them.
+    unacked: Gauge,
+    depth: Gauge,
+}
+
+impl<M: Value> ObservedQueue<M> {
+    /// `inner` observed; with metrics on, also listed for [`refresh_gauges`].
+    pub(super) fn wrap(inner: Arc<dyn Queue<M>>) -> Arc<dyn Queue<M>> {
+        let probe = Probe::new("queue", inner.name(), OPS);
+        let (unacked, depth) = if probe.metered() {
+            let name = inner.name().to_owned();
+            (
+                metrics::gauge!("modkit_queue_unacked", "name" => name.clone()),
+                metrics::gauge!("modkit_queue_depth", "name" => name),
+            )
+        } else {
+            (Gauge::noop(), Gauge::noop())
+        };
+        let metered = probe.metered();
+        let queue = Arc::new(ObservedQueue {
+            inner,
+            probe,
+            unacked,
+            depth,
+        });
+        if metered {
+            let weak = Arc::downgrade(&queue);
+            lock_sampled().push(weak);
+        }
+        queue
+    }
+
+    fn delivered(&self, got: &Result<Option<Delivery<M>>>) {
+        if let Ok(Some(_)) = got {
+            self.unacked.increment(1.0);
+        }
+    }
+}
+
+/// Something whose gauges [`refresh_gauges`] samples.
+trait Sampled: Send + Sync {
+    fn sample(&self) -> BoxFuture<'_, ()>;
+}
+
+impl<M: Value> Sampled for ObservedQueue<M> {
+    fn sample(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            match tokio::time::timeout(Duration::from_secs(1), self.inner.len()).await {
+                Ok(Ok(len)) => self.depth.set(len as f64),
+                Ok(Err(e)) => {
+                    tracing::debug!(queue = self.probe.name(), error = %e, "queue depth not sampled")
+                }
+                Err(_) => tracing::debug!(
+                    queue = self.probe.name(),
+                    "queue depth not sampled within 1 s"
+                ),
+            }
+        })
+    }
+}
+
+/// The metered queues of this process (dropped ones are pruned when sampled).
+static SAMPLED: Mutex<Vec<Weak<dyn Sampled>>> = Mutex::new(Vec::new());
+
+fn lock_sampled() -> std::sync::MutexGuard<'static, Vec<Weak<dyn Sampled>>> {
+    SAMPLED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Sets the sampled gauges (`modkit_queue_depth` of every open, metered
+/// queue: one `len()` each, at most 1 s) — what a metrics endpoint calls
+/// before it renders. Does nothing while metrics are off.
+pub async fn refresh_gauges() {
+    let live: Vec<Arc<dyn Sampled>> = {
+        let mut sampled = lock_sampled();
+        sampled.retain(|w| w.strong_count() > 0);
+        sampled.iter().filter_map(Weak::upgrade).collect()
+    };
+    for queue in live {
+        queue.sample().await;
+    }
+}
+
+// Written out as `async_trait` expands them, so that an operation nobody
+// observes returns the backend's own future (see `Probe::observe`).
+impl<M: Value> Queue<M> for ObservedQueue<M> {
+    fn name(&self) -> &str {
+        self.probe.name()
+    }
+
+    fn offer<'a, 'f>(&'a self, message: M) -> BoxFuture<'f, Result<Offered>>
+    where
+        'a: 'f,
+    {
+        self.probe.observe(0, None, self.inner.offer(message))
+    }
+
+    fn poll<'a, 'b, 'f>(
+        &'a self,
+        consumer: &'b Consumer,
+    ) -> BoxFuture<'f, Result<Option<Delivery<M>>>>
+    where
+        'a: 'f,
+        'b: 'f,
+    {
+        if !self.probe.metered() {
+            return self.probe.observe(1, None, self.inner.poll(consumer));
+        }
+        let counted = Box::pin(async move {
+            let got = self.inner.poll(consumer).await;
+            self.delivered(&got);
+            got
+        });
+        self.probe.observe(1, None, counted)
+    }
+
+    fn poll_timeout<'a, 'b, 'f>(
+        &'a self,
+        consumer: &'b Consumer,
+        timeout: Duration,
+    ) -> BoxFuture<'f, Result<Option<Delivery<M>>>>
+    where
+        'a: 'f,
+        'b: 'f,
+    {
+        if !self.probe.metered() {
+            return self
+                .probe
+                .observe(2, None, self.inner.poll_timeout(consumer, timeout));
+        }
+        let counted = Box::pin(async move {
+            let got = self.inner.poll_timeout(consumer, timeout).await;
+            self.delivered(&got);
+            got
+        });
+        self.probe.observe(2, None, counted)
+    }
+
+    fn ack<'a, 'b, 'c, 'f>(
+        &'a self,
+        group: &'b str,
+        id: &'c MessageId,
+    ) -> BoxFuture<'f, Result<bool>>
+    where
+        'a: 'f,
+        'b: 'f,
+        'c: 'f,
+    {
+        if !self.probe.metered() {
+            return self
+                .probe
+                .observe(3, Some(&id.0), self.inner.ack(group, id));
+        }
+        let counted = Box::pin(async move {
+            let acked = self.inner.ack(group, id).await;
+            if let Ok(true) = acked {
+                self.unacked.decrement(1.0);
+            }
+            acked
+        });
+        self.probe.observe(3, Some(&id.0), counted)
+    }
+
+    fn remove<'a, 'b, 'f>(&'a self, id: &'b MessageId) -> BoxFuture<'f, Result<bool>>
+    where
+        'a: 'f,
+        'b: 'f,
+    {
+        self.probe.observe(4, Some(&id.0), self.inner.remove(id))
+    }
+
+    fn len<'a, 'f>(&'a self) -> BoxFuture<'f, Result<usize>>
+    where
+        'a: 'f,
+    {
+        self.probe.observe(5, None, self.inner.len())
+    }
+}
