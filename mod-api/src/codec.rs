@@ -48,13 +48,12 @@ pub trait Codec: Send + Sync + 'static {
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Fails with a non-retryable [`ErrorKind::PayloadTooLarge`](crate::ErrorKind)
-/// (and a `warn` event) when an encoded value of `len` bytes is over `max`.
+/// when an encoded value of `len` bytes is over `max` (the caller reports it).
 /// `block` and `name` say where, e.g. `("cache", "users")`.
 pub fn check_value_len(block: &str, name: &str, len: usize, max: usize) -> Result<()> {
     if len <= max {
         return Ok(());
     }
-    tracing::warn!(block, name, len, max, "value too large; refused");
     Err(Error::new(
         crate::ErrorKind::PayloadTooLarge,
         format!("{block} {name:?}: value of {len} bytes exceeds max_value_bytes {max}"),

@@ -296,8 +296,9 @@ impl futures_core::Stream for Watch {
     }
 }
 
-/// Input checks every registry backend applies, so both reject the same input
-/// the same way: [`ErrorKind::InvalidInput`] and a `warn` event.
+/// The registry's input checks, applied by the
+/// [`CheckLayer`](crate::layer::CheckLayer) in front of every backend:
+/// [`ErrorKind::InvalidInput`] (reported by the observe layer).
 pub mod checks {
     use std::time::Duration;
 
@@ -306,26 +307,21 @@ pub mod checks {
 
     use super::{ConsumerInfo, Instance};
 
-    fn check(what: &str, name: &str) -> Result<()> {
-        check_name(what, name).inspect_err(|e| tracing::warn!(error = %e, "registry call rejected"))
-    }
-
     /// A service name.
     pub fn service(service: &str) -> Result<()> {
-        check("service", service)
+        check_name("service", service)
     }
 
     /// A service name and an instance id.
     pub fn instance_key(service: &str, id: &str) -> Result<()> {
-        check("service", service)?;
-        check("instance id", id)
+        check_name("service", service)?;
+        check_name("instance id", id)
     }
 
     /// What `register` receives.
     pub fn registration(instance: &Instance, ttl: Duration) -> Result<()> {
         instance_key(&instance.service, &instance.id)?;
         if ttl.is_zero() {
-            tracing::warn!("registry call rejected: zero ttl");
             return Err(Error::invalid_input(
                 "a lease ttl must be greater than zero",
             ));
@@ -335,8 +331,8 @@ pub mod checks {
 
     /// A consumer registration.
     pub fn consumer(consumer: &ConsumerInfo) -> Result<()> {
-        check("service", &consumer.service)?;
-        check("consumer", &consumer.consumer)
+        check_name("service", &consumer.service)?;
+        check_name("consumer", &consumer.consumer)
     }
 
     /// The error for an instance that is not (or no longer) registered.

@@ -4,8 +4,9 @@
 //! them, so both packages accept the same values). A refused call is
 //! [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) or
 //! [`ErrorKind::PayloadTooLarge`](crate::ErrorKind::PayloadTooLarge), and a
-//! WARN event; it never reaches the backend. Calls that pass get the
-//! backend's own future (no allocation).
+//! never reaches the backend; the observe layer around it reports it (WARN,
+//! with the kind) as any failure. Calls that pass get the backend's own
+//! future (no allocation).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,7 +47,6 @@ impl<B: ?Sized> Checked<B> {
             return Ok(());
         }
         check_value_size(block, name, value, self.max_value_bytes)
-            .inspect_err(|e| tracing::warn!(block, name, kind = %e.kind(), "{e}"))
     }
 }
 

@@ -124,6 +124,16 @@ pub fn enable_metrics() {
     METRICS.store(true, Ordering::Release);
 }
 
+/// Counts one message of queue `queue` moved to its dead-letter queue, for
+/// `reason` (`"max_deliveries"`, `"undecodable"`):
+/// `modkit_queue_dead_lettered_total{name,reason}`. For backends.
+pub fn dead_lettered(queue: &str, reason: &'static str) {
+    if metrics_enabled() {
+        metrics::counter!("modkit_queue_dead_lettered_total", "name" => queue.to_owned(), "reason" => reason)
+            .increment(1);
+    }
+}
+
 /// Whether [`enable_metrics`] was called.
 pub fn metrics_enabled() -> bool {
     METRICS.load(Ordering::Acquire)

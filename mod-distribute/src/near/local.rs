@@ -13,6 +13,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
+use mod_api::layer::HitMiss;
 use mod_api::{async_trait, NearCachePolicy, Value};
 
 use super::{NearHub, NearTarget};
@@ -48,6 +49,8 @@ pub(crate) struct NearCache<V> {
     stripes: [AtomicU64; STRIPES],
     all: AtomicU64,
     hasher: std::collections::hash_map::RandomState,
+    /// `modkit_cache_near_requests_total` (noops while metrics are off).
+    requests: HitMiss,
 }
 
 impl<V: Value> NearCache<V> {
@@ -70,6 +73,7 @@ impl<V: Value> NearCache<V> {
             stripes: std::array::from_fn(|_| AtomicU64::new(0)),
             all: AtomicU64::new(0),
             hasher: Default::default(),
+            requests: HitMiss::new("modkit_cache_near_requests_total", name),
         });
         let weak: Weak<NearCache<V>> = Arc::downgrade(&near);
         near.hub.register(name, weak);
@@ -88,10 +92,12 @@ impl<V: Value> NearCache<V> {
         let now = Instant::now();
         if let Some(e) = self.entries.get(key) {
             if e.deadline > now {
+                self.requests.count(true);
                 return Some(e.value.clone());
             }
         }
         self.entries.remove_if(key, |_, e| e.deadline <= now);
+        self.requests.count(false);
         None
     }
 

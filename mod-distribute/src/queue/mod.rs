@@ -178,6 +178,7 @@ impl<M: Value> RedisQueue<M> {
                 queue = %self.core.name, group = %consumer.group, %id,
                 "message dead-lettered after max_deliveries"
             );
+            mod_api::layer::dead_lettered(&self.core.name, "max_deliveries");
         }
         Ok(raw)
     }

@@ -54,5 +54,6 @@ pub(super) async fn dead_letter_undecodable(
         .arg(&raw.id)
         .arg(&reason);
     let _: redis::Value = run(&mut core.redis.conn(), &DEAD_LETTER_SCRIPT, &cmd).await?;
+    mod_api::layer::dead_lettered(&core.name, "undecodable");
     Ok(())
 }

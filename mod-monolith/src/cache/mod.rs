@@ -206,8 +206,9 @@ impl<V: Value> Cache<V> for MokaCache<V> {
         let read = || std::future::ready(Ok(self.inner.get(key).map(|e| e.value)));
         let fill = |value: V| {
             // Too large to cache: the caller still gets the value (as on Redis).
-            if self.check_size(&value).is_ok() {
-                self.insert(key, self.entry(value, None));
+            match self.check_size(&value) {
+                Ok(()) => self.insert(key, self.entry(value, None)),
+                Err(e) => tracing::warn!(cache = %self.name, error = %e, "loaded value not stored"),
             }
             std::future::ready(())
         };

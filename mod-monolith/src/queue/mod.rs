@@ -250,13 +250,16 @@ impl<M: Value> MemoryQueue<M> {
             return;
         };
         for message in dead {
-            tracing::info!(
+            tracing::warn!(
                 queue = %self.name,
                 dlq = dlq.name(),
                 "message dead-lettered after max_deliveries"
             );
-            if let Err(e) = dlq.offer(message).await {
-                tracing::error!(queue = %self.name, dlq = dlq.name(), error = %e, "dead letter lost: the dead-letter queue refused it");
+            match dlq.offer(message).await {
+                Ok(_) => mod_api::layer::dead_lettered(&self.name, "max_deliveries"),
+                Err(e) => {
+                    tracing::error!(queue = %self.name, dlq = dlq.name(), error = %e, "dead letter lost: the dead-letter queue refused it")
+                }
             }
         }
     }
