@@ -7,6 +7,22 @@
 //!
 //! This crate depends on no backend library. Business code uses it through the
 //! `modkit` facade; backend crates implement [`Backend`].
+//!
+//! # Layers
+//!
+//! Backends implement the blocks plainly. Cross-cutting behaviour is written
+//! once, in [`layer`], and wrapped around every block a backend opens at one
+//! place ([`backend::OpenBlocks::open`]):
+//!
+//! ```text
+//! ObserveLayer  DEBUG span per operation, WARN per failure (with the kind), metrics
+//!  CheckLayer   names, max_value_bytes: refused before the backend sees the call
+//!   backend     e.g. MokaCache, RedisCache
+//! ```
+//!
+//! A layer of your own implements [`Layer`] for the handles it wraps and is
+//! applied to one handle ([`layer`] has a worked example: a concurrency limit
+//! on one cache).
 
 #![warn(missing_docs)]
 
