@@ -119,7 +119,7 @@ impl<M: Value> RedisQueue<M> {
     ///
     /// Fails with `InvalidInput` for a bad name, a zero `capacity` or
     /// `max_deliveries`, or [`BacklogPolicy::SpillToDisk`].
-    #[tracing::instrument(skip_all, fields(queue = %name))]
+    #[tracing::instrument(level = "debug", skip_all, fields(queue = %name))]
     pub fn open(redis: Redis, name: &str, config: QueueConfig) -> Result<Self> {
         config.validate(name)?;
         let invalid = |what: &str| {

@@ -160,16 +160,12 @@ impl<V: Value> Cache<V> for MokaCache<V> {
         &self.name
     }
 
-    // The hot calls log a trace event rather than open a span: a span costs
-    // more even when disabled (with tracing's `log` feature, a disabled span
-    // still records its fields), which shows on a call this short.
+    // Spans and failures are the observe layer's (mod_api::layer).
     async fn get(&self, key: &str) -> Result<Option<V>> {
-        tracing::trace!(cache = %self.name, key, "get");
         Ok(self.inner.get(key).map(|e| e.value))
     }
 
     async fn set(&self, key: &str, value: V) -> Result<()> {
-        tracing::trace!(cache = %self.name, key, "set");
         let entry = self.entry(value, None);
         self.insert(key, entry);
         Ok(())

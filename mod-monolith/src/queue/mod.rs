@@ -103,7 +103,7 @@ impl<M: Value> MemoryQueue<M> {
     /// Fails with `InvalidInput` for a bad name, a zero `capacity` or
     /// `max_deliveries`, or `SpillToDisk` without `spill_dir`; with `Io` when the
     /// spill folder cannot be read.
-    #[tracing::instrument(skip_all, fields(queue = %name))]
+    #[tracing::instrument(level = "debug", skip_all, fields(queue = %name))]
     pub fn open(
         name: &str,
         config: QueueConfig,
@@ -311,12 +311,9 @@ impl<M: Value> Queue<M> for MemoryQueue<M> {
         &self.name
     }
 
-    // The hot calls (offer, poll, ack) log a trace event rather than open a
-    // span: a span costs more even when disabled (with tracing's `log` feature a
-    // disabled span still records its fields), which shows on calls this short.
-    // Their rarer events name the queue themselves.
+    // Spans and failures are the observe layer's (mod_api::layer); the rarer
+    // events here name the queue themselves.
     async fn offer(&self, message: M) -> Result<Offered> {
-        tracing::trace!(queue = %self.name, "offer");
         cooperate().await;
         match self.attempt(message, false)? {
             Attempt::Done(offered) => Ok(offered),
@@ -333,7 +330,6 @@ impl<M: Value> Queue<M> for MemoryQueue<M> {
     }
 
     async fn poll(&self, consumer: &Consumer) -> Result<Option<Delivery<M>>> {
-        tracing::trace!(queue = %self.name, group = %consumer.group, consumer = %consumer.name, "poll");
         Ok(self.poll_once(consumer, false).await.0)
     }
 
@@ -342,7 +338,6 @@ impl<M: Value> Queue<M> for MemoryQueue<M> {
         consumer: &Consumer,
         timeout: Duration,
     ) -> Result<Option<Delivery<M>>> {
-        tracing::trace!(queue = %self.name, group = %consumer.group, consumer = %consumer.name, ?timeout, "poll");
         let (delivery, _) = self.poll_once(consumer, false).await;
         if delivery.is_some() || timeout.is_zero() {
             return Ok(delivery);
@@ -351,7 +346,6 @@ impl<M: Value> Queue<M> for MemoryQueue<M> {
     }
 
     async fn ack(&self, group: &str, id: &MessageId) -> Result<bool> {
-        tracing::trace!(queue = %self.name, group, id = %id, "ack");
         let Some(seq) = parse_id(id) else {
             return Ok(false);
         };
