@@ -129,7 +129,7 @@ pub fn frame(input: &[u8]) -> Outcome {
 
 /// A real RPC server with a secret, for the handshake target.
 pub async fn handshake_server() -> RpcServer {
-    let config = modkit::config::RpcConfig {
+    let config = modkit::distribute::RpcConfig {
         secret: Some("s3cret".into()),
         ..Default::default()
     };

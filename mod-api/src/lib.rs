@@ -20,6 +20,7 @@ pub mod flight;
 mod generated;
 pub mod invoke;
 pub mod layer;
+pub mod name;
 pub mod queue;
 pub mod registry;
 pub mod session;
@@ -28,16 +29,16 @@ pub mod testkit;
 
 pub use app_error::AppError;
 pub use async_trait::async_trait;
-pub use backend::{Backend, BackendKind};
+pub use backend::Backend;
 pub use cache::{Cache, CacheExt, CachePolicy, Cas, NearCachePolicy};
 pub use codec::{Codec, DefaultCodec};
 pub use config::Config;
 pub use error::{Error, ErrorKind, Result};
-pub use layer::Layer;
 pub use invoke::{
     Call, CallContext, Container, Dispatch, DispatchTable, Hosting, Loopback, MethodInfo, Service,
     ServiceExt, Transport,
 };
+pub use layer::Layer;
 pub use mod_api_macros::service;
 pub use queue::{
     BacklogPolicy, Consumer, Delivery, MessageId, Offered, Queue, QueueConfig, QueueExt,

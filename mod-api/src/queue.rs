@@ -100,7 +100,7 @@ impl QueueConfig {
     /// valid name, `capacity` and `max_deliveries` at least 1. A backend adds its
     /// own checks (spill-to-disk support). Fails with `InvalidInput` and a `warn`.
     pub fn validate(&self, name: &str) -> Result<()> {
-        crate::backend::check_name("queue", name)?;
+        crate::name::check_name("queue", name)?;
         let problem = if self.capacity == 0 {
             "capacity must be at least 1"
         } else if self.max_deliveries == 0 {

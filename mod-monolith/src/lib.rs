@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 use mod_api::backend::OpenBlocks;
 use mod_api::{
-    Backend, BackendKind, Cache, CachePolicy, Config, Container, Error, ErrorKind, Queue,
-    QueueConfig, Registry, Result, SessionConfig, SessionStore, Value,
+    Backend, Cache, CachePolicy, Config, Container, Error, ErrorKind, Queue, QueueConfig, Registry,
+    Result, SessionConfig, SessionStore, Value,
 };
 
 pub use cache::MokaCache;
@@ -93,8 +93,8 @@ impl Monolith {
 }
 
 impl Backend for Monolith {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Monolith
+    fn name(&self) -> &'static str {
+        "monolith"
     }
 
     fn node_id(&self) -> &str {
