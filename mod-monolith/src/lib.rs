@@ -18,6 +18,7 @@ pub mod queue;
 pub mod registry;
 pub mod session;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use mod_api::backend::OpenBlocks;
@@ -90,6 +91,13 @@ impl Monolith {
     pub fn config(&self) -> &Config {
         &self.inner.config
     }
+
+    /// Where queues with [`BacklogPolicy::Overflow`](mod_api::BacklogPolicy)
+    /// keep their spill files, one folder per queue: `<data_dir>/spill`, or
+    /// none without a `data_dir` (such a queue then fails to open).
+    pub fn spill_dir(&self) -> Option<PathBuf> {
+        self.inner.config.data_dir.as_ref().map(|d| d.join("spill"))
+    }
 }
 
 impl Backend for Monolith {
@@ -125,10 +133,7 @@ impl Backend for Monolith {
         })
     }
 
-    fn queue<M: Value>(&self, name: &str, mut config: QueueConfig) -> Result<Arc<dyn Queue<M>>> {
-        if config.spill_dir.is_none() {
-            config.spill_dir = self.inner.config.data_dir.as_ref().map(|d| d.join("spill"));
-        }
+    fn queue<M: Value>(&self, name: &str, config: QueueConfig) -> Result<Arc<dyn Queue<M>>> {
         let dlq_name = QueueConfig::dead_letter_name(name);
         let dlq_config = QueueConfig {
             capacity: usize::MAX,
@@ -142,7 +147,14 @@ impl Backend for Monolith {
             Ok(Arc::new(MemoryQueue::<M>::open(&dlq_name, dlq_config, None)?) as Arc<dyn Queue<M>>)
         })?;
         self.inner.blocks.open("queue", name, || {
-            Ok(Arc::new(MemoryQueue::<M>::open(name, config, Some(dlq))?) as Arc<dyn Queue<M>>)
+            let spill_dir = self.spill_dir();
+            let queue = MemoryQueue::<M>::open_with_spill_dir(
+                name,
+                config,
+                Some(dlq),
+                spill_dir.as_deref(),
+            )?;
+            Ok(Arc::new(queue) as Arc<dyn Queue<M>>)
         })
     }
 }
