@@ -11,10 +11,10 @@ use std::sync::Arc;
 // What business code uses, documented on this crate's front page.
 pub use mod_api::{
     async_trait, config, service, AppError, Backend, BacklogPolicy, Cache, CacheExt, CachePolicy,
-    CallContext, Cas, Config, Consumer, ConsumerInfo, Delivery, Error, ErrorKind, Instance, Lease,
-    Loopback, MessageId, NearCachePolicy, Offered, Queue, QueueConfig, QueueExt, Registry,
-    RegistryExt, Result, Service, ServiceError, ServiceExt, Session, SessionConfig, SessionId,
-    SessionStore, Snapshot, Status, Value, Watch, Wire,
+    CallContext, Capabilities, Cas, Config, Consumer, ConsumerInfo, Delivery, Error, ErrorKind,
+    Instance, Lease, Loopback, MessageId, NearCachePolicy, Offered, Queue, QueueConfig, QueueExt,
+    Registry, RegistryExt, Result, Service, ServiceError, ServiceExt, Session, SessionConfig,
+    SessionId, SessionStore, Snapshot, Status, Value, Watch, Wire,
 };
 // The rest (codec, the seams between the container and a transport, the
 // testkit) is plumbing for backends and generated code: reachable under the
@@ -251,6 +251,10 @@ impl App {
 impl Backend for App {
     fn name(&self) -> &'static str {
         self.kind().name()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        with_backend!(self, b => b.capabilities())
     }
 
     fn node_id(&self) -> &str {

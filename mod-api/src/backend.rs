@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::cache::{Cache, CachePolicy};
+use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
 use crate::invoke::Container;
 pub use crate::name::check_name;
@@ -24,6 +25,14 @@ pub trait Backend: Send + Sync + 'static {
     /// The package's name, as the configuration's `mode` spells it
     /// (`"monolith"`, …): for logs and status pages.
     fn name(&self) -> &'static str;
+
+    /// What this backend supports beyond the common contract. The default
+    /// claims nothing; the conformance suite then checks that the backend
+    /// refuses what it does not claim, so a claim left out fails a test
+    /// rather than passing silently.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
 
     /// This node's id.
     fn node_id(&self) -> &str;

@@ -74,7 +74,7 @@ pub struct Config {
     /// This node's id; default `node-<pid>`.
     pub node_id: Option<String>,
     /// Where a backend keeps its files (for the monolith: its queues'
-    /// overflow, under `<data_dir>/spill`); default: none.
+    /// overflow); default: none.
     pub data_dir: Option<PathBuf>,
     /// Invocation.
     pub invoke: InvokeConfig,

@@ -13,6 +13,7 @@
 pub mod app_error;
 pub mod backend;
 pub mod cache;
+pub mod capabilities;
 pub mod codec;
 pub mod config;
 pub mod error;
@@ -31,6 +32,7 @@ pub use app_error::AppError;
 pub use async_trait::async_trait;
 pub use backend::Backend;
 pub use cache::{Cache, CacheExt, CachePolicy, Cas, NearCachePolicy};
+pub use capabilities::Capabilities;
 pub use codec::{Codec, DefaultCodec};
 pub use config::Config;
 pub use error::{Error, ErrorKind, Result};

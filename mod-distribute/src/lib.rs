@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use mod_api::backend::OpenBlocks;
 use mod_api::{
-    Backend, Cache, CachePolicy, Config, Container, Queue, QueueConfig, Registry, Result,
-    SessionConfig, SessionStore, Value,
+    Backend, Cache, CachePolicy, Capabilities, Config, Container, Queue, QueueConfig, Registry,
+    Result, SessionConfig, SessionStore, Value,
 };
 
 pub use self::redis::Redis;
@@ -144,6 +144,14 @@ impl Distributed {
 impl Backend for Distributed {
     fn name(&self) -> &'static str {
         "distribute"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut claims = Capabilities::default();
+        // `NearHub`; max_entries is approximate (cache upkeep), and a stream
+        // has no overflow: Redis persists it already.
+        claims.near_cache = true;
+        claims
     }
 
     fn node_id(&self) -> &str {

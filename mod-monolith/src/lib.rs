@@ -23,8 +23,8 @@ use std::sync::Arc;
 
 use mod_api::backend::OpenBlocks;
 use mod_api::{
-    Backend, Cache, CachePolicy, Config, Container, Error, ErrorKind, Queue, QueueConfig, Registry,
-    Result, SessionConfig, SessionStore, Value,
+    Backend, Cache, CachePolicy, Capabilities, Config, Container, Error, ErrorKind, Queue,
+    QueueConfig, Registry, Result, SessionConfig, SessionStore, Value,
 };
 
 pub use cache::MokaCache;
@@ -103,6 +103,15 @@ impl Monolith {
 impl Backend for Monolith {
     fn name(&self) -> &'static str {
         "monolith"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut claims = Capabilities::default();
+        // Queue overflow goes to spill files under `data_dir`.
+        claims.durable_overflow = self.inner.config.data_dir.is_some();
+        // moka's `max_capacity` with LRU eviction.
+        claims.exact_max_entries = true;
+        claims
     }
 
     fn node_id(&self) -> &str {

@@ -127,7 +127,7 @@ impl Config {
         self
     }
 
-    /// Changes section `S` in place: `config.edit_section(|r: &mut RedisConfig| r.url = url)`.
+    /// Changes section `S` in place: `config.edit_section(|b: &mut BrokerConfig| b.url = url)`.
     ///
     /// `edit` sees the section as set so far (file and code; not the
     /// environment, which [`Config::section`] still applies on top). Fails as
