@@ -5,8 +5,11 @@
 //! with the one [`Error`], the wire [`codec`], [`config`]uration, and (feature
 //! `testkit`) the conformance suite every backend runs.
 //!
-//! This crate depends on no backend library. Business code uses it through the
-//! `modkit` facade; backend crates implement [`Backend`].
+//! This crate depends on no backend library and names no backend. Business
+//! code uses it through the `modkit` facade; backend crates implement
+//! [`Backend`], each with its own configuration [`Section`](config::Section)s
+//! and [`Capabilities`]. How a third backend plugs in (and how a backend per
+//! block would work): `docs/backends.md` in this crate.
 
 #![warn(missing_docs)]
 
