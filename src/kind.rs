@@ -91,4 +91,19 @@ mod tests {
         assert!(err.to_string().contains("unknown mode \"cloud\""), "{err}");
         assert_eq!(BackendKind::Distribute.to_string(), "distribute");
     }
+
+    #[tokio::test]
+    async fn a_section_no_package_reads_is_a_config_error_at_start() {
+        let config = Config::from_toml("[rediss]\nurl = \"redis://x\"\n").unwrap();
+        let err = crate::App::start(config).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        let text = err.to_string();
+        assert!(
+            text.contains("unknown configuration section [rediss]"),
+            "{text}"
+        );
+        for known in known_sections() {
+            assert!(text.contains(&format!("[{known}]")), "{text}");
+        }
+    }
 }
