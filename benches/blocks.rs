@@ -88,7 +88,7 @@ fn registry(c: &mut Criterion, rt: &Runtime, env: &Env) {
     });
     let other = rt
         .block_on(Distributed::start(node_config(
-            &env.dist.config().redis.url,
+            &env.dist.redis_config().url,
             &env.prefix,
             "watcher",
             &[],
@@ -111,7 +111,7 @@ fn registry(c: &mut Criterion, rt: &Runtime, env: &Env) {
             })
         })
     });
-    let url = env.dist.config().redis.url.clone();
+    let url = env.dist.redis_config().url.clone();
     let mut conn = env.raw.clone();
     g.bench_function("peer:redis-pubsub", |b| {
         b.iter_custom(|n| {
@@ -186,7 +186,7 @@ fn invoke(c: &mut Criterion, rt: &Runtime, env: &Env) {
     });
     let pair = rt
         .block_on(EchoPair::start(
-            &env.dist.config().redis.url,
+            &env.dist.redis_config().url,
             &format!("{}-echo", env.prefix),
         ))
         .unwrap();

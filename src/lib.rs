@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 // What business code uses, documented on this crate's front page.
 pub use mod_api::{
-    async_trait, config, service, AppError, Backend, BackendKind, BacklogPolicy, Cache, CacheExt,
-    CachePolicy, CallContext, Cas, Config, Consumer, ConsumerInfo, Delivery, Error, ErrorKind,
+    async_trait, config, service, AppError, Backend, BacklogPolicy, Cache, CacheExt, CachePolicy,
+    CallContext, Capabilities, Cas, Config, Consumer, ConsumerInfo, Delivery, Error, ErrorKind,
     Instance, Lease, Loopback, MessageId, NearCachePolicy, Offered, Queue, QueueConfig, QueueExt,
     Registry, RegistryExt, Result, Service, ServiceError, ServiceExt, Session, SessionConfig,
     SessionId, SessionStore, Snapshot, Status, Value, Watch, Wire,
@@ -34,8 +34,11 @@ pub use mod_monolith as monolith;
 #[doc(no_inline)]
 pub use mod_distribute as distribute;
 
+mod kind;
 #[cfg(feature = "axum")]
 pub mod web;
+
+pub use kind::BackendKind;
 
 /// What business code imports: `use modkit::prelude::*;`.
 pub mod prelude {
@@ -102,16 +105,15 @@ macro_rules! with_backend {
 
 impl App {
     /// Starts the package that `config.mode` names; unset, the monolith when it
-    /// is compiled in, else the distributed package.
+    /// is compiled in, else the distributed package ([`BackendKind::of`]).
     ///
-    /// Fails with [`ErrorKind::Config`] when that package is not compiled in.
+    /// Fails with [`ErrorKind::Config`] when that package is not compiled in,
+    /// or when the configuration has a section no compiled-in package reads
+    /// (a misspelt `[section]`; the error lists the known ones).
     pub async fn start(config: Config) -> Result<App> {
-        let default = if cfg!(feature = "monolith") {
-            BackendKind::Monolith
-        } else {
-            BackendKind::Distribute
-        };
-        match config.mode.unwrap_or(default) {
+        let kind = BackendKind::of(&config)?;
+        config.sections.check_known(kind::known_sections())?;
+        match kind {
             BackendKind::Monolith => Self::start_monolith(config),
             BackendKind::Distribute => Self::start_distribute(config).await,
         }
@@ -234,11 +236,25 @@ impl App {
     pub fn ready(&self) -> Result<()> {
         self.container().check_hosting()
     }
+
+    /// The package running.
+    pub fn kind(&self) -> BackendKind {
+        match &self.backend {
+            #[cfg(feature = "monolith")]
+            AppBackend::Monolith(_) => BackendKind::Monolith,
+            #[cfg(feature = "distribute")]
+            AppBackend::Distribute(_) => BackendKind::Distribute,
+        }
+    }
 }
 
 impl Backend for App {
-    fn kind(&self) -> BackendKind {
-        with_backend!(self, b => b.kind())
+    fn name(&self) -> &'static str {
+        self.kind().name()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        with_backend!(self, b => b.capabilities())
     }
 
     fn node_id(&self) -> &str {

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use mod_distribute::Distributed;
-use modkit::config::{InvokeConfig, RedisConfig, RegistryConfig, RpcConfig};
+use modkit::config::{InvokeConfig, RegistryConfig};
+use modkit::distribute::{RedisConfig, RpcConfig};
 use modkit::{async_trait, Backend, Config, Error};
 use tarpc::server::{BaseChannel, Channel};
 use tarpc::tokio_serde::formats::Bincode;
@@ -57,11 +58,6 @@ impl TarpcEcho for EchoImpl {
 pub fn node_config(url: &str, prefix: &str, node: &str, host: &[&str]) -> Config {
     Config {
         node_id: Some(node.into()),
-        redis: RedisConfig {
-            url: url.into(),
-            prefix: prefix.into(),
-            ..RedisConfig::default()
-        },
         registry: RegistryConfig::default(),
         invoke: InvokeConfig {
             host: Some(host.iter().map(|s| s.to_string()).collect()),
@@ -71,6 +67,11 @@ pub fn node_config(url: &str, prefix: &str, node: &str, host: &[&str]) -> Config
         },
         ..Config::default()
     }
+    .with_section(&RedisConfig {
+        url: url.into(),
+        prefix: prefix.into(),
+        ..RedisConfig::default()
+    })
 }
 
 /// Two nodes on one Redis: `server` serves [`Echo`], `client` only calls it.
@@ -87,10 +88,7 @@ impl EchoPair {
 
     /// Like [`start`](Self::start), both nodes' RPC configured by `rpc` (TLS).
     pub async fn start_with(url: &str, prefix: &str, rpc: RpcConfig) -> modkit::Result<EchoPair> {
-        let node = |id: &str, host: &[&str]| Config {
-            rpc: rpc.clone(),
-            ..node_config(url, prefix, id, host)
-        };
+        let node = |id: &str, host: &[&str]| node_config(url, prefix, id, host).with_section(&rpc);
         let server = Distributed::start(node("echo-a", &["bench.Echo"])).await?;
         server
             .container()

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use modkit::config::{RpcConfig, RpcTlsConfig};
+use modkit::distribute::{RpcConfig, RpcTlsConfig};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
 use crate::BoxError;

@@ -129,7 +129,7 @@ pub fn frame(input: &[u8]) -> Outcome {
 
 /// A real RPC server with a secret, for the handshake target.
 pub async fn handshake_server() -> RpcServer {
-    let config = modkit::config::RpcConfig {
+    let config = modkit::distribute::RpcConfig {
         secret: Some("s3cret".into()),
         ..Default::default()
     };
@@ -183,7 +183,8 @@ pub async fn handshake(addr: &str, input: &[u8]) -> Outcome {
 
 /// A spill folder of queue `fuzz` with a few spilled messages, as seed bytes.
 pub async fn spill_seeds(root: &Path) -> Vec<Vec<u8>> {
-    let q = MemoryQueue::<String>::open("fuzz", spill_config(root), None).expect("open");
+    let q = MemoryQueue::<String>::open_with_spill_dir("fuzz", spill_config(), None, Some(root))
+        .expect("open");
     for i in 0..6 {
         q.offer(format!("message {i}")).await.expect("offer");
     }
@@ -197,11 +198,10 @@ pub async fn spill_seeds(root: &Path) -> Vec<Vec<u8>> {
     seeds
 }
 
-fn spill_config(root: &Path) -> QueueConfig {
+fn spill_config() -> QueueConfig {
     QueueConfig {
         capacity: 1,
-        backlog: BacklogPolicy::SpillToDisk,
-        spill_dir: Some(root.to_path_buf()),
+        backlog: BacklogPolicy::Overflow,
         ..QueueConfig::default()
     }
 }
@@ -212,7 +212,12 @@ pub async fn spill(root: &Path, input: &[u8]) -> Outcome {
     let _ = std::fs::remove_dir_all(&folder);
     std::fs::create_dir_all(&folder).expect("spill folder");
     std::fs::write(folder.join(format!("{:020}.spill", 0)), input).expect("segment");
-    let q = match MemoryQueue::<String>::open("fuzz", spill_config(root), None) {
+    let q = match MemoryQueue::<String>::open_with_spill_dir(
+        "fuzz",
+        spill_config(),
+        None,
+        Some(root),
+    ) {
         Ok(q) => q,
         Err(_) => return Outcome::Refused,
     };

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use modkit::distribute::RedisServer;
+use modkit::distribute::{RedisConfig, RedisServer};
 use modkit::prelude::*;
 use serde::Deserialize;
 
@@ -32,12 +32,7 @@ fn one() -> usize {
 
 /// Whether this run is on the distributed package.
 pub fn wanted(config: &Config) -> bool {
-    let default = if cfg!(feature = "monolith") {
-        modkit::BackendKind::Monolith
-    } else {
-        modkit::BackendKind::Distribute
-    };
-    config.mode.unwrap_or(default) == modkit::BackendKind::Distribute
+    modkit::BackendKind::of(config).is_ok_and(|kind| kind == modkit::BackendKind::Distribute)
 }
 
 /// The running processes of a deployment (and its Redis, when it started one).
@@ -64,14 +59,17 @@ impl Deployment {
             Ok(_) => None,
             Err(_) => {
                 let server = RedisServer::start()?;
-                config.redis.url = server.url();
+                config.edit_section(|r: &mut RedisConfig| r.url = server.url())?;
                 Some(server)
             }
         };
         if std::env::var("MODKIT_REDIS_PREFIX").is_err() {
             // A fresh namespace per run, so runs against a shared Redis never mix.
-            config.redis.prefix = format!("shop-{}", std::process::id());
+            let prefix = format!("shop-{}", std::process::id());
+            config.edit_section(|r: &mut RedisConfig| r.prefix = prefix)?;
         }
+        // What the processes connect to: the section with the environment's overrides.
+        let redis_config: RedisConfig = config.section()?;
         config.invoke.host = Some(Vec::new());
 
         let exe = std::env::current_exe()?;
@@ -88,8 +86,8 @@ impl Deployment {
                     .env("MODKIT_MODE", "distribute")
                     .env("MODKIT_HOST", spec.services.join(","))
                     .env("MODKIT_NODE_ID", &node)
-                    .env("MODKIT_REDIS_URL", &config.redis.url)
-                    .env("MODKIT_REDIS_PREFIX", &config.redis.prefix)
+                    .env("MODKIT_REDIS_URL", &redis_config.url)
+                    .env("MODKIT_REDIS_PREFIX", &redis_config.prefix)
                     .stdin(Stdio::piped())
                     .stdout(Stdio::null())
                     .stderr(Stdio::inherit())

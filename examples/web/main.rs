@@ -64,11 +64,7 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
 /// `MODKIT_REDIS_URL` names one, and this process hosting the `Greeter`.
 #[cfg(feature = "distribute")]
 fn own_redis(config: &mut Config) -> modkit::Result<Option<modkit::distribute::RedisServer>> {
-    let default = match cfg!(feature = "monolith") {
-        true => modkit::BackendKind::Monolith,
-        false => modkit::BackendKind::Distribute,
-    };
-    if config.mode.unwrap_or(default) != modkit::BackendKind::Distribute {
+    if modkit::BackendKind::of(config)? != modkit::BackendKind::Distribute {
         return Ok(None);
     }
     // Named, not left unset (unless MODKIT_HOST says): this process serves
@@ -80,6 +76,6 @@ fn own_redis(config: &mut Config) -> modkit::Result<Option<modkit::distribute::R
         return Ok(None);
     }
     let server = modkit::distribute::RedisServer::start()?;
-    config.redis.url = server.url();
+    config.edit_section(|r: &mut modkit::distribute::RedisConfig| r.url = server.url())?;
     Ok(Some(server))
 }

@@ -4,50 +4,16 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
 use crate::cache::{Cache, CachePolicy};
+use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
 use crate::invoke::Container;
 use crate::layer::{CheckLayer, Layer, ObserveLayer};
+pub use crate::name::check_name;
 use crate::queue::{Queue, QueueConfig};
 use crate::registry::Registry;
 use crate::session::{SessionConfig, SessionStore};
 use crate::Value;
-
-/// Which deployment package runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendKind {
-    /// Everything in one process, in memory.
-    #[default]
-    Monolith,
-    /// Services in many processes over RPC, sharing Redis.
-    Distribute,
-}
-
-impl std::str::FromStr for BackendKind {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "monolith" => Ok(BackendKind::Monolith),
-            "distribute" | "distributed" => Ok(BackendKind::Distribute),
-            other => Err(Error::config(format!(
-                "unknown mode {other:?}: expected \"monolith\" or \"distribute\""
-            ))),
-        }
-    }
-}
-
-impl std::fmt::Display for BackendKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            BackendKind::Monolith => "monolith",
-            BackendKind::Distribute => "distribute",
-        })
-    }
-}
 
 /// A deployment package's implementation of the five building blocks.
 ///
@@ -57,8 +23,17 @@ impl std::fmt::Display for BackendKind {
 /// different value type is [`ErrorKind::TypeMismatch`](crate::ErrorKind::TypeMismatch).
 /// Handles are cheap to clone (`Arc`).
 pub trait Backend: Send + Sync + 'static {
-    /// Which package this is.
-    fn kind(&self) -> BackendKind;
+    /// The package's name, as the configuration's `mode` spells it
+    /// (`"monolith"`, …): for logs and status pages.
+    fn name(&self) -> &'static str;
+
+    /// What this backend supports beyond the common contract. The default
+    /// claims nothing; the conformance suite then checks that the backend
+    /// refuses what it does not claim, so a claim left out fails a test
+    /// rather than passing silently.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
 
     /// This node's id.
     fn node_id(&self) -> &str;
@@ -81,22 +56,6 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Opens the queue `name` of `M` messages.
     fn queue<M: Value>(&self, name: &str, config: QueueConfig) -> Result<Arc<dyn Queue<M>>>;
-}
-
-/// Checks a building block's name: non-empty, at most 200 bytes, no whitespace,
-/// control characters or `{}` (which would break Redis key layouts).
-pub fn check_name(what: &str, name: &str) -> Result<()> {
-    let bad = name.is_empty()
-        || name.len() > 200
-        || name
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '{' || c == '}');
-    if bad {
-        return Err(Error::invalid_input(format!(
-            "invalid {what} name {name:?}: 1-200 bytes, no whitespace, control characters or braces"
-        )));
-    }
-    Ok(())
 }
 
 /// The open building blocks of a backend, by kind and name: what makes a second

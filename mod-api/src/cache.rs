@@ -19,8 +19,9 @@ pub type Loader<'a, V> = Pin<Box<dyn Future<Output = Result<V>> + Send + 'a>>;
 
 /// How a cache evicts and expires entries.
 ///
-/// `max_entries` is exact in the monolith; in Redis it is approximate (see the
-/// distributed backend's docs). With both `ttl` and `tti` an entry goes at
+/// `max_entries` is exact where the backend claims
+/// [`Capabilities::exact_max_entries`](crate::Capabilities::exact_max_entries),
+/// else approximate (the backend's docs say how). With both `ttl` and `tti` an entry goes at
 /// whichever comes first; a per-entry TTL from [`Cache::set_with_ttl`] replaces
 /// the policy's TTL for that entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,8 +35,9 @@ pub struct CachePolicy {
     /// Time to idle: an entry expires this long after it was last read or set.
     #[serde(with = "crate::config::opt_duration")]
     pub tti: Option<Duration>,
-    /// A small in-process cache in front of a remote one (distributed package only;
-    /// the monolith is already in-process and ignores it).
+    /// A small in-process cache in front of a remote one, where the backend
+    /// claims [`Capabilities::near_cache`](crate::Capabilities::near_cache);
+    /// other backends (an in-process one has no use for it) ignore it.
     pub near: Option<NearCachePolicy>,
     /// Largest encoded value `set` accepts (default
     /// [`DEFAULT_MAX_VALUE_BYTES`](crate::codec::DEFAULT_MAX_VALUE_BYTES), 16 MiB);

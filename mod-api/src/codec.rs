@@ -44,7 +44,8 @@ pub trait Codec: Send + Sync + 'static {
 
 /// The largest encoded value (cache entry, session data, queue message) a
 /// building block accepts unless its configuration says otherwise: 16 MiB, the
-/// default RPC frame limit, and well under Redis's 512 MB string limit.
+/// default RPC frame limit, and well under the value limits of the stores
+/// backends keep values in.
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Fails with a non-retryable [`ErrorKind::PayloadTooLarge`](crate::ErrorKind)

@@ -1,9 +1,9 @@
 //! Configuration: defaults, then a TOML file, then `MODKIT_*` environment variables.
 //!
 //! ```toml
-//! mode = "monolith"            # or "distribute"; default: monolith if compiled in
+//! mode = "monolith"            # the package to run (a backend's name); default: the facade's
 //! node_id = "node-a"           # default: "<hostname-or-node>-<pid>"
-//! data_dir = "/var/lib/shop"   # spill files of queues (default: none)
+//! data_dir = "/var/lib/shop"   # where a backend keeps files (default: none)
 //!
 //! [invoke]
 //! timeout = "5s"               # default deadline of a remote call
@@ -16,29 +16,8 @@
 //! ttl = "10s"                  # lease of a registered instance
 //! sweep = "1s"                 # how often expired instances are removed
 //!
-//! [redis]                      # distributed package
-//! url = "redis://127.0.0.1:6379"  # user:password@ for AUTH/ACL; rediss:// for TLS
-//! prefix = "modkit"
-//!
-//! [rpc]                        # distributed package
-//! listen = "127.0.0.1:0"
-//! advertise = "10.0.0.5:7000"  # default: the bound address
-//! max_frame_bytes = 16777216
-//! secret = "…"                 # shared-secret authentication (default: off)
-//! max_queued_reply_bytes = 8388608  # per connection; then stop reading it
-//! max_calls_per_connection = 1024
-//! max_connections = 1024
-//! idle_timeout = "60s"         # 0: never close idle connections
-//! frame_timeout = "10s"        # to finish a frame once begun
-//! insecure = false             # true: allow a non-loopback listen without TLS or secret
-//!
-//! [rpc.tls]                    # distributed package; PEM files (default: no TLS)
-//! cert = "/etc/shop/node.pem"  # server certificate chain; key = its private key
-//! key = "/etc/shop/node.key"
-//! ca = "/etc/shop/ca.pem"      # CA clients verify servers against
-//! client_ca = "/etc/shop/ca.pem"  # mutual TLS: the server requires client certificates
-//! client_cert = "/etc/shop/node.pem"
-//! client_key = "/etc/shop/node.key"
+//! [broker]                     # a backend's own section (see "Sections" below)
+//! url = "…"
 //! ```
 //!
 //! Durations are written `"250ms"`, `"5s"`, `"2m"`, `"1h"`, or a bare number of
@@ -54,46 +33,56 @@
 //! | `MODKIT_HOST` | `invoke.host` (comma-separated; empty: host nothing; `*`: host all) |
 //! | `MODKIT_COLOCATE` | `invoke.colocate` (`true`/`false`) |
 //! | `MODKIT_REGISTRY_TTL`, `MODKIT_REGISTRY_SWEEP` | `registry.ttl`, `registry.sweep` |
-//! | `MODKIT_REDIS_URL`, `MODKIT_REDIS_PREFIX` | `redis.url`, `redis.prefix` |
-//! | `MODKIT_REDIS_TLS_CA`, `MODKIT_REDIS_TLS_CERT`, `MODKIT_REDIS_TLS_KEY` | `redis.tls.*` |
-//! | `MODKIT_RPC_LISTEN`, `MODKIT_RPC_ADVERTISE`, `MODKIT_RPC_SECRET`, `MODKIT_RPC_MAX_FRAME_BYTES` | `rpc.*` |
-//! | `MODKIT_RPC_MAX_QUEUED_REPLY_BYTES`, `MODKIT_RPC_MAX_CALLS_PER_CONNECTION`, `MODKIT_RPC_MAX_CONNECTIONS`, `MODKIT_RPC_IDLE_TIMEOUT`, `MODKIT_RPC_FRAME_TIMEOUT` | `rpc.*` limits |
-//! | `MODKIT_RPC_INSECURE` (`1`/`0`) | `rpc.insecure` |
-//! | `MODKIT_RPC_TLS_CERT`, `_KEY`, `_CA`, `_CLIENT_CERT`, `_CLIENT_KEY`, `_CLIENT_CA`, `_SERVER_NAME` | `rpc.tls.*` |
+//! | `MODKIT_<SECTION>_*` | a backend's section, applied by that backend ([`Section::apply_env`]) |
+//!
+//! # Sections
+//!
+//! Every other top-level table belongs to a backend: `[name]` is kept as raw
+//! TOML in [`Config::sections`] and parsed by the backend that owns it into
+//! its own typed [`Section`] (which denies unknown fields, so a misspelt field
+//! is still an error naming it). The `MODKIT_*` variables that
+//! [`Config::apply_env`] sees are recorded and applied by that backend on top
+//! of its section, so the precedence stays defaults, file, environment. A
+//! section that no package compiled into the application reads is a
+//! [`Config`](crate::ErrorKind::Config) error when the facade starts
+//! ([`Sections::check_known`]); each backend's documentation lists its sections.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::BackendKind;
 use crate::error::{Error, Result};
 
 mod invoke;
-mod rpc;
+mod sections;
 
 pub use invoke::{Balance, InvokeConfig, HOST_ALL};
-pub use rpc::{RpcConfig, RpcTlsConfig};
+pub use sections::{Section, Sections};
 
 /// The whole configuration of a modkit runtime.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+///
+/// Only backend-neutral settings are typed here; a backend's own settings are
+/// its [`Section`]s, in [`sections`](Config::sections).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Config {
-    /// Which package to run; unset: the monolith when it is compiled in, else
-    /// the distributed package.
-    pub mode: Option<BackendKind>,
+    /// Which package to run, by its [`Backend::name`](crate::Backend::name);
+    /// unset: the facade's default package. The facade checks the name.
+    pub mode: Option<String>,
     /// This node's id; default `node-<pid>`.
     pub node_id: Option<String>,
-    /// Where queues put spill files; a queue's own `spill_dir` wins.
+    /// Where a backend keeps its files (for the monolith: its queues'
+    /// overflow); default: none.
     pub data_dir: Option<PathBuf>,
     /// Invocation.
     pub invoke: InvokeConfig,
     /// Registry.
     pub registry: RegistryConfig,
-    /// Redis (distributed package).
-    pub redis: RedisConfig,
-    /// RPC transport (distributed package).
-    pub rpc: RpcConfig,
+    /// Every other top-level table: the backends' own sections.
+    #[serde(flatten)]
+    pub sections: Sections,
 }
 
 /// Registry settings.
@@ -117,46 +106,14 @@ impl Default for RegistryConfig {
     }
 }
 
-/// Redis settings (distributed package).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RedisConfig {
-    /// Connection URL: `redis://[user][:password]@host:port[/db]`, or
-    /// `rediss://…` for TLS. User and password (Redis AUTH / ACL) are passed
-    /// to Redis as they are and never logged.
-    pub url: String,
-    /// Every key modkit writes starts with `<prefix>:`.
-    pub prefix: String,
-    /// Certificates for a `rediss://` URL; without it, the system's trusted roots.
-    pub tls: Option<RedisTlsConfig>,
-}
-
-impl Default for RedisConfig {
-    fn default() -> Self {
-        RedisConfig {
-            url: "redis://127.0.0.1:6379".into(),
-            prefix: "modkit".into(),
-            tls: None,
-        }
-    }
-}
-
-/// TLS files for Redis (`[redis.tls]`, PEM), used with a `rediss://` URL.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RedisTlsConfig {
-    /// CA that signed the Redis server's certificate (instead of the system roots).
-    pub ca: Option<PathBuf>,
-    /// Client certificate chain, for a server with `tls-auth-clients yes`.
-    pub cert: Option<PathBuf>,
-    /// The client certificate's private key.
-    pub key: Option<PathBuf>,
-}
-
 impl Config {
-    /// Parses TOML text (missing fields take their defaults; unknown ones are errors).
+    /// Parses TOML text (missing fields take their defaults; unknown ones are
+    /// errors, in a backend's section when that backend parses it).
     pub fn from_toml(text: &str) -> Result<Config> {
-        toml::from_str(text).map_err(|e| Error::config(format!("invalid configuration: {e}")))
+        let config: Config = toml::from_str(text)
+            .map_err(|e| Error::config(format!("invalid configuration: {e}")))?;
+        config.sections.check_tables()?;
+        Ok(config)
     }
 
     /// Reads a TOML file.
@@ -176,18 +133,30 @@ impl Config {
             Some(p) => Self::from_file(p)?,
             None => Config::default(),
         };
-        config.apply_env(|key| std::env::var(key).ok())?;
+        let vars = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+        config.apply_env(vars)?;
         Ok(config)
     }
 
-    /// Applies `MODKIT_*` overrides read through `var` (testable without touching the
-    /// process environment).
-    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<()> {
+    /// Applies the `MODKIT_*` overrides among `vars` (testable without touching
+    /// the process environment): this crate's now, a backend's section's when
+    /// that backend parses it ([`Config::section`]).
+    pub fn apply_env<K, V>(&mut self, vars: impl IntoIterator<Item = (K, V)>) -> Result<()>
+    where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let vars: BTreeMap<String, String> = vars
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        let var = |key: &str| vars.get(key).cloned();
         let dur = |key: &str, text: String| {
             parse_duration(&text).map_err(|e| Error::config(format!("{key}: {e}")))
         };
         if let Some(v) = var("MODKIT_MODE") {
-            self.mode = Some(v.parse()?);
+            self.mode = Some(v);
         }
         if let Some(v) = var("MODKIT_NODE_ID") {
             self.node_id = Some(v);
@@ -215,22 +184,7 @@ impl Config {
         if let Some(v) = var("MODKIT_REGISTRY_SWEEP") {
             self.registry.sweep = dur("MODKIT_REGISTRY_SWEEP", v)?;
         }
-        if let Some(v) = var("MODKIT_REDIS_URL") {
-            self.redis.url = v;
-        }
-        if let Some(v) = var("MODKIT_REDIS_TLS_CA") {
-            self.redis.tls.get_or_insert_with(Default::default).ca = Some(v.into());
-        }
-        if let Some(v) = var("MODKIT_REDIS_TLS_CERT") {
-            self.redis.tls.get_or_insert_with(Default::default).cert = Some(v.into());
-        }
-        if let Some(v) = var("MODKIT_REDIS_TLS_KEY") {
-            self.redis.tls.get_or_insert_with(Default::default).key = Some(v.into());
-        }
-        if let Some(v) = var("MODKIT_REDIS_PREFIX") {
-            self.redis.prefix = v;
-        }
-        self.rpc.apply_env(&var)?;
+        self.sections.record_env(vars);
         Ok(())
     }
 
@@ -320,30 +274,30 @@ mod tests {
             "mode = \"distribute\"\n[invoke]\ntimeout = \"250ms\"\n[registry]\nttl = 3000\n",
         )
         .unwrap();
-        assert_eq!(c.mode, Some(BackendKind::Distribute));
+        assert_eq!(c.mode.as_deref(), Some("distribute"));
         assert_eq!(c.invoke.timeout, Duration::from_millis(250));
         assert_eq!(c.registry.ttl, Duration::from_secs(3));
         assert_eq!(c.registry.sweep, Duration::from_secs(1));
-        c.apply_env(|k| match k {
-            "MODKIT_MODE" => Some("monolith".into()),
-            "MODKIT_HOST" => Some("Catalog, Auth".into()),
-            "MODKIT_REDIS_URL" => Some("redis://127.0.0.1:7001".into()),
-            _ => None,
-        })
+        c.apply_env([
+            ("MODKIT_MODE", "monolith"),
+            ("MODKIT_HOST", "Catalog, Auth"),
+        ])
         .unwrap();
-        assert_eq!(c.mode, Some(BackendKind::Monolith));
+        assert_eq!(c.mode.as_deref(), Some("monolith"));
         assert!(c.invoke.hosts("Auth") && !c.invoke.hosts("Orders"));
-        assert_eq!(c.redis.url, "redis://127.0.0.1:7001");
+        // A later call applies only its own variables.
+        c.mode = Some("distribute".into());
+        c.apply_env([("MODKIT_NODE_ID", "n1")]).unwrap();
+        assert_eq!(c.mode.as_deref(), Some("distribute"));
     }
 
     #[test]
     fn bad_input_is_a_config_error() {
         assert!(Config::from_toml("nope = 1").is_err());
         assert!(Config::from_toml("[invoke]\ntimeout = \"5 fortnights\"").is_err());
+        assert!(Config::from_toml("[registry]\ntll = 3").is_err());
         let mut c = Config::default();
-        let e = c
-            .apply_env(|k| (k == "MODKIT_MODE").then(|| "cloud".into()))
-            .unwrap_err();
+        let e = c.apply_env([("MODKIT_COLOCATE", "sometimes")]).unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::Config);
     }
 }

@@ -26,7 +26,7 @@ pub enum ErrorKind {
     Conflict,
     /// The operation did not finish before its deadline or timeout.
     Timeout,
-    /// The backend (Redis, a remote instance, the network) cannot be reached now.
+    /// The backend (its store, a remote instance, the network) cannot be reached now.
     Unavailable,
     /// A queue is at capacity and its backlog policy rejected the message.
     QueueFull,
@@ -99,12 +99,12 @@ impl fmt::Display for ErrorKind {
 type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// modkit's error: a kind, a message, a retryable flag, structured context
-/// (`key: value` pairs such as the Redis URL or the service and method of a
+/// (`key: value` pairs such as a store's URL or the service and method of a
 /// call) and an optional source.
 ///
 /// `Display` prints all of it on one line: the kind, the message, the context
 /// and the source chain, e.g.
-/// `unavailable: cannot connect to Redis (url: redis://127.0.0.1:6379/): Connection refused (os error 111)`.
+/// `unavailable: cannot connect to the store (url: store://127.0.0.1:7000/): Connection refused (os error 111)`.
 ///
 /// ```
 /// use mod_api::{Error, ErrorKind};
@@ -157,7 +157,7 @@ impl Error {
         self
     }
 
-    /// Adds a `key: value` pair of context (the Redis URL, the service, the
+    /// Adds a `key: value` pair of context (a store's URL, the service, the
     /// method, the instance address…), shown by `Display` after the message.
     ///
     /// Call it where the error is made or passes an edge (`map_err`), so the
@@ -294,8 +294,9 @@ impl Error {
                 }
                 None => cause.to_string(),
             };
-            // Many errors print their source inside their own text (redis-rs
-            // does): such a cause would only repeat what is already shown.
+            // Many errors print their source inside their own text (some
+            // client libraries do): such a cause would only repeat what is
+            // already shown.
             if !previous.contains(&text) {
                 write!(out, ": {text}")?;
             }

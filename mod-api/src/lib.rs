@@ -5,8 +5,11 @@
 //! with the one [`Error`], the wire [`codec`], [`config`]uration, and (feature
 //! `testkit`) the conformance suite every backend runs.
 //!
-//! This crate depends on no backend library. Business code uses it through the
-//! `modkit` facade; backend crates implement [`Backend`].
+//! This crate depends on no backend library and names no backend. Business
+//! code uses it through the `modkit` facade; backend crates implement
+//! [`Backend`], each with its own configuration [`Section`](config::Section)s
+//! and [`Capabilities`]. How a third backend plugs in (and how a backend per
+//! block would work): `docs/backends.md` in this crate.
 //!
 //! # Layers
 //!
@@ -17,7 +20,7 @@
 //! ```text
 //! ObserveLayer  DEBUG span per operation, WARN per failure (with the kind), metrics
 //!  CheckLayer   names, max_value_bytes: refused before the backend sees the call
-//!   backend     e.g. MokaCache, RedisCache
+//!   the block   as the backend implements it
 //! ```
 //!
 //! A layer of your own implements [`Layer`] for the handles it wraps and is
@@ -29,6 +32,7 @@
 pub mod app_error;
 pub mod backend;
 pub mod cache;
+pub mod capabilities;
 pub mod codec;
 pub mod config;
 pub mod error;
@@ -36,6 +40,7 @@ pub mod flight;
 mod generated;
 pub mod invoke;
 pub mod layer;
+pub mod name;
 pub mod queue;
 pub mod registry;
 pub mod session;
@@ -44,8 +49,9 @@ pub mod testkit;
 
 pub use app_error::AppError;
 pub use async_trait::async_trait;
-pub use backend::{Backend, BackendKind};
+pub use backend::Backend;
 pub use cache::{Cache, CacheExt, CachePolicy, Cas, NearCachePolicy};
+pub use capabilities::Capabilities;
 pub use codec::{Codec, DefaultCodec};
 pub use config::Config;
 pub use error::{Error, ErrorKind, Result};

@@ -17,7 +17,6 @@
 //!   consumer polled waits for the first group). A message no group has received
 //!   yet can be withdrawn with [`Queue::remove`].
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -54,17 +53,21 @@ pub enum BacklogPolicy {
         #[serde(with = "crate::config::duration")]
         timeout: Duration,
     },
-    /// Monolith only: write overflow to files under `spill_dir`; it is delivered in
-    /// order after what is in memory, and survives a restart. The distributed
-    /// backend rejects this policy with `InvalidInput` (Redis persists already).
-    SpillToDisk,
+    /// Keep what does not fit in the backend's durable overflow: `offer`
+    /// returns [`Offered::Overflowed`], and overflowed messages are delivered
+    /// in offer order after those already in the log, surviving a restart of
+    /// the process. Supported where
+    /// [`Capabilities::durable_overflow`](crate::Capabilities::durable_overflow)
+    /// is true (where the overflow goes is the backend's configuration); other
+    /// backends refuse to open such a queue with `InvalidInput`.
+    Overflow,
 }
 
 /// Configuration of one queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct QueueConfig {
-    /// Most messages in the log (in memory, for the monolith).
+    /// Most messages in the log.
     pub capacity: usize,
     /// What happens at capacity.
     pub backlog: BacklogPolicy,
@@ -73,9 +76,6 @@ pub struct QueueConfig {
     pub visibility_timeout: Duration,
     /// Deliveries without ack before a message is dead-lettered (at least 1).
     pub max_deliveries: u32,
-    /// Where spill files go ([`BacklogPolicy::SpillToDisk`]); one folder per queue
-    /// is made below it.
-    pub spill_dir: Option<PathBuf>,
     /// Largest encoded message `offer` accepts (default
     /// [`DEFAULT_MAX_VALUE_BYTES`](crate::codec::DEFAULT_MAX_VALUE_BYTES), 16 MiB);
     /// a larger one fails with `PayloadTooLarge` and is not enqueued.
@@ -89,7 +89,6 @@ impl Default for QueueConfig {
             backlog: BacklogPolicy::Reject,
             visibility_timeout: Duration::from_secs(30),
             max_deliveries: 5,
-            spill_dir: None,
             max_value_bytes: crate::codec::DEFAULT_MAX_VALUE_BYTES,
         }
     }
@@ -98,9 +97,10 @@ impl Default for QueueConfig {
 impl QueueConfig {
     /// Checks what every backend requires of queue `name` with this config: a
     /// valid name, `capacity` and `max_deliveries` at least 1. A backend adds its
-    /// own checks (spill-to-disk support). Fails with `InvalidInput` and a `warn`.
+    /// own checks ([`BacklogPolicy::Overflow`] support). Fails with
+    /// `InvalidInput` and a `warn`.
     pub fn validate(&self, name: &str) -> Result<()> {
-        crate::backend::check_name("queue", name)?;
+        crate::name::check_name("queue", name)?;
         let problem = if self.capacity == 0 {
             "capacity must be at least 1"
         } else if self.max_deliveries == 0 {
@@ -171,8 +171,8 @@ pub enum Offered {
         /// The message that was dropped.
         dropped: MessageId,
     },
-    /// Written to a spill file ([`BacklogPolicy::SpillToDisk`]).
-    Spilled(MessageId),
+    /// Kept in the durable overflow, behind the log ([`BacklogPolicy::Overflow`]).
+    Overflowed(MessageId),
     /// Discarded because the queue was full ([`BacklogPolicy::DropNewest`]).
     Discarded,
 }
@@ -181,9 +181,9 @@ impl Offered {
     /// The id of the offered message, unless it was discarded.
     pub fn id(&self) -> Option<&MessageId> {
         match self {
-            Offered::Enqueued(id) | Offered::Spilled(id) | Offered::DisplacedOldest { id, .. } => {
-                Some(id)
-            }
+            Offered::Enqueued(id)
+            | Offered::Overflowed(id)
+            | Offered::DisplacedOldest { id, .. } => Some(id),
             Offered::Discarded => None,
         }
     }
@@ -231,7 +231,7 @@ pub trait Queue<M: Value>: Send + Sync {
     /// Signature: `async fn remove(&self, id: &MessageId) -> Result<bool>`
     async fn remove(&self, id: &MessageId) -> Result<bool>;
 
-    /// Messages in the log (spilled ones included).
+    /// Messages in the log, overflowed ones included.
     ///
     /// Signature: `async fn len(&self) -> Result<usize>`
     async fn len(&self) -> Result<usize>;

@@ -302,8 +302,8 @@ impl futures_core::Stream for Watch {
 pub mod checks {
     use std::time::Duration;
 
-    use crate::backend::check_name;
     use crate::error::{Error, Result};
+    use crate::name::check_name;
 
     use super::{ConsumerInfo, Instance};
 

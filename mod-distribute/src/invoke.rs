@@ -15,8 +15,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::config::RpcConfig;
 use async_trait::async_trait;
-use mod_api::config::{InvokeConfig, RpcConfig};
+use mod_api::config::InvokeConfig;
 use mod_api::{DispatchTable, Hosting, Instance, Lease, Registry, RegistryExt, Result, Transport};
 
 use crate::rpc::{RpcConnections, RpcServer};

@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod cache;
+pub mod config;
 pub mod invoke;
 pub mod near;
 pub mod queue;
@@ -22,12 +23,13 @@ use std::time::Duration;
 
 use mod_api::backend::OpenBlocks;
 use mod_api::{
-    Backend, BackendKind, Cache, CachePolicy, Config, Container, Queue, QueueConfig, Registry,
+    Backend, Cache, CachePolicy, Capabilities, Config, Container, Queue, QueueConfig, Registry,
     Result, SessionConfig, SessionStore, Value,
 };
 
 pub use self::redis::Redis;
 pub use cache::RedisCache;
+pub use config::{RedisConfig, RedisTlsConfig, RpcConfig, RpcTlsConfig};
 pub use invoke::RpcHosting;
 pub use near::NearHub;
 pub use queue::RedisQueue;
@@ -54,6 +56,7 @@ pub struct Distributed {
 struct Inner {
     node_id: String,
     config: Config,
+    redis_config: RedisConfig,
     redis: Redis,
     registry: Arc<dyn Registry>,
     near: Arc<NearHub>,
@@ -74,10 +77,15 @@ impl std::fmt::Debug for Distributed {
 
 impl Distributed {
     /// Connects to Redis and starts this node's registry and near-cache listeners.
+    ///
+    /// Reads the sections `[redis]` and `[rpc]` of `config` ([`config`]); an
+    /// invalid one is a [`Config`](mod_api::ErrorKind::Config) error naming it.
     pub async fn start(config: Config) -> Result<Distributed> {
         let node_id = config.node_id();
-        rpc::check_config(&config.rpc)?;
-        let redis = Redis::connect_with(&config.redis).await?;
+        let redis_config: RedisConfig = config.section()?;
+        let rpc_config: RpcConfig = config.section()?;
+        rpc::check_config(&rpc_config)?;
+        let redis = Redis::connect_with(&redis_config).await?;
         let registry: Arc<dyn Registry> = mod_api::layer::standard(
             RedisRegistry::start(redis.clone(), config.registry.sweep).await?,
             usize::MAX,
@@ -86,17 +94,18 @@ impl Distributed {
         let remote = Arc::new(RpcHosting::new(
             node_id.clone(),
             config.invoke.clone(),
-            config.rpc.clone(),
+            rpc_config,
             config.registry.ttl,
             registry.clone(),
         ));
-        tracing::info!(node_id = %node_id, redis = %self::redis::redact(&config.redis.url), host = ?config.invoke.host, "distributed node started");
+        tracing::info!(node_id = %node_id, redis = %self::redis::redact(&redis_config.url), host = ?config.invoke.host, "distributed node started");
         if config.invoke.host.is_none() {
             tracing::warn!(node_id = %node_id, "{UNSET_HOST_WARNING}");
         }
         Ok(Distributed {
             inner: Arc::new(Inner {
                 node_id,
+                redis_config,
                 redis,
                 registry,
                 near,
@@ -111,6 +120,11 @@ impl Distributed {
     /// The configuration this node runs with.
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// The `[redis]` section this node runs with (environment overrides applied).
+    pub fn redis_config(&self) -> &RedisConfig {
+        &self.inner.redis_config
     }
 
     /// The Redis handle (for operators' tools and failover).
@@ -131,8 +145,16 @@ impl Distributed {
 }
 
 impl Backend for Distributed {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Distribute
+    fn name(&self) -> &'static str {
+        "distribute"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut claims = Capabilities::default();
+        // `NearHub`; max_entries is approximate (cache upkeep), and a stream
+        // has no overflow: Redis persists it already.
+        claims.near_cache = true;
+        claims
     }
 
     fn node_id(&self) -> &str {

@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mod_api::config::RpcConfig;
 use mod_api::{async_trait, service, DispatchTable, Error, ErrorKind, ServiceExt};
 use mod_distribute::rpc::frame::{self, Frame, Status};
 use mod_distribute::rpc::{RpcClient, RpcServer, RpcTransport};
+use mod_distribute::RpcConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 

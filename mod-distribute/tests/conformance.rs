@@ -5,9 +5,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use mod_api::config::{RedisConfig, RegistryConfig};
+use mod_api::config::RegistryConfig;
 use mod_api::testkit::Harness;
 use mod_api::Config;
+use mod_distribute::RedisConfig;
 use mod_distribute::{Distributed, RedisServer};
 
 /// One Redis per test; every `node()` is a separate runtime (own registry
@@ -26,17 +27,17 @@ impl Harness for RedisHarness {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let config = Config {
             node_id: Some(format!("node-{n}")),
-            redis: RedisConfig {
-                url: self.server.url(),
-                prefix: "conformance".into(),
-                ..RedisConfig::default()
-            },
             registry: RegistryConfig {
                 sweep: Duration::from_millis(50),
                 ttl: Duration::from_millis(600),
             },
             ..Config::default()
-        };
+        }
+        .with_section(&RedisConfig {
+            url: self.server.url(),
+            prefix: "conformance".into(),
+            ..RedisConfig::default()
+        });
         let node = Distributed::start(config).await.expect("distributed node");
         self.nodes.lock().unwrap().push(node.clone());
         node

@@ -6,13 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mod_api::config::{RedisConfig, RpcConfig};
 use mod_api::{
     async_trait, service, Backend, CachePolicy, Config, DispatchTable, Error, ErrorKind,
 };
 use mod_distribute::rpc::frame::{self, Frame, Request, Status};
 use mod_distribute::rpc::{RpcClient, RpcServer, RpcTransport};
 use mod_distribute::{Distributed, RedisServer};
+use mod_distribute::{RedisConfig, RpcConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -124,13 +124,13 @@ async fn a_length_bomb_in_a_request_is_an_error_for_that_call_only() {
 async fn an_oversized_cache_value_never_reaches_redis() {
     let redis = RedisServer::start().expect("redis-server");
     let config = Config {
-        redis: RedisConfig {
-            url: redis.url(),
-            prefix: "hostile".into(),
-            ..RedisConfig::default()
-        },
         ..Config::default()
-    };
+    }
+    .with_section(&RedisConfig {
+        url: redis.url(),
+        prefix: "hostile".into(),
+        ..RedisConfig::default()
+    });
     let node = Distributed::start(config).await.unwrap();
     let cache = node.cache::<String>("big", CachePolicy::new()).unwrap();
     let busy = {

@@ -5,9 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mod_api::config::{Balance, InvokeConfig, RedisConfig, RegistryConfig};
+use mod_api::config::{Balance, InvokeConfig, RegistryConfig};
 use mod_api::testkit::eventually;
 use mod_api::{async_trait, service, Backend, Config, Error, ErrorKind, ServiceExt, Status};
+use mod_distribute::RedisConfig;
 use mod_distribute::{Distributed, RedisServer};
 
 /// Replies with the node that served the call.
@@ -37,11 +38,6 @@ impl NodeName for Named {
 async fn node(redis: &RedisServer, id: &str, host: &[&str], invoke: InvokeConfig) -> Distributed {
     let config = Config {
         node_id: Some(id.into()),
-        redis: RedisConfig {
-            url: redis.url(),
-            prefix: "invoke".into(),
-            ..RedisConfig::default()
-        },
         registry: RegistryConfig {
             ttl: Duration::from_secs(5),
             sweep: Duration::from_millis(100),
@@ -51,7 +47,12 @@ async fn node(redis: &RedisServer, id: &str, host: &[&str], invoke: InvokeConfig
             ..invoke
         },
         ..Config::default()
-    };
+    }
+    .with_section(&RedisConfig {
+        url: redis.url(),
+        prefix: "invoke".into(),
+        ..RedisConfig::default()
+    });
     let node = Distributed::start(config).await.expect("node");
     node.container()
         .provide::<dyn NodeName>(Arc::new(Named(id.into())))

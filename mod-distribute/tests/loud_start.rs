@@ -7,8 +7,9 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use mod_api::config::{InvokeConfig, RedisConfig, RegistryConfig};
+use mod_api::config::{InvokeConfig, RegistryConfig};
 use mod_api::{async_trait, service, Backend, Config, Error, ErrorKind};
+use mod_distribute::RedisConfig;
 use mod_distribute::{Distributed, RedisServer, UNSET_HOST_WARNING};
 
 /// A notes service named as an application would name it.
@@ -64,11 +65,6 @@ fn lines_of(node: &str) -> Vec<String> {
 fn config(redis: &RedisServer, node: &str, host: Option<&[&str]>) -> Config {
     Config {
         node_id: Some(node.into()),
-        redis: RedisConfig {
-            url: redis.url(),
-            prefix: node.into(),
-            ..RedisConfig::default()
-        },
         registry: RegistryConfig {
             ttl: Duration::from_secs(5),
             sweep: Duration::from_millis(100),
@@ -79,6 +75,11 @@ fn config(redis: &RedisServer, node: &str, host: Option<&[&str]>) -> Config {
         },
         ..Config::default()
     }
+    .with_section(&RedisConfig {
+        url: redis.url(),
+        prefix: node.into(),
+        ..RedisConfig::default()
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,13 +198,10 @@ async fn redis_not_running_at_start_shows_the_url_and_the_cause() {
         .unwrap()
         .port();
     let url = format!("redis://:hunter2@127.0.0.1:{port}/");
-    let config = Config {
-        redis: RedisConfig {
-            url,
-            ..RedisConfig::default()
-        },
-        ..Config::default()
-    };
+    let config = Config::default().with_section(&RedisConfig {
+        url,
+        ..RedisConfig::default()
+    });
     let err = Distributed::start(config).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable);
     let text = err.to_string();

@@ -7,8 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mod_api::config::{InvokeConfig, RedisConfig, RegistryConfig};
+use mod_api::config::{InvokeConfig, RegistryConfig};
 use mod_api::{async_trait, service, Backend, Config, Error};
+use mod_distribute::RedisConfig;
 use mod_distribute::{Distributed, RedisServer};
 
 /// A service whose replies say which replica answered.
@@ -33,11 +34,6 @@ const ROLE: &str = "MODKIT_TEST_ROLE";
 fn config(redis_url: &str, node: &str, host: &[&str]) -> Config {
     Config {
         node_id: Some(node.into()),
-        redis: RedisConfig {
-            url: redis_url.into(),
-            prefix: "processes".into(),
-            ..RedisConfig::default()
-        },
         registry: RegistryConfig {
             ttl: Duration::from_secs(2),
             sweep: Duration::from_millis(100),
@@ -49,6 +45,11 @@ fn config(redis_url: &str, node: &str, host: &[&str]) -> Config {
         },
         ..Config::default()
     }
+    .with_section(&RedisConfig {
+        url: redis_url.into(),
+        prefix: "processes".into(),
+        ..RedisConfig::default()
+    })
 }
 
 /// The replica role: serves `Whoami` until killed or until stdin closes.

@@ -5,18 +5,14 @@
 
 use std::net::TcpListener;
 
-use mod_api::config::{RedisConfig, RedisTlsConfig};
 use mod_api::{Backend, CachePolicy, Config, ErrorKind};
-use mod_distribute::{Distributed, RedisServer};
+use mod_distribute::{Distributed, RedisConfig, RedisServer, RedisTlsConfig};
 
 mod pki;
 use pki::Pki;
 
 fn config(redis: RedisConfig) -> Config {
-    Config {
-        redis,
-        ..Config::default()
-    }
+    Config::default().with_section(&redis)
 }
 
 fn url(url: String) -> RedisConfig {

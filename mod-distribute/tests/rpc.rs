@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use mod_api::config::RpcConfig;
 use mod_api::{async_trait, service, CallContext, DispatchTable, Error, ErrorKind};
 use mod_distribute::rpc::{not_sent, RpcClient, RpcConnections, RpcServer, RpcTransport};
+use mod_distribute::RpcConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

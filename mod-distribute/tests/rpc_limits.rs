@@ -8,9 +8,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mod_api::config::RpcConfig;
 use mod_api::{async_trait, service, DispatchTable, Error, ErrorKind};
 use mod_distribute::rpc::{not_sent, RpcClient, RpcServer, RpcTransport};
+use mod_distribute::RpcConfig;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;

@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use mod_api::config::{InvokeConfig, RedisConfig, RegistryConfig, RpcConfig, RpcTlsConfig};
+use mod_api::config::{InvokeConfig, RegistryConfig};
 use mod_api::testkit::eventually;
 use mod_api::{async_trait, service, Backend, Config, DispatchTable, Error, ErrorKind};
 use mod_distribute::rpc::{not_sent, RpcClient, RpcServer, RpcTransport};
 use mod_distribute::{Distributed, RedisServer};
+use mod_distribute::{RedisConfig, RpcConfig, RpcTlsConfig};
 use rustls::pki_types::pem::PemObject;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -344,10 +345,7 @@ async fn unreadable_tls_files_are_config_errors() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
     // A node checks its TLS files when it starts, before it needs them.
-    let node = Config {
-        rpc: client_config(&pki.path("nope.pem"), None),
-        ..Config::default()
-    };
+    let node = Config::default().with_section(&client_config(&pki.path("nope.pem"), None));
     let err = Distributed::start(node).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
 }
@@ -372,27 +370,29 @@ async fn two_distributed_nodes_call_each_other_over_mutual_tls() {
         client_key: Some(client_key),
         server_name: None,
     };
-    let node = |id: &str, host: &[&str]| Config {
-        node_id: Some(id.into()),
-        redis: RedisConfig {
+    let node = |id: &str, host: &[&str]| {
+        Config {
+            node_id: Some(id.into()),
+            registry: RegistryConfig {
+                ttl: Duration::from_secs(5),
+                sweep: Duration::from_millis(100),
+            },
+            invoke: InvokeConfig {
+                host: Some(host.iter().map(|s| s.to_string()).collect()),
+                colocate: false,
+                ..InvokeConfig::default()
+            },
+            ..Config::default()
+        }
+        .with_section(&RpcConfig {
+            tls: Some(tls.clone()),
+            ..RpcConfig::default()
+        })
+        .with_section(&RedisConfig {
             url: redis.url(),
             prefix: "tls".into(),
             ..RedisConfig::default()
-        },
-        registry: RegistryConfig {
-            ttl: Duration::from_secs(5),
-            sweep: Duration::from_millis(100),
-        },
-        invoke: InvokeConfig {
-            host: Some(host.iter().map(|s| s.to_string()).collect()),
-            colocate: false,
-            ..InvokeConfig::default()
-        },
-        rpc: RpcConfig {
-            tls: Some(tls.clone()),
-            ..RpcConfig::default()
-        },
-        ..Config::default()
+        })
     };
     let a = Distributed::start(node("a", &["test.Tls"])).await.unwrap();
     a.container()

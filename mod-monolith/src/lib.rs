@@ -18,11 +18,12 @@ pub mod queue;
 pub mod registry;
 pub mod session;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use mod_api::backend::OpenBlocks;
 use mod_api::{
-    Backend, BackendKind, Cache, CachePolicy, Config, Container, Error, ErrorKind, Queue,
+    Backend, Cache, CachePolicy, Capabilities, Config, Container, Error, ErrorKind, Queue,
     QueueConfig, Registry, Result, SessionConfig, SessionStore, Value,
 };
 
@@ -91,11 +92,27 @@ impl Monolith {
     pub fn config(&self) -> &Config {
         &self.inner.config
     }
+
+    /// Where queues with [`BacklogPolicy::Overflow`](mod_api::BacklogPolicy)
+    /// keep their spill files, one folder per queue: `<data_dir>/spill`, or
+    /// none without a `data_dir` (such a queue then fails to open).
+    pub fn spill_dir(&self) -> Option<PathBuf> {
+        self.inner.config.data_dir.as_ref().map(|d| d.join("spill"))
+    }
 }
 
 impl Backend for Monolith {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Monolith
+    fn name(&self) -> &'static str {
+        "monolith"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut claims = Capabilities::default();
+        // Queue overflow goes to spill files under `data_dir`.
+        claims.durable_overflow = self.inner.config.data_dir.is_some();
+        // moka's `max_capacity` with LRU eviction.
+        claims.exact_max_entries = true;
+        claims
     }
 
     fn node_id(&self) -> &str {
@@ -130,10 +147,7 @@ impl Backend for Monolith {
             })
     }
 
-    fn queue<M: Value>(&self, name: &str, mut config: QueueConfig) -> Result<Arc<dyn Queue<M>>> {
-        if config.spill_dir.is_none() {
-            config.spill_dir = self.inner.config.data_dir.as_ref().map(|d| d.join("spill"));
-        }
+    fn queue<M: Value>(&self, name: &str, config: QueueConfig) -> Result<Arc<dyn Queue<M>>> {
         let dlq_name = QueueConfig::dead_letter_name(name);
         let dlq_config = QueueConfig {
             capacity: usize::MAX,
@@ -148,7 +162,14 @@ impl Backend for Monolith {
         })?;
         let max_value_bytes = config.max_value_bytes;
         self.inner.blocks.open("queue", name, max_value_bytes, || {
-            Ok(Arc::new(MemoryQueue::<M>::open(name, config, Some(dlq))?) as Arc<dyn Queue<M>>)
+            let spill_dir = self.spill_dir();
+            let queue = MemoryQueue::<M>::open_with_spill_dir(
+                name,
+                config,
+                Some(dlq),
+                spill_dir.as_deref(),
+            )?;
+            Ok(Arc::new(queue) as Arc<dyn Queue<M>>)
         })
     }
 }

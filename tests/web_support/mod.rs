@@ -61,7 +61,7 @@ pub async fn serve_with(
     let mut config = Config::default();
     let redis: Option<Box<dyn std::any::Any + Send + Sync>> = match package {
         Package::Monolith => {
-            config.mode = Some(modkit::BackendKind::Monolith);
+            config.mode = Some(modkit::BackendKind::Monolith.name().into());
             None
         }
         #[cfg(feature = "distribute")]
@@ -83,13 +83,16 @@ pub async fn serve_with(
 
 /// The configuration of a distributed node `node_id` on the Redis at
 /// `redis_url`, hosting the example's service.
+#[cfg(feature = "distribute")]
 pub fn distributed_node(redis_url: &str, node_id: &str) -> Config {
     let mut config = Config {
-        mode: Some(modkit::BackendKind::Distribute),
+        mode: Some(modkit::BackendKind::Distribute.name().into()),
         node_id: Some(node_id.into()),
         ..Config::default()
     };
-    config.redis.url = redis_url.into();
+    config
+        .edit_section(|r: &mut modkit::distribute::RedisConfig| r.url = redis_url.into())
+        .expect("a valid [redis] section");
     config.invoke.host = Some(vec![<dyn crate::greeter::Greeter as Service>::NAME.into()]);
     config
 }

@@ -121,8 +121,7 @@ mod tests {
     fn host_list_meanings_and_check() {
         let with = |v: &str| {
             let mut c = Config::default();
-            c.apply_env(|k| (k == "MODKIT_HOST").then(|| v.to_owned()))
-                .unwrap();
+            c.apply_env([("MODKIT_HOST", v)]).unwrap();
             c.invoke
         };
         assert!(InvokeConfig::default().hosts("todo.Notes"));

@@ -10,26 +10,26 @@ fn retryable_follows_kind_unless_overridden() {
 #[test]
 fn serialization_keeps_kind_flag_and_source_text() {
     let io = std::io::Error::other("disk on fire");
-    let err = Error::new(ErrorKind::Io, "spill failed").with_source(io);
+    let err = Error::new(ErrorKind::Io, "overflow write failed").with_source(io);
     let bytes = crate::codec::encode(&err).unwrap();
     let back: Error = crate::codec::decode(&bytes).unwrap();
     assert_eq!(back.kind(), ErrorKind::Io);
     assert!(!back.is_retryable());
-    assert_eq!(back.message(), "spill failed: disk on fire");
+    assert_eq!(back.message(), "overflow write failed: disk on fire");
 }
 
 #[test]
 fn display_shows_kind_message_context_and_source_chain() {
     let inner = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-    let err = Error::unavailable("cannot connect to Redis")
-        .with_context("url", "redis://127.0.0.1:1/")
+    let err = Error::unavailable("cannot connect to the store")
+        .with_context("url", "store://127.0.0.1:1/")
         .with_source(Error::new(ErrorKind::Io, "connect").with_source(inner));
     assert_eq!(
         err.to_string(),
-        "unavailable: cannot connect to Redis (url: redis://127.0.0.1:1/): connect: refused"
+        "unavailable: cannot connect to the store (url: store://127.0.0.1:1/): connect: refused"
     );
-    assert_eq!(err.context_value("url"), Some("redis://127.0.0.1:1/"));
-    assert_eq!(err.message(), "cannot connect to Redis");
+    assert_eq!(err.context_value("url"), Some("store://127.0.0.1:1/"));
+    assert_eq!(err.message(), "cannot connect to the store");
 }
 
 #[test]
@@ -81,6 +81,6 @@ fn a_cause_already_in_its_parents_text_is_not_repeated() {
             Some(&self.0)
         }
     }
-    let err = Error::unavailable("redis").with_source(Wrapper(std::io::Error::other("refused")));
-    assert_eq!(err.to_string(), "unavailable: redis: client: refused");
+    let err = Error::unavailable("store").with_source(Wrapper(std::io::Error::other("refused")));
+    assert_eq!(err.to_string(), "unavailable: store: client: refused");
 }

@@ -13,8 +13,8 @@ use crate::generated::within;
 ///
 /// It exercises exactly the bytes a remote call would carry (arguments,
 /// results and errors encoded, the generated client and dispatcher), so a
-/// unit test proves that a service works when distributed, without Redis or
-/// sockets; a monolith that wants isolation between callers and services can
+/// unit test proves that a service works when distributed, without a shared
+/// store or sockets; a monolith that wants isolation between callers and services can
 /// use it too. A panic in a method becomes an [`ErrorKind::Panicked`] error for
 /// that call, a service not served here is [`ErrorKind::NotFound`], and a
 /// call past its own deadline (`client.with_timeout(d)`) is

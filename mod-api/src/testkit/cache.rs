@@ -1,7 +1,7 @@
 //! Conformance tests of the cache building block.
 //!
 //! Only the contract of [`Cache`] and [`Backend::cache`]; never
-//! `max_entries` (exact in the monolith, approximate in Redis).
+//! `max_entries`, whose exactness is a capability (`optional::…`).
 
 #[allow(unused_imports)]
 use super::*;

@@ -31,7 +31,9 @@
 //! ```
 //!
 //! That makes one `#[test]` per contract behaviour, grouped in modules per
-//! building block (`cache::…`, `queue::…`). Each test gets its own harness.
+//! building block (`cache::…`, `queue::…`), and the tests of the optional
+//! features in `optional::…`, run as the backend's
+//! [`Backend::capabilities`] say. Each test gets its own harness.
 //! Time-based checks use short durations and poll with generous bounds
 //! ([`eventually`]), so a loaded two-core machine does not make them flake.
 
@@ -45,6 +47,7 @@ use crate::backend::Backend;
 pub mod cache;
 pub mod cache_update;
 pub mod invoke;
+pub mod optional;
 pub mod queue;
 pub mod registry;
 pub mod session;
@@ -53,7 +56,7 @@ pub mod session;
 ///
 /// Nodes of one harness share state as nodes of one deployment do: the monolith
 /// returns the same in-process runtime; the distributed backend returns separate
-/// runtimes connected to the same Redis. The registry of a harness's nodes must
+/// runtimes connected to the same shared store. The registry of a harness's nodes must
 /// sweep expired instances at least every 200 ms, so expiry tests stay short.
 #[async_trait]
 pub trait Harness: Send + Sync + 'static {
@@ -108,6 +111,18 @@ pub fn length_bomb() -> Vec<u8> {
     b
 }
 
+/// Says that conformance test `test` does not apply to the backend under
+/// test, which does not claim `capability` ([`Capabilities`](crate::Capabilities)),
+/// as an INFO event and on stderr (shown by `cargo test -- --nocapture`).
+pub fn skipped(test: &str, capability: &str) {
+    tracing::info!(
+        test,
+        capability,
+        "conformance test skipped: capability not claimed"
+    );
+    eprintln!("conformance test {test} skipped: the backend does not claim {capability}");
+}
+
 /// A name unique within the process, for building blocks opened by a test.
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -129,6 +144,7 @@ macro_rules! conformance_suite {
         $crate::__conformance_cache_update!($harness);
         $crate::__conformance_session!($harness);
         $crate::__conformance_queue!($harness);
+        $crate::__conformance_optional!($harness);
     };
 }
 

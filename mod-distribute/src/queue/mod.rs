@@ -21,7 +21,7 @@
 //!
 //! - `offer`: one script checks `XLEN` against `capacity` and applies the backlog
 //!   policy (`DropOldest` acks the dropped entry in every group and deletes it);
-//!   `Block` retries with short sleeps until its timeout. `SpillToDisk` is
+//!   `Block` retries with short sleeps until its timeout. `Overflow` is
 //!   rejected by [`RedisQueue::open`] (Redis persists the stream already).
 //! - `poll`: one script creates the group on first use, redelivers the oldest
 //!   delivery idle for at least `visibility_timeout` (`XPENDING … IDLE` then
@@ -118,7 +118,9 @@ impl<M: Value> RedisQueue<M> {
     /// [`QueueConfig::dead_letter_name`]`(name)` on the same Redis.
     ///
     /// Fails with `InvalidInput` for a bad name, a zero `capacity` or
-    /// `max_deliveries`, or [`BacklogPolicy::SpillToDisk`].
+    /// `max_deliveries`, or [`BacklogPolicy::Overflow`] (not a capability of
+    /// this backend: the stream is Redis's own persistence, and `capacity`
+    /// bounds it).
     #[tracing::instrument(level = "debug", skip_all, fields(queue = %name))]
     pub fn open(redis: Redis, name: &str, config: QueueConfig) -> Result<Self> {
         config.validate(name)?;
@@ -131,8 +133,11 @@ impl<M: Value> RedisQueue<M> {
             BacklogPolicy::DropOldest => "drop_oldest",
             BacklogPolicy::DropNewest => "drop_newest",
             BacklogPolicy::Block { .. } => "block",
-            BacklogPolicy::SpillToDisk => {
-                return invalid("SpillToDisk is monolith only (Redis persists the stream already)")
+            BacklogPolicy::Overflow => {
+                return invalid(
+                    "the Overflow backlog is not supported by the distributed package \
+                     (Redis persists the stream already; use Block or Reject)",
+                )
             }
         };
         let core = Arc::new(Core {

@@ -1,7 +1,7 @@
 //! Opening a Redis endpoint: the client for a URL (with TLS files for
 //! `rediss://`), and the URL as logs may show it (without its password).
 
-use mod_api::config::RedisTlsConfig;
+use crate::config::RedisTlsConfig;
 use mod_api::{Error, Result};
 use redis::{Client, ClientTlsConfig, TlsCertificates};
 

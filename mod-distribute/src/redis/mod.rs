@@ -33,8 +33,8 @@ pub use endpoint::redact;
 pub use errors::redis_error;
 pub use guarded::Conn;
 
+use crate::config::RedisConfig;
 use endpoint::TlsFiles;
-use mod_api::config::RedisConfig;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mod_api::config::RpcConfig;
+use crate::config::RpcConfig;
 use mod_api::{Call, Error, ErrorKind, Result};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use mod_api::config::RpcConfig;
+use crate::config::RpcConfig;
 use tokio::time::Instant;
 
 /// Shortest tick of the watchdog, so tiny test limits do not spin.

@@ -48,8 +48,8 @@
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
+use crate::config::RpcConfig;
 use async_trait::async_trait;
-use mod_api::config::RpcConfig;
 use mod_api::{Call, Error, Result, Transport};
 
 mod client;

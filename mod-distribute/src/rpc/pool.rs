@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use mod_api::config::RpcConfig;
+use crate::config::RpcConfig;
 use mod_api::{Call, Result};
 use tracing::Instrument;
 

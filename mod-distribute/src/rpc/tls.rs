@@ -9,7 +9,7 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
-use mod_api::config::{RpcConfig, RpcTlsConfig};
+use crate::config::{RpcConfig, RpcTlsConfig};
 use mod_api::{Error, ErrorKind, Result};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;

@@ -1,7 +1,7 @@
 //! The in-process queue: [`MemoryQueue`].
 //!
 //! Messages are moved and cloned, never serialized, except when a
-//! [`BacklogPolicy::SpillToDisk`] queue writes overflow to its spill files (the
+//! [`BacklogPolicy::Overflow`] queue writes overflow to its spill files (the
 //! format is documented in `queue/spill.rs`). All state sits behind one mutex,
 //! held for short sections and never across an `await`; two [`Notify`]s wake
 //! waiting pollers (a message arrived) and blocked offerers (room was made).
@@ -22,6 +22,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 
+use std::path::Path;
 use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -93,33 +94,49 @@ enum Attempt<M> {
 }
 
 impl<M: Value> MemoryQueue<M> {
-    /// Opens queue `name`. Messages delivered `max_deliveries` times without an
-    /// ack go to `dead_letters` (when `None`, they are logged and delivered
-    /// again; if the dead-letter queue refuses one, that is logged as an error
-    /// and the message is gone, so give it room: see [`dead_letter_config`]). With
-    /// [`BacklogPolicy::SpillToDisk`], messages spilled by an earlier process
-    /// under the same `spill_dir` are recovered.
-    ///
-    /// Fails with `InvalidInput` for a bad name, a zero `capacity` or
-    /// `max_deliveries`, or `SpillToDisk` without `spill_dir`; with `Io` when the
-    /// spill folder cannot be read.
-    #[tracing::instrument(level = "debug", skip_all, fields(queue = %name))]
+    /// Opens queue `name` without a spill folder (so not with
+    /// [`BacklogPolicy::Overflow`]): see [`open_with_spill_dir`](Self::open_with_spill_dir).
     pub fn open(
         name: &str,
         config: QueueConfig,
         dead_letters: Option<Arc<dyn Queue<M>>>,
+    ) -> Result<Self> {
+        Self::open_with_spill_dir(name, config, dead_letters, None)
+    }
+
+    /// Opens queue `name`. Messages delivered `max_deliveries` times without an
+    /// ack go to `dead_letters` (when `None`, they are logged and delivered
+    /// again; if the dead-letter queue refuses one, that is logged as an error
+    /// and the message is gone, so give it room: see [`dead_letter_config`]). With
+    /// [`BacklogPolicy::Overflow`], overflow goes to spill files in the folder
+    /// `<spill_dir>/<name>/`, and messages spilled there by an earlier process
+    /// are recovered.
+    ///
+    /// Fails with `InvalidInput` for a bad name, a zero `capacity` or
+    /// `max_deliveries`, or `Overflow` without `spill_dir`; with `Io` when the
+    /// spill folder cannot be read.
+    #[tracing::instrument(level = "debug", skip_all, fields(queue = %name))]
+    pub fn open_with_spill_dir(
+        name: &str,
+        config: QueueConfig,
+        dead_letters: Option<Arc<dyn Queue<M>>>,
+        spill_dir: Option<&Path>,
     ) -> Result<Self> {
         config.validate(name)?;
         let invalid = |what: &str| {
             tracing::warn!(queue = name, "{what}");
             Err(Error::invalid_input(format!("queue {name:?}: {what}")))
         };
-        let (spill, max_seq) = match (&config.backlog, &config.spill_dir) {
-            (BacklogPolicy::SpillToDisk, Some(dir)) => {
+        let (spill, max_seq) = match (&config.backlog, spill_dir) {
+            (BacklogPolicy::Overflow, Some(dir)) => {
                 let (spill, max_seq) = Spill::open(dir, name, spill::SEGMENT_BYTES)?;
                 (Some(spill), max_seq)
             }
-            (BacklogPolicy::SpillToDisk, None) => return invalid("SpillToDisk needs spill_dir"),
+            (BacklogPolicy::Overflow, None) => {
+                return invalid(
+                    "the Overflow backlog needs a spill folder: set data_dir (MODKIT_DATA_DIR)",
+                )
+            }
             _ => (None, None),
         };
         let mut state = State::new(spill, max_seq);
@@ -180,12 +197,12 @@ impl<M: Value> MemoryQueue<M> {
     fn attempt(&self, message: M, waiting: bool) -> Result<Attempt<M>> {
         let capacity = self.limits.capacity;
         self.with_state(|state| {
-            if self.config.backlog == BacklogPolicy::SpillToDisk {
+            if self.config.backlog == BacklogPolicy::Overflow {
                 state.refill(capacity);
                 if state.spilling() || state.full(capacity) {
                     let seq = state.push_spilled(&message)?;
                     tracing::debug!(queue = %self.name, id = %message_id(seq), "message spilled");
-                    return Ok(Attempt::Done(Offered::Spilled(message_id(seq))));
+                    return Ok(Attempt::Done(Offered::Overflowed(message_id(seq))));
                 }
             }
             if !state.full(capacity) {
@@ -194,7 +211,7 @@ impl<M: Value> MemoryQueue<M> {
                 ))));
             }
             match self.config.backlog {
-                BacklogPolicy::Reject | BacklogPolicy::SpillToDisk => {
+                BacklogPolicy::Reject | BacklogPolicy::Overflow => {
                     tracing::debug!(queue = %self.name, "queue full, message rejected");
                     Err(Error::new(
                         ErrorKind::QueueFull,

@@ -1,4 +1,4 @@
-//! Spill files of a [`BacklogPolicy::SpillToDisk`](mod_api::BacklogPolicy) queue.
+//! Spill files of a [`BacklogPolicy::Overflow`](mod_api::BacklogPolicy) queue.
 //!
 //! # Layout
 //! One folder per queue, `<spill_dir>/<queue name>/` (characters outside

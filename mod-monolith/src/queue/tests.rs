@@ -12,11 +12,10 @@ use super::record::folder_name;
 use super::spill::Spill;
 use super::{dead_letter_config, MemoryQueue};
 
-fn spill_config(dir: &Path, capacity: usize) -> QueueConfig {
+fn spill_config(capacity: usize) -> QueueConfig {
     QueueConfig {
         capacity,
-        backlog: BacklogPolicy::SpillToDisk,
-        spill_dir: Some(dir.to_path_buf()),
+        backlog: BacklogPolicy::Overflow,
         ..QueueConfig::default()
     }
 }
@@ -65,13 +64,18 @@ impl tracing::Subscriber for ErrorCounter {
 #[tokio::test]
 async fn spill_keeps_offer_order_across_memory_and_disk() {
     let dir = tempfile::tempdir().unwrap();
-    let q = MemoryQueue::<u32>::open("orders", spill_config(dir.path(), 3), None).unwrap();
+    let q =
+        MemoryQueue::<u32>::open_with_spill_dir("orders", spill_config(3), None, Some(dir.path()))
+            .unwrap();
     for i in 0..10 {
         let offered = q.offer(i).await.unwrap();
         if i < 3 {
             assert!(matches!(offered, Offered::Enqueued(_)), "{i}: {offered:?}");
         } else {
-            assert!(matches!(offered, Offered::Spilled(_)), "{i}: {offered:?}");
+            assert!(
+                matches!(offered, Offered::Overflowed(_)),
+                "{i}: {offered:?}"
+            );
         }
     }
     assert_eq!(q.len().await.unwrap(), 10);
@@ -81,7 +85,7 @@ async fn spill_keeps_offer_order_across_memory_and_disk() {
     let first = q.poll(&c).await.unwrap().unwrap();
     assert_eq!(first.message, 0);
     assert!(q.ack_delivery(&first).await.unwrap());
-    assert!(matches!(q.offer(10).await.unwrap(), Offered::Spilled(_)));
+    assert!(matches!(q.offer(10).await.unwrap(), Offered::Overflowed(_)));
     assert_eq!(drain(&q).await, (1..11).collect::<Vec<_>>());
     assert_eq!(q.len().await.unwrap(), 0);
     assert!(
@@ -97,7 +101,13 @@ async fn spilled_messages_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut ids = Vec::new();
     {
-        let q = MemoryQueue::<u32>::open("jobs", spill_config(dir.path(), 2), None).unwrap();
+        let q = MemoryQueue::<u32>::open_with_spill_dir(
+            "jobs",
+            spill_config(2),
+            None,
+            Some(dir.path()),
+        )
+        .unwrap();
         for i in 0..8 {
             ids.push(q.offer(i).await.unwrap().id().unwrap().clone());
         }
@@ -118,7 +128,13 @@ async fn spilled_messages_survive_a_restart() {
         assert_eq!(q.len().await.unwrap(), 4);
     }
     for restart in 0..2 {
-        let q = MemoryQueue::<u32>::open("jobs", spill_config(dir.path(), 2), None).unwrap();
+        let q = MemoryQueue::<u32>::open_with_spill_dir(
+            "jobs",
+            spill_config(2),
+            None,
+            Some(dir.path()),
+        )
+        .unwrap();
         assert_eq!(
             q.len().await.unwrap(),
             4,
@@ -151,7 +167,9 @@ fn record_starts(bytes: &[u8]) -> Vec<usize> {
 async fn corrupt_and_truncated_spill_records_are_skipped() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let q = MemoryQueue::<u32>::open("bad", spill_config(dir.path(), 1), None).unwrap();
+        let q =
+            MemoryQueue::<u32>::open_with_spill_dir("bad", spill_config(1), None, Some(dir.path()))
+                .unwrap();
         for i in 0..7 {
             q.offer(1000 + i).await.unwrap();
         }
@@ -171,7 +189,7 @@ async fn corrupt_and_truncated_spill_records_are_skipped() {
     let errors = ErrorCounter::default();
     let count = errors.0.clone();
     let q = tracing::subscriber::with_default(errors, || {
-        MemoryQueue::<u32>::open("bad", spill_config(dir.path(), 1), None)
+        MemoryQueue::<u32>::open_with_spill_dir("bad", spill_config(1), None, Some(dir.path()))
     })
     .unwrap();
     assert!(
@@ -204,7 +222,7 @@ async fn an_empty_segment_is_reported_and_the_rest_recovered() {
     let errors = ErrorCounter::default();
     let count = errors.0.clone();
     let q = tracing::subscriber::with_default(errors, || {
-        MemoryQueue::<u32>::open("holes", spill_config(dir.path(), 1), None)
+        MemoryQueue::<u32>::open_with_spill_dir("holes", spill_config(1), None, Some(dir.path()))
     })
     .unwrap();
     assert!(
@@ -231,7 +249,9 @@ async fn garbage_file_recovers_nothing_and_does_not_panic() {
     )
     .unwrap();
     std::fs::write(folder.join("notes.txt"), b"ignored").unwrap();
-    let q = MemoryQueue::<u32>::open("junk", spill_config(dir.path(), 1), None).unwrap();
+    let q =
+        MemoryQueue::<u32>::open_with_spill_dir("junk", spill_config(1), None, Some(dir.path()))
+            .unwrap();
     assert_eq!(q.len().await.unwrap(), 0);
     q.offer(1).await.unwrap();
     q.offer(2).await.unwrap();
@@ -284,7 +304,7 @@ fn folder_names_stay_inside_the_spill_dir() {
 #[tokio::test]
 async fn spill_without_dir_is_invalid() {
     let config = QueueConfig {
-        backlog: BacklogPolicy::SpillToDisk,
+        backlog: BacklogPolicy::Overflow,
         ..QueueConfig::default()
     };
     let err = MemoryQueue::<u32>::open("q", config, None).unwrap_err();

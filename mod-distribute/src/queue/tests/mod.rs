@@ -240,7 +240,7 @@ async fn backlog_policies() {
     ));
 
     let spill = QueueConfig {
-        backlog: BacklogPolicy::SpillToDisk,
+        backlog: BacklogPolicy::Overflow,
         ..QueueConfig::default()
     };
     let err = RedisQueue::<u32>::open(redis.clone(), "s", spill).unwrap_err();

@@ -1,14 +1,14 @@
-//! RPC settings (distributed package): the transport, its resource bounds and
-//! their `MODKIT_RPC_*` overrides.
+//! `[rpc]`: the transport, its resource bounds and their `MODKIT_RPC_*` overrides.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use mod_api::config::{parse_duration, Section};
+use mod_api::{Error, Result};
 
-/// RPC settings (distributed package).
+/// RPC settings: section `[rpc]`.
 ///
 /// Every resource a peer can make a server hold is bounded here; the defaults
 /// are safe for a server reachable by untrusted peers.
@@ -38,11 +38,11 @@ pub struct RpcConfig {
     /// pings well within it. A connection whose peer takes none of its queued
     /// replies for this long is closed too. `0` never closes idle
     /// connections. Default 60 s.
-    #[serde(with = "super::duration")]
+    #[serde(with = "mod_api::config::duration")]
     pub idle_timeout: Duration,
     /// Time a peer has to finish a frame once its first bytes arrived; a
     /// half-sent frame older than that closes the connection. Default 10 s.
-    #[serde(with = "super::duration")]
+    #[serde(with = "mod_api::config::duration")]
     pub frame_timeout: Duration,
     /// TLS for the server and for this node's calls (`[rpc.tls]`); `None`:
     /// plain TCP.
@@ -103,12 +103,14 @@ fn number<T: std::str::FromStr>(key: &str, v: &str) -> Result<T> {
 }
 
 fn duration(key: &str, v: &str) -> Result<Duration> {
-    super::parse_duration(v).map_err(|e| Error::config(format!("{key}: {e}")))
+    parse_duration(v).map_err(|e| Error::config(format!("{key}: {e}")))
 }
 
-impl RpcConfig {
+impl Section for RpcConfig {
+    const NAME: &'static str = "rpc";
+
     /// Applies the `MODKIT_RPC_*` overrides read through `var`.
-    pub(crate) fn apply_env(&mut self, var: &impl Fn(&str) -> Option<String>) -> Result<()> {
+    fn apply_env(&mut self, var: &dyn Fn(&str) -> Option<String>) -> Result<()> {
         if let Some(v) = var("MODKIT_RPC_LISTEN") {
             self.listen = v;
         }
@@ -150,8 +152,10 @@ impl RpcConfig {
         self.apply_tls_env(var);
         Ok(())
     }
+}
 
-    fn apply_tls_env(&mut self, var: &impl Fn(&str) -> Option<String>) {
+impl RpcConfig {
+    fn apply_tls_env(&mut self, var: &dyn Fn(&str) -> Option<String>) {
         type Field = fn(&mut RpcTlsConfig) -> &mut Option<PathBuf>;
         let vars: [(&str, Field); 6] = [
             ("MODKIT_RPC_TLS_CERT", |t| &mut t.cert),
@@ -175,7 +179,7 @@ impl RpcConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use mod_api::Config;
 
     #[test]
     fn limits_from_toml_and_env() {
@@ -183,45 +187,72 @@ mod tests {
             "[rpc]\nmax_queued_reply_bytes = 1024\nidle_timeout = \"2s\"\nframe_timeout = 500\n",
         )
         .unwrap();
-        assert_eq!(c.rpc.max_queued_reply_bytes, 1024);
-        assert_eq!(c.rpc.idle_timeout, Duration::from_secs(2));
-        assert_eq!(c.rpc.frame_timeout, Duration::from_millis(500));
-        assert_eq!(c.rpc.max_connections, 1024);
-        c.apply_env(|k| match k {
-            "MODKIT_RPC_MAX_CONNECTIONS" => Some("8".into()),
-            "MODKIT_RPC_IDLE_TIMEOUT" => Some("0".into()),
-            _ => None,
-        })
+        let rpc: RpcConfig = c.section().unwrap();
+        assert_eq!(rpc.max_queued_reply_bytes, 1024);
+        assert_eq!(rpc.idle_timeout, Duration::from_secs(2));
+        assert_eq!(rpc.frame_timeout, Duration::from_millis(500));
+        assert_eq!(rpc.max_connections, 1024);
+        c.apply_env([
+            ("MODKIT_RPC_MAX_CONNECTIONS", "8"),
+            ("MODKIT_RPC_IDLE_TIMEOUT", "0"),
+        ])
         .unwrap();
-        assert_eq!(c.rpc.max_connections, 8);
-        assert_eq!(c.rpc.idle_timeout, Duration::ZERO);
-        let e = c
-            .apply_env(|k| (k == "MODKIT_RPC_MAX_CONNECTIONS").then(|| "many".into()))
-            .unwrap_err();
-        assert_eq!(e.kind(), crate::ErrorKind::Config);
-        assert!(Config::from_toml("[rpc]\nmax_conections = 3\n").is_err());
+        let rpc: RpcConfig = c.section().unwrap();
+        assert_eq!(rpc.max_connections, 8);
+        assert_eq!(rpc.idle_timeout, Duration::ZERO);
+        c.apply_env([("MODKIT_RPC_MAX_CONNECTIONS", "many")])
+            .unwrap();
+        let e = c.section::<RpcConfig>().unwrap_err();
+        assert_eq!(e.kind(), mod_api::ErrorKind::Config);
+        assert!(e.to_string().contains("MODKIT_RPC_MAX_CONNECTIONS"), "{e}");
+        let typo = Config::from_toml("[rpc]\nmax_conections = 3\n").unwrap();
+        let e = typo.section::<RpcConfig>().unwrap_err();
+        assert!(e.to_string().contains("max_conections"), "{e}");
     }
 
     #[test]
     fn tls_from_toml_and_env() {
         let mut c =
             Config::from_toml("[rpc]\ninsecure = true\n[rpc.tls]\ncert = \"/a.pem\"\n").unwrap();
-        assert!(c.rpc.insecure);
-        let tls = c.rpc.tls.clone().unwrap();
+        let rpc: RpcConfig = c.section().unwrap();
+        assert!(rpc.insecure);
+        let tls = rpc.tls.unwrap();
         assert_eq!(tls.cert, Some("/a.pem".into()));
         assert_eq!(tls.ca, None);
-        c.apply_env(|k| match k {
-            "MODKIT_RPC_TLS_CA" => Some("/ca.pem".into()),
-            "MODKIT_RPC_INSECURE" => Some("0".into()),
-            _ => None,
-        })
+        c.apply_env([
+            ("MODKIT_RPC_TLS_CA", "/ca.pem"),
+            ("MODKIT_RPC_INSECURE", "0"),
+        ])
         .unwrap();
-        assert!(!c.rpc.insecure);
-        let tls = c.rpc.tls.unwrap();
+        let rpc: RpcConfig = c.section().unwrap();
+        assert!(!rpc.insecure);
+        let tls = rpc.tls.unwrap();
         assert_eq!(
             (tls.cert, tls.ca),
             (Some("/a.pem".into()), Some("/ca.pem".into()))
         );
-        assert!(Config::from_toml("[rpc.tls]\ncertificate = \"x\"\n").is_err());
+        let typo = Config::from_toml("[rpc.tls]\ncertificate = \"x\"\n").unwrap();
+        assert!(typo.section::<RpcConfig>().is_err());
+    }
+
+    #[test]
+    fn every_field_round_trips_through_the_config() {
+        let rpc = RpcConfig {
+            advertise: Some("10.0.0.5:7000".into()),
+            secret: Some("s".into()),
+            idle_timeout: Duration::from_millis(1500),
+            tls: Some(RpcTlsConfig {
+                cert: Some("/c.pem".into()),
+                server_name: Some("node".into()),
+                ..RpcTlsConfig::default()
+            }),
+            insecure: true,
+            ..RpcConfig::default()
+        };
+        let mut c = Config::default();
+        c.set_section(&rpc);
+        assert_eq!(c.section::<RpcConfig>().unwrap(), rpc);
+        c.set_section(&RpcConfig::default());
+        assert_eq!(c.section::<RpcConfig>().unwrap(), RpcConfig::default());
     }
 }
