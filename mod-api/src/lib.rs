@@ -33,11 +33,11 @@ pub use cache::{Cache, CacheExt, CachePolicy, Cas, NearCachePolicy};
 pub use codec::{Codec, DefaultCodec};
 pub use config::Config;
 pub use error::{Error, ErrorKind, Result};
-pub use layer::Layer;
 pub use invoke::{
     Call, CallContext, Container, Dispatch, DispatchTable, Hosting, Loopback, MethodInfo, Service,
     ServiceExt, Transport,
 };
+pub use layer::Layer;
 pub use mod_api_macros::service;
 pub use queue::{
     BacklogPolicy, Consumer, Delivery, MessageId, Offered, Queue, QueueConfig, QueueExt,

@@ -20,6 +20,10 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+mod calls;
+
+pub use calls::{ClientCalls, ServerCalls, Side};
+
 /// Wraps a handle of type `B` (a block or a call seam) in behaviour of its own.
 ///
 /// `B` is unsized: `dyn Cache<V>`, `dyn Queue<M>`, `dyn SessionStore<D>`,
