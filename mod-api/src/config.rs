@@ -39,6 +39,9 @@
 //! client_ca = "/etc/shop/ca.pem"  # mutual TLS: the server requires client certificates
 //! client_cert = "/etc/shop/node.pem"
 //! client_key = "/etc/shop/node.key"
+//!
+//! [metrics]                    # facade feature `prometheus`
+//! listen = "127.0.0.1:9464"    # serves /metrics, /status, /status.json (default: off)
 //! ```
 //!
 //! Durations are written `"250ms"`, `"5s"`, `"2m"`, `"1h"`, or a bare number of
@@ -60,6 +63,7 @@
 //! | `MODKIT_RPC_MAX_QUEUED_REPLY_BYTES`, `MODKIT_RPC_MAX_CALLS_PER_CONNECTION`, `MODKIT_RPC_MAX_CONNECTIONS`, `MODKIT_RPC_IDLE_TIMEOUT`, `MODKIT_RPC_FRAME_TIMEOUT` | `rpc.*` limits |
 //! | `MODKIT_RPC_INSECURE` (`1`/`0`) | `rpc.insecure` |
 //! | `MODKIT_RPC_TLS_CERT`, `_KEY`, `_CA`, `_CLIENT_CERT`, `_CLIENT_KEY`, `_CLIENT_CA`, `_SERVER_NAME` | `rpc.tls.*` |
+//! | `MODKIT_METRICS_LISTEN` | `metrics.listen` (empty: off) |
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -70,9 +74,11 @@ use crate::backend::BackendKind;
 use crate::error::{Error, Result};
 
 mod invoke;
+mod metrics;
 mod rpc;
 
 pub use invoke::{Balance, InvokeConfig, HOST_ALL};
+pub use metrics::MetricsConfig;
 pub use rpc::{RpcConfig, RpcTlsConfig};
 
 /// The whole configuration of a modkit runtime.
@@ -94,6 +100,8 @@ pub struct Config {
     pub redis: RedisConfig,
     /// RPC transport (distributed package).
     pub rpc: RpcConfig,
+    /// The Prometheus endpoint and status page (facade feature `prometheus`).
+    pub metrics: MetricsConfig,
 }
 
 /// Registry settings.
@@ -231,6 +239,9 @@ impl Config {
             self.redis.prefix = v;
         }
         self.rpc.apply_env(&var)?;
+        if let Some(v) = var("MODKIT_METRICS_LISTEN") {
+            self.metrics.listen = Some(v).filter(|v| !v.trim().is_empty());
+        }
         Ok(())
     }
 
@@ -334,6 +345,19 @@ mod tests {
         assert_eq!(c.mode, Some(BackendKind::Monolith));
         assert!(c.invoke.hosts("Auth") && !c.invoke.hosts("Orders"));
         assert_eq!(c.redis.url, "redis://127.0.0.1:7001");
+    }
+
+    #[test]
+    fn metrics_listen_from_file_and_env() {
+        let mut c = Config::from_toml("[metrics]\nlisten = \"127.0.0.1:9464\"\n").unwrap();
+        assert_eq!(c.metrics.listen.as_deref(), Some("127.0.0.1:9464"));
+        c.apply_env(|k| (k == "MODKIT_METRICS_LISTEN").then(|| "0.0.0.0:9100".into()))
+            .unwrap();
+        assert_eq!(c.metrics.listen.as_deref(), Some("0.0.0.0:9100"));
+        c.apply_env(|k| (k == "MODKIT_METRICS_LISTEN").then(String::new))
+            .unwrap();
+        assert_eq!(c.metrics.listen, None, "empty turns it off");
+        assert!(Config::from_toml("[metrics]\nport = 1\n").is_err());
     }
 
     #[test]

@@ -20,7 +20,7 @@
 //! then: a call reads no clock and touches no metric otherwise. Failed calls
 //! look their error counter up by kind (the error path only).
 
-use std::sync::{Arc, Once};
+use std::sync::{Arc, Once, OnceLock};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -132,8 +132,8 @@ struct CallMetrics {
 struct Handles {
     methods: Box<[MethodMetrics]>,
     /// Calls of a method not declared (answered `NotFound` by a dispatcher):
-    /// one series, so a caller cannot make up labels.
-    unknown: MethodMetrics,
+    /// one series, so a caller cannot make up labels; registered on the first.
+    unknown: OnceLock<MethodMetrics>,
 }
 
 impl CallMetrics {
@@ -145,7 +145,7 @@ impl CallMetrics {
                     .iter()
                     .map(|m| MethodMetrics::new(side, service, m.name))
                     .collect(),
-                unknown: MethodMetrics::new(side, service, "unknown"),
+                unknown: OnceLock::new(),
             }
         });
         CallMetrics {
@@ -160,7 +160,10 @@ impl CallMetrics {
     fn start(&self, method: &str, payload: usize) -> Measure<'_> {
         let handles = self.handles.as_ref().map(|h| {
             let found = h.methods.iter().find(|m| m.method == method);
-            found.unwrap_or(&h.unknown)
+            found.unwrap_or_else(|| {
+                h.unknown
+                    .get_or_init(|| MethodMetrics::new(self.side, self.service, "unknown"))
+            })
         });
         if let Some(m) = handles {
             m.calls.increment(1);
