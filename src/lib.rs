@@ -114,7 +114,7 @@ impl App {
     /// With `metrics.listen` set (`MODKIT_METRICS_LISTEN`) and the `prometheus`
     /// feature, it first installs the Prometheus recorder and turns metrics on,
     /// then serves `/metrics`, `/status` and `/status.json` there (see
-    /// [`observe`](crate::observe)); an address it cannot bind fails the start
+    /// `modkit::observe`); an address it cannot bind fails the start
     /// ([`ErrorKind::Unavailable`], or [`ErrorKind::Config`] when malformed).
     /// Without the feature the setting is ignored, with a WARN.
     pub async fn start(config: Config) -> Result<App> {

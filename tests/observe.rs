@@ -43,9 +43,11 @@ impl Echo for Parrot {
 
 /// A distributed node on `redis` that calls its own services over RPC.
 fn node(redis: &RedisServer, node_id: &str) -> Config {
-    let mut config = Config::default();
-    config.mode = Some(modkit::BackendKind::Distribute);
-    config.node_id = Some(node_id.into());
+    let mut config = Config {
+        mode: Some(modkit::BackendKind::Distribute),
+        node_id: Some(node_id.into()),
+        ..Config::default()
+    };
     config.redis.url = redis.url();
     config.redis.prefix = format!("observe-{}", std::process::id());
     config.invoke.host = Some(vec!["*".into()]);
