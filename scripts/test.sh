@@ -71,6 +71,15 @@ diff <(printf '%s\n' "$mono") <(printf '%s\n' "$dist") ||
   die "the distributed shop printed another transcript than the monolith (diff above)"
 echo "same transcript as the monolith"
 
+say "shop example (distributed, feature prometheus: a process serves /metrics, checked after the scenario)"
+log="$(mktemp)"
+prom="$(cargo run -q --example shop --no-default-features --features distribute,prometheus 2>"$log")" ||
+  { cat "$log" >&2; die "the distributed shop with metrics failed (its log above)"; }
+diff <(printf '%s\n' "$mono") <(printf '%s\n' "$prom") ||
+  die "the distributed shop with metrics printed another transcript than the monolith (diff above)"
+grep 'latency histograms present' "$log" || { cat "$log" >&2; die "the shop did not check its /metrics"; }
+rm -f "$log"
+
 # The workspace run (all features) already ran tests/web.rs on both backends
 # and the browser test on the monolith; here the web example is built and
 # tested as each package ships it, the browser test on the distributed one too.

@@ -35,6 +35,8 @@ pub use mod_monolith as monolith;
 pub use mod_distribute as distribute;
 
 mod kind;
+#[cfg(feature = "prometheus")]
+pub mod observe;
 #[cfg(feature = "axum")]
 pub mod web;
 
@@ -72,6 +74,9 @@ pub mod prelude {
 #[derive(Clone)]
 pub struct App {
     backend: AppBackend,
+    /// The metrics server (`metrics.listen`), stopped with the last clone.
+    #[cfg(feature = "prometheus")]
+    observer: Option<Arc<observe::Observer>>,
 }
 
 #[derive(Clone)]
@@ -110,12 +115,62 @@ impl App {
     /// Fails with [`ErrorKind::Config`] when that package is not compiled in,
     /// or when the configuration has a section no compiled-in package reads
     /// (a misspelt `[section]`; the error lists the known ones).
+    ///
+    /// With `metrics.listen` set (`MODKIT_METRICS_LISTEN`) and the `prometheus`
+    /// feature, it first installs the Prometheus recorder and turns metrics on,
+    /// then serves `/metrics`, `/status` and `/status.json` there (see
+    /// `modkit::observe`); an address it cannot bind fails the start
+    /// ([`ErrorKind::Unavailable`], or [`ErrorKind::Config`] when malformed).
+    /// Without the feature the setting is ignored, with a WARN.
     pub async fn start(config: Config) -> Result<App> {
         let kind = BackendKind::of(&config)?;
         config.sections.check_known(kind::known_sections())?;
-        match kind {
-            BackendKind::Monolith => Self::start_monolith(config),
-            BackendKind::Distribute => Self::start_distribute(config).await,
+        // Before the backend opens anything: blocks opened earlier record nothing.
+        #[cfg(feature = "prometheus")]
+        let metrics = match &config.metrics.listen {
+            Some(listen) => Some(observe::bind(listen).await?),
+            None => None,
+        };
+        #[cfg(not(feature = "prometheus"))]
+        if let Some(listen) = &config.metrics.listen {
+            tracing::warn!(listen, "metrics.listen is set but modkit was built without the `prometheus` feature: no metrics are served");
+        }
+        #[allow(unused_mut)]
+        let mut app = match kind {
+            BackendKind::Monolith => Self::start_monolith(config)?,
+            BackendKind::Distribute => Self::start_distribute(config).await?,
+        };
+        #[cfg(feature = "prometheus")]
+        if let Some((listener, addr)) = metrics {
+            // The server's own App holds no observer: no cycle keeps it alive.
+            let served = app.clone();
+            app.observer = Some(Arc::new(observe::Observer::start(served, listener, addr)));
+        }
+        Ok(app)
+    }
+
+    fn with_backend(backend: AppBackend) -> App {
+        App {
+            backend,
+            #[cfg(feature = "prometheus")]
+            observer: None,
+        }
+    }
+
+    /// The address `/metrics` and `/status` are served on (`metrics.listen`,
+    /// with its port when that was 0); `None` when not serving.
+    #[cfg(feature = "prometheus")]
+    pub fn metrics_address(&self) -> Option<std::net::SocketAddr> {
+        self.observer.as_ref().map(|o| o.addr())
+    }
+
+    /// The distributed backend, when it is the one running.
+    #[cfg(all(feature = "prometheus", feature = "distribute"))]
+    pub(crate) fn distributed(&self) -> Option<&mod_distribute::Distributed> {
+        match &self.backend {
+            AppBackend::Distribute(d) => Some(d),
+            #[allow(unreachable_patterns)]
+            _ => None,
         }
     }
 
@@ -126,9 +181,8 @@ impl App {
 
     #[cfg(feature = "monolith")]
     fn start_monolith(config: Config) -> Result<App> {
-        Ok(App {
-            backend: AppBackend::Monolith(mod_monolith::Monolith::new(config)?),
-        })
+        let monolith = mod_monolith::Monolith::new(config)?;
+        Ok(Self::with_backend(AppBackend::Monolith(monolith)))
     }
 
     #[cfg(not(feature = "monolith"))]
@@ -140,9 +194,8 @@ impl App {
 
     #[cfg(feature = "distribute")]
     async fn start_distribute(config: Config) -> Result<App> {
-        Ok(App {
-            backend: AppBackend::Distribute(mod_distribute::Distributed::start(config).await?),
-        })
+        let distributed = mod_distribute::Distributed::start(config).await?;
+        Ok(Self::with_backend(AppBackend::Distribute(distributed)))
     }
 
     #[cfg(not(feature = "distribute"))]

@@ -9,6 +9,7 @@
 #[path = "../examples/web/app.rs"]
 #[allow(dead_code)]
 mod app;
+mod browser;
 #[path = "../examples/web/greeter.rs"]
 mod greeter;
 #[path = "../examples/web/pages.rs"]
@@ -16,10 +17,9 @@ mod pages;
 mod web_support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use axum::response::Html;
+use browser::{chromium, chromium_async};
 use modkit::prelude::*;
 use modkit::web::CookieConfig;
 use web_support::{serve_with, Package};
@@ -59,70 +59,6 @@ frame.addEventListener('load', () => {
 </script>
 </body></html>
 "#;
-
-fn chromium() -> PathBuf {
-    let path = std::env::var_os("MODKIT_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    assert!(
-        path.is_file(),
-        "headless Chromium is needed for this test and {} is missing: install it \
-         (Debian: `apt-get install -y chromium`) or set MODKIT_CHROMIUM to a Chrome/Chromium binary",
-        path.display()
-    );
-    path
-}
-
-/// Runs headless Chromium on `url` with `extra` flags (a fresh profile each
-/// time); its standard output, or a failure after `within`.
-fn run_chromium(url: &str, extra: &[String], within: Duration) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let mut child = Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            // Virtual time waits for the page's navigations before the dump.
-            "--virtual-time-budget=15000",
-            "--window-size=800,600",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(extra)
-        .arg(url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", chromium().display()));
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > within {
-            let _ = child.kill();
-            panic!("chromium did not finish within {within:?} on {url}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "chromium failed ({}): {}\n{stdout}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-async fn chromium_async(url: String, extra: Vec<String>) -> String {
-    tokio::task::spawn_blocking(move || run_chromium(&url, &extra, Duration::from_secs(60)))
-        .await
-        .unwrap()
-}
 
 fn artefacts() -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-browser");

@@ -22,6 +22,9 @@
 //! - `--rounds N`, `--slice-ms M`: override the plan.
 //! - `--only modkit|peer`: run one side of each comparison, for a profiler
 //!   (prints `only …` lines, not `compare` lines).
+//! - `--metrics`: install the Prometheus recorder and turn modkit's metrics on
+//!   before the run (`modkit::observe::install_prometheus`), to compare the
+//!   same targets with metrics on and off (the header says which).
 //! - Without `--bench` (as `cargo test -p modkit-benches --benches` runs it): one tiny round of
 //!   everything, a smoke test whose numbers mean nothing.
 
@@ -54,6 +57,8 @@ struct Args {
     slice_ms: Option<u64>,
     /// `--only modkit|peer`: run one side of each comparison (for profilers).
     only: Option<Only>,
+    /// `--metrics`: record modkit's metrics (Prometheus recorder) during the run.
+    metrics: bool,
     filter: Option<String>,
 }
 
@@ -65,12 +70,14 @@ fn args() -> Args {
         rounds: None,
         slice_ms: None,
         only: None,
+        metrics: false,
         filter: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => args.quick = true,
+            "--metrics" => args.metrics = true,
             "--bench" => args.smoke = false,
             "--threads" => {
                 args.threads = it.next().and_then(|n| n.parse().ok()).unwrap_or(2).max(1);
@@ -120,6 +127,19 @@ fn main() -> ExitCode {
     println!(
         "runtime: tokio multi_thread worker_threads={} (one runtime for both sides of every comparison)",
         args.threads
+    );
+    if args.metrics {
+        if let Err(e) = modkit::observe::install_prometheus() {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    println!(
+        "metrics: {}",
+        match modkit::layer::metrics_enabled() {
+            true => "on (--metrics: Prometheus recorder installed, enable_metrics called)",
+            false => "off (no recorder; pass --metrics to turn them on)",
+        }
     );
     let mut plan = if args.smoke {
         Plan::smoke()

@@ -39,6 +39,8 @@ pub fn wanted(config: &Config) -> bool {
 pub struct Deployment {
     children: Vec<(String, Child)>,
     replicas: BTreeMap<String, usize>,
+    /// With feature `prometheus`: the first process's node and metrics address.
+    metrics: Option<(String, String)>,
     _redis: Option<RedisServer>,
 }
 
@@ -75,13 +77,25 @@ impl Deployment {
         let exe = std::env::current_exe()?;
         let mut children = Vec::new();
         let mut replicas = BTreeMap::new();
+        let mut metrics = None;
         for spec in &file.process {
             for service in &spec.services {
                 *replicas.entry(service.clone()).or_insert(0) += spec.replicas;
             }
             for i in 0..spec.replicas {
                 let node = format!("{}-{i}", spec.name);
-                let child = Command::new(&exe)
+                let mut command = Command::new(&exe);
+                if cfg!(feature = "prometheus") && metrics.is_none() {
+                    // The first process serves its metrics (a free port now;
+                    // a race with another program taking it is harmless here).
+                    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                        .local_addr()?
+                        .port();
+                    let addr = format!("127.0.0.1:{port}");
+                    command.env("MODKIT_METRICS_LISTEN", &addr);
+                    metrics = Some((node.clone(), addr));
+                }
+                let child = command
                     .env("MODKIT_SHOP_ROLE", "serve")
                     .env("MODKIT_MODE", "distribute")
                     .env("MODKIT_HOST", spec.services.join(","))
@@ -103,6 +117,7 @@ impl Deployment {
         Ok(Deployment {
             children,
             replicas,
+            metrics,
             _redis: redis,
         })
     }
@@ -130,6 +145,47 @@ impl Deployment {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+        Ok(())
+    }
+
+    /// Reads the `/metrics` of the process that serves them (feature
+    /// `prometheus`) after the scenario: its services' per-method call
+    /// counters and latency histograms must be there. Reports on stderr (the
+    /// transcript on stdout is the same with and without metrics).
+    #[cfg(feature = "prometheus")]
+    pub async fn check_metrics(&self) -> Result<()> {
+        use crate::scrape::{get, value};
+        let Some((node, addr)) = &self.metrics else {
+            return Ok(());
+        };
+        let text = get(addr, "/metrics").await?;
+        let server =
+            |service, method| [("service", service), ("method", method), ("side", "server")];
+        let calls = |service, method| value(&text, "modkit_calls_total", &server(service, method));
+        let list = calls("shop.Catalog", "list").unwrap_or(0.0);
+        let logins = calls("shop.Auth", "login").unwrap_or(0.0);
+        let refused = [
+            server("shop.Auth", "login").as_slice(),
+            &[("kind", "application")],
+        ]
+        .concat();
+        let refused = value(&text, "modkit_call_errors_total", &refused).unwrap_or(0.0);
+        let latency = [server("shop.Auth", "login").as_slice(), &[("le", "+Inf")]].concat();
+        let timed = value(&text, "modkit_call_seconds_bucket", &latency).unwrap_or(0.0);
+        if list < 1.0 || logins < 2.0 || refused < 1.0 || timed != logins {
+            return Err(Error::internal(format!(
+                "{node}'s /metrics lacks the scenario's calls (Catalog.list {list}, Auth.login {logins}, \
+                 refused {refused}, timed {timed}):\n{text}"
+            )));
+        }
+        let methods = text
+            .lines()
+            .filter(|l| l.starts_with("modkit_calls_total{") && l.contains("side=\"server\""))
+            .count();
+        eprintln!(
+            "shop: metrics of {node} at http://{addr}/metrics: {methods} server methods counted, \
+             Auth.login {logins} calls ({refused} refused), latency histograms present"
+        );
         Ok(())
     }
 

@@ -9,10 +9,16 @@
 //!
 //! It plays a fixed scenario and prints a transcript; ids that vary between runs
 //! are masked, so two runs print the same text. `RUST_LOG=debug` shows the spans.
+//!
+//! Built with `--features distribute,prometheus`, the deployment's first
+//! process serves `/metrics` and `/status`, and the scenario ends by checking
+//! that process's per-method counters and latency histograms.
 
 #[cfg(feature = "distribute")]
 mod deploy;
 mod impls;
+#[cfg(all(feature = "distribute", feature = "prometheus"))]
+mod scrape;
 mod services;
 
 use std::sync::Arc;
@@ -53,7 +59,12 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         deployment.wait_ready(&app).await?;
     }
 
-    let played = play(&app).await;
+    #[allow(unused_mut)]
+    let mut played = play(&app).await;
+    #[cfg(all(feature = "distribute", feature = "prometheus"))]
+    if let (Ok(()), Some(deployment)) = (&played, &deployment) {
+        played = deployment.check_metrics().await.map_err(Into::into);
+    }
 
     if let Some(worker) = worker {
         worker.abort();

@@ -220,6 +220,16 @@ pub type DefaultCodec = Bincode;
 #[cfg(feature = "postcard")]
 pub type DefaultCodec = Postcard;
 
+/// Whether `reply`, a method's `Result<T, E>` as a dispatcher encodes it,
+/// holds the method's own error (`Err`): what call metrics count as an
+/// `application` error without decoding `T` or `E`.
+///
+/// Both codecs write an enum's variant index first, as a varint: `Ok` is a
+/// first byte 0, `Err` a first byte 1.
+pub fn reply_is_err(reply: &[u8]) -> bool {
+    reply.first() == Some(&1)
+}
+
 /// Encodes with [`DefaultCodec`].
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     DefaultCodec::encode(value)

@@ -18,6 +18,9 @@
 //!
 //! [broker]                     # a backend's own section (see "Sections" below)
 //! url = "…"
+//!
+//! [metrics]                    # facade feature `prometheus`
+//! listen = "127.0.0.1:9464"    # serves /metrics, /status, /status.json (default: off)
 //! ```
 //!
 //! Durations are written `"250ms"`, `"5s"`, `"2m"`, `"1h"`, or a bare number of
@@ -33,6 +36,7 @@
 //! | `MODKIT_HOST` | `invoke.host` (comma-separated; empty: host nothing; `*`: host all) |
 //! | `MODKIT_COLOCATE` | `invoke.colocate` (`true`/`false`) |
 //! | `MODKIT_REGISTRY_TTL`, `MODKIT_REGISTRY_SWEEP` | `registry.ttl`, `registry.sweep` |
+//! | `MODKIT_METRICS_LISTEN` | `metrics.listen` (empty: off) |
 //! | `MODKIT_<SECTION>_*` | a backend's section, applied by that backend ([`Section::apply_env`]) |
 //!
 //! # Sections
@@ -56,9 +60,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 mod invoke;
+mod metrics;
 mod sections;
 
 pub use invoke::{Balance, InvokeConfig, HOST_ALL};
+pub use metrics::MetricsConfig;
 pub use sections::{Section, Sections};
 
 /// The whole configuration of a modkit runtime.
@@ -80,6 +86,8 @@ pub struct Config {
     pub invoke: InvokeConfig,
     /// Registry.
     pub registry: RegistryConfig,
+    /// The Prometheus endpoint and status page (facade feature `prometheus`).
+    pub metrics: MetricsConfig,
     /// Every other top-level table: the backends' own sections.
     #[serde(flatten)]
     pub sections: Sections,
@@ -183,6 +191,9 @@ impl Config {
         }
         if let Some(v) = var("MODKIT_REGISTRY_SWEEP") {
             self.registry.sweep = dur("MODKIT_REGISTRY_SWEEP", v)?;
+        }
+        if let Some(v) = var("MODKIT_METRICS_LISTEN") {
+            self.metrics.listen = Some(v).filter(|v| !v.trim().is_empty());
         }
         self.sections.record_env(vars);
         Ok(())
@@ -289,6 +300,18 @@ mod tests {
         c.mode = Some("distribute".into());
         c.apply_env([("MODKIT_NODE_ID", "n1")]).unwrap();
         assert_eq!(c.mode.as_deref(), Some("distribute"));
+    }
+
+    #[test]
+    fn metrics_listen_from_file_and_env() {
+        let mut c = Config::from_toml("[metrics]\nlisten = \"127.0.0.1:9464\"\n").unwrap();
+        assert_eq!(c.metrics.listen.as_deref(), Some("127.0.0.1:9464"));
+        c.apply_env([("MODKIT_METRICS_LISTEN", "0.0.0.0:9100")])
+            .unwrap();
+        assert_eq!(c.metrics.listen.as_deref(), Some("0.0.0.0:9100"));
+        c.apply_env([("MODKIT_METRICS_LISTEN", "")]).unwrap();
+        assert_eq!(c.metrics.listen, None, "empty turns it off");
+        assert!(Config::from_toml("[metrics]\nport = 1\n").is_err());
     }
 
     #[test]

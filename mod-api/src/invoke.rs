@@ -80,6 +80,13 @@ pub trait Dispatch: Send + Sync {
     /// The service's name.
     fn service(&self) -> &'static str;
 
+    /// The service's methods, in declaration order: what the server-side call
+    /// metrics register their handles for. Generated dispatchers list them;
+    /// the default lists none (calls are then measured as method `unknown`).
+    fn methods(&self) -> &'static [MethodInfo] {
+        &[]
+    }
+
     /// Runs `method` with the encoded arguments; returns the encoded `Result<T, E>`.
     ///
     /// An unknown method is [`ErrorKind::NotFound`](crate::ErrorKind::NotFound);

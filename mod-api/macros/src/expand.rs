@@ -154,32 +154,26 @@ fn client(krate: &Path, item: &ItemTrait, name: &str, methods: &[Method]) -> Tok
         let decode = quote! { #decode.decode_wire(&__reply) };
         quote! {
             async fn #method(&self, #(#args: #tys),*) -> #output {
-                let __span = #krate::__private::tracing::debug_span!(
-                    "modkit.call", service = #name, method = #wire
-                );
-                let __call = async move {
-                    #uses
-                    let __payload = match #encode {
-                        ::core::result::Result::Ok(__bytes) => __bytes,
-                        ::core::result::Result::Err(__e) => return ::core::result::Result::Err(#into_err(__e)),
-                    };
-                    let __request = #krate::Call {
-                        service: #name,
-                        method: #wire,
-                        idempotent: #idempotent,
-                        payload: __payload,
-                        context: ::core::clone::Clone::clone(&self.context),
-                    };
-                    let __reply = match #krate::Transport::call(&*self.transport, __request).await {
-                        ::core::result::Result::Ok(__bytes) => __bytes,
-                        ::core::result::Result::Err(__e) => return ::core::result::Result::Err(#into_err(__e)),
-                    };
-                    match #decode {
-                        ::core::result::Result::Ok(__reply) => __reply,
-                        ::core::result::Result::Err(__e) => ::core::result::Result::Err(#into_err(__e)),
-                    }
+                #uses
+                let __payload = match #encode {
+                    ::core::result::Result::Ok(__bytes) => __bytes,
+                    ::core::result::Result::Err(__e) => return ::core::result::Result::Err(#into_err(__e)),
                 };
-                #krate::__private::tracing::Instrument::instrument(__call, __span).await
+                let __request = #krate::Call {
+                    service: #name,
+                    method: #wire,
+                    idempotent: #idempotent,
+                    payload: __payload,
+                    context: ::core::clone::Clone::clone(&self.context),
+                };
+                let __reply = match #krate::Transport::call(&*self.transport, __request).await {
+                    ::core::result::Result::Ok(__bytes) => __bytes,
+                    ::core::result::Result::Err(__e) => return ::core::result::Result::Err(#into_err(__e)),
+                };
+                match #decode {
+                    ::core::result::Result::Ok(__reply) => __reply,
+                    ::core::result::Result::Err(__e) => ::core::result::Result::Err(#into_err(__e)),
+                }
             }
         }
     });
@@ -284,6 +278,10 @@ fn dispatcher(krate: &Path, item: &ItemTrait, name: &str, methods: &[Method]) ->
         impl<__S: #ident + ?::core::marker::Sized> #krate::Dispatch for #dispatcher<__S> {
             fn service(&self) -> &'static str {
                 #name
+            }
+
+            fn methods(&self) -> &'static [#krate::MethodInfo] {
+                <dyn #ident as #krate::Service>::METHODS
             }
 
             async fn dispatch(

@@ -64,8 +64,9 @@ use proc_macro::TokenStream;
 ///   Doc comments, visibility and default method bodies are kept (a default
 ///   body runs on the server: the client sends the call like any other).
 /// - `CartClient`: implements the trait by encoding the arguments as a tuple and
-///   sending a `Call` over an `Arc<dyn Transport>` (`CartClient::new(transport)`),
-///   inside a `modkit.call` tracing span. Each call carries the client's
+///   sending a `Call` over an `Arc<dyn Transport>` (`CartClient::new(transport)`;
+///   the container and the loopback wrap that transport in the client-side call
+///   layer, with its `modkit.call` span and metrics). Each call carries the client's
 ///   `CallContext` (empty by default: the transport's deadline applies);
 ///   `with_timeout(d)` / `with_context(cx)` return a copy with another one.
 /// - A hidden provided method on the trait and a private wrapper, so that any

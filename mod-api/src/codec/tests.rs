@@ -160,3 +160,14 @@ fn check_value_size_measures_what_encode_writes() {
         exact(("s".repeat(n), n as u64));
     }
 }
+
+#[test]
+fn a_reply_tells_the_method_error_by_its_first_byte() {
+    let ok: std::result::Result<String, String> = Ok("ok".into());
+    let err: std::result::Result<String, String> = Err("no".into());
+    assert!(!reply_is_err(&encode(&ok).unwrap()));
+    assert!(reply_is_err(&encode(&err).unwrap()));
+    // A unit `Ok` and an empty reply are not errors.
+    assert!(!reply_is_err(&encode(&Ok::<(), u8>(())).unwrap()));
+    assert!(!reply_is_err(&[]));
+}

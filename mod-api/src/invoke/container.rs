@@ -8,6 +8,7 @@ use async_trait::async_trait;
 
 use super::{DispatchTable, Service, Transport};
 use crate::error::{Error, ErrorKind, Result};
+use crate::layer::{ClientCalls, Layer};
 
 /// Where services run: what a backend plugs into a [`Container`] to decide
 /// which services this process hosts, to serve and register those, and to
@@ -175,6 +176,11 @@ impl Container {
     /// Gets service `S`: the provided object itself when it is here, else a
     /// client. Per-call options (a deadline) are set on the handle with
     /// [`ServiceExt`](super::ServiceExt): `get::<dyn S>()?.with_timeout(d)`.
+    ///
+    /// A client's transport is wrapped in the client-side call layer
+    /// ([`ClientCalls`]: span, WARN on failure, metrics). The object itself
+    /// is called directly, so calls of a service in this process (the
+    /// monolith's, colocated ones) are not measured.
     pub fn get<S: Service + ?Sized>(&self) -> Result<Arc<S>> {
         let colocate = self.hosting.as_ref().is_none_or(|h| h.colocate());
         if colocate {
@@ -189,7 +195,10 @@ impl Container {
             }
         }
         match &self.hosting {
-            Some(hosting) => Ok(S::client(hosting.transport(S::NAME)?)),
+            Some(hosting) => {
+                let transport = ClientCalls::of::<S>().layer(hosting.transport(S::NAME)?);
+                Ok(S::client(transport))
+            }
             None => Err(Error::not_found(format!(
                 "service {} is not provided in this process",
                 S::NAME

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use super::{Call, DispatchTable, Service, Transport};
 use crate::error::{Error, ErrorKind, Result};
 use crate::generated::within;
+use crate::layer::{ClientCalls, Layer};
 
 /// The testing fake for services: a [`Transport`] that dispatches in this
 /// process, through the codec.
@@ -75,9 +76,10 @@ impl Loopback {
         self.table.serve(service);
     }
 
-    /// A client of `S` over this loopback.
+    /// A client of `S` over this loopback, in the client-side call layer
+    /// (as [`Container::get`](super::Container::get) gives one).
     pub fn client<S: Service + ?Sized>(&self) -> Arc<S> {
-        S::client(Arc::new(self.clone()))
+        S::client(ClientCalls::of::<S>().layer(Arc::new(self.clone())))
     }
 }
 

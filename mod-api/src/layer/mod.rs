@@ -87,11 +87,14 @@
 //! facade calls it when it installs its recorder); handles opened before that
 //! record nothing, so enable metrics before opening blocks.
 
+mod calls;
 mod check;
 mod observe;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+pub use calls::{ClientCalls, ServerCalls, Side};
 
 pub use check::CheckLayer;
 pub use observe::{refresh_gauges, HitMiss, ObserveLayer};

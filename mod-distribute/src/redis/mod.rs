@@ -55,6 +55,28 @@ struct Inner {
     /// `[redis.tls]`, for every endpoint this handle opens.
     tls: Option<TlsFiles>,
     state: RwLock<Endpoint>,
+    /// This handle in `modkit_redis_connections` (metrics on at connect).
+    open: Option<metrics::Gauge>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(gauge) = &self.open {
+            gauge.decrement(1.0);
+        }
+    }
+}
+
+/// Counts a newly connected handle in `modkit_redis_connections` (shared
+/// connections open in this process). The connection manager's own
+/// reconnects are invisible from here (redis-rs reports them only to RESP3
+/// push listeners); endpoint switches count in `modkit_redis_reconnects_total`.
+fn count_open() -> Option<metrics::Gauge> {
+    mod_api::layer::metrics_enabled().then(|| {
+        let gauge = metrics::gauge!("modkit_redis_connections");
+        gauge.increment(1.0);
+        gauge
+    })
 }
 
 #[derive(Clone)]
@@ -145,6 +167,7 @@ impl Redis {
                     limit,
                     epoch: 0,
                 }),
+                open: count_open(),
             }),
         })
     }
@@ -218,6 +241,9 @@ impl Redis {
         let mut state = self.inner.state.write().unwrap_or_else(|e| e.into_inner());
         state.epoch += 1;
         tracing::warn!(from = %redact(&state.url), to = %redact(url), epoch = state.epoch, "redis endpoint switched");
+        if mod_api::layer::metrics_enabled() {
+            metrics::counter!("modkit_redis_reconnects_total").increment(1);
+        }
         *state = Endpoint {
             url: url.to_owned(),
             client,

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::RpcConfig;
+use mod_api::layer::Side;
 use mod_api::{Call, Error, ErrorKind, Result};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -19,6 +20,7 @@ use tokio::task::AbortHandle;
 use tracing::Instrument;
 
 use super::client_task::{read_hello_answer, run};
+use super::counted::counted;
 use super::frame::{self, Request};
 use super::outbox::{Outbox, State};
 use super::pending::{Pending, Waiter};
@@ -147,7 +149,7 @@ impl RpcClient {
                 pending: Pending::new(),
                 closed: AtomicBool::new(false),
             });
-            let task = tokio::spawn(run(shared.clone(), rd, idle));
+            let task = tokio::spawn(counted(Side::Client, run(shared.clone(), rd, idle)));
             tracing::debug!(addr, "rpc connected");
             Ok(RpcClient {
                 inner: Arc::new(Inner {
@@ -189,7 +191,7 @@ impl RpcClient {
     /// Like [`call`](Self::call), borrowing the call (a caller that may retry
     /// keeps it) and ending at `deadline`; `budget` is the time left until it,
     /// which travels to the server. No span of its own: the caller's (the
-    /// service client's `modkit.call`) covers it.
+    /// client-side call layer's `modkit.call`) covers it.
     pub async fn call_within(
         &self,
         call: &Call,

@@ -24,7 +24,6 @@ use futures_util::FutureExt;
 use mod_api::{Dispatch, Error, ErrorKind, Result};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use super::frame::{self, FrameError, Head, Kind, RequestLayout, Status};
 use super::handshake::{handshake, Refusal};
@@ -368,13 +367,8 @@ fn start_call(
     // Most methods finish without waiting: run them here and spare a task.
     // One that waits goes on in a task of its own, where its deadline, a
     // CANCEL or a panic concern it alone.
-    let span = tracing::debug_span!(
-        "rpc.serve",
-        service,
-        method = layout.method(&rest),
-        call = id
-    );
-    let mut call = Box::pin(run_call(guard, dispatcher, rest, layout).instrument(span));
+    // The dispatcher's call layer (the table's) has the call's span.
+    let mut call = Box::pin(run_call(guard, dispatcher, rest, layout));
     if call.as_mut().poll(cx).is_ready() {
         return;
     }

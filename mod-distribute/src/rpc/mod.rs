@@ -55,6 +55,7 @@ use mod_api::{Call, Error, Result, Transport};
 mod client;
 mod client_task;
 mod conn;
+mod counted;
 pub mod frame;
 mod handshake;
 mod limits;

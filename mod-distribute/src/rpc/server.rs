@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::config::RpcConfig;
+use mod_api::layer::Side;
 use mod_api::{DispatchTable, Error, ErrorKind, Result};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -21,6 +22,7 @@ use tokio_rustls::{TlsAcceptor, TlsStream};
 use tracing::Instrument;
 
 use super::conn::{self, ConnState};
+use super::counted::counted;
 use super::frame;
 use super::limits::Limits;
 use super::{stream, tls, HANDSHAKE_TIMEOUT};
@@ -320,11 +322,17 @@ async fn accept_loop(shared: Arc<ServerShared>, listener: TcpListener) {
                 let (rd, wr) = stream::split_tcp(stream);
                 let state = Arc::new(ConnState::new(peer, wr));
                 let serve = conn::serve(shared.clone(), state.clone(), id, rd);
-                (Some(state), tokio::spawn(serve.instrument(span)))
+                (
+                    Some(state),
+                    tokio::spawn(counted(Side::Server, serve).instrument(span)),
+                )
             }
             Some(acceptor) => {
                 let serve = serve_tls(shared.clone(), acceptor.clone(), id, stream, peer);
-                (None, tokio::spawn(serve.instrument(span)))
+                (
+                    None,
+                    tokio::spawn(counted(Side::Server, serve).instrument(span)),
+                )
             }
         };
         conns.insert(
