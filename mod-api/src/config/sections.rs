@@ -80,11 +80,15 @@ impl Sections {
             tables.join(", ")
         };
         tracing::warn!(unknown = ?unknown, known = ?known, "unknown configuration section");
+        let read = if known.is_empty() {
+            "none".to_owned()
+        } else {
+            list(known)
+        };
         Err(Error::config(format!(
-            "unknown configuration section {}; the sections read here are [invoke], [registry]{}{}",
+            "unknown configuration section {}; the packages compiled in read {read} \
+             (besides mod-api's own, such as [invoke] and [registry])",
             list(&unknown),
-            if known.is_empty() { "" } else { ", " },
-            list(known),
         )))
     }
 }
