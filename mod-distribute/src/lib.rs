@@ -21,7 +21,7 @@ pub mod session;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mod_api::backend::OpenBlocks;
+use mod_api::backend::Node;
 use mod_api::{
     Backend, Cache, CachePolicy, Capabilities, Config, Container, Queue, QueueConfig, Registry,
     Result, SessionConfig, SessionStore, Value,
@@ -54,23 +54,18 @@ pub struct Distributed {
 }
 
 struct Inner {
-    node_id: String,
-    config: Config,
+    node: Node,
     redis_config: RedisConfig,
     redis: Redis,
-    registry: Arc<dyn Registry>,
     near: Arc<NearHub>,
     remote: Arc<RpcHosting>,
-    container: Container,
-    blocks: OpenBlocks,
 }
 
 impl std::fmt::Debug for Distributed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Distributed")
-            .field("node_id", &self.inner.node_id)
+            .field("node", &self.inner.node)
             .field("redis", &self.inner.redis)
-            .field("services", &self.inner.container.provided_names())
             .finish()
     }
 }
@@ -81,45 +76,35 @@ impl Distributed {
     /// Reads the sections `[redis]` and `[rpc]` of `config` ([`config`]); an
     /// invalid one is a [`Config`](mod_api::ErrorKind::Config) error naming it.
     pub async fn start(config: Config) -> Result<Distributed> {
-        let node_id = config.node_id();
         let redis_config: RedisConfig = config.section()?;
         let rpc_config: RpcConfig = config.section()?;
         rpc::check_config(&rpc_config)?;
         let redis = Redis::connect_with(&redis_config).await?;
-        let registry: Arc<dyn Registry> = mod_api::layer::standard(
-            RedisRegistry::start(redis.clone(), config.registry.sweep).await?,
-            usize::MAX,
-        );
+        let registry = RedisRegistry::start(redis.clone(), config.registry.sweep).await?;
         let near = NearHub::start(redis.clone()).await?;
-        let remote = Arc::new(RpcHosting::new(
-            node_id.clone(),
-            config.invoke.clone(),
-            rpc_config,
-            config.registry.ttl,
-            registry.clone(),
-        ));
+        let (invoke, ttl) = (config.invoke.clone(), config.registry.ttl);
+        let (node, remote) = Node::new(config, registry, |registry, node_id| {
+            Arc::new(RpcHosting::new(node_id, invoke, rpc_config, ttl, registry))
+        });
+        let (node_id, config) = (node.node_id(), node.config());
         tracing::info!(node_id = %node_id, redis = %self::redis::redact(&redis_config.url), host = ?config.invoke.host, "distributed node started");
         if config.invoke.host.is_none() {
             tracing::warn!(node_id = %node_id, "{UNSET_HOST_WARNING}");
         }
         Ok(Distributed {
             inner: Arc::new(Inner {
-                node_id,
+                node,
                 redis_config,
                 redis,
-                registry,
                 near,
-                container: Container::with_hosting(remote.clone()),
                 remote,
-                config,
-                blocks: OpenBlocks::default(),
             }),
         })
     }
 
     /// The configuration this node runs with.
     pub fn config(&self) -> &Config {
-        &self.inner.config
+        self.inner.node.config()
     }
 
     /// The `[redis]` section this node runs with (environment overrides applied).
@@ -158,25 +143,25 @@ impl Backend for Distributed {
     }
 
     fn node_id(&self) -> &str {
-        &self.inner.node_id
+        self.inner.node.node_id()
     }
 
     fn registry(&self) -> Arc<dyn Registry> {
-        self.inner.registry.clone()
+        self.inner.node.registry()
     }
 
     fn container(&self) -> &Container {
-        &self.inner.container
+        self.inner.node.container()
     }
 
     fn cache<V: Value>(&self, name: &str, policy: CachePolicy) -> Result<Arc<dyn Cache<V>>> {
-        self.inner
-            .blocks
-            .open("cache", name, policy.max_value_bytes, || {
-                let near = policy.near.as_ref().map(|_| self.inner.near.clone());
-                let cache = RedisCache::<V>::new(self.inner.redis.clone(), near, name, &policy)?;
-                Ok(Arc::new(cache) as Arc<dyn Cache<V>>)
-            })
+        let Inner {
+            node, redis, near, ..
+        } = &*self.inner;
+        node.cache(name, &policy, || {
+            let near = policy.near.as_ref().map(|_| near.clone());
+            RedisCache::<V>::new(redis.clone(), near, name, &policy)
+        })
     }
 
     fn sessions<D: Value>(
@@ -184,20 +169,16 @@ impl Backend for Distributed {
         name: &str,
         config: SessionConfig,
     ) -> Result<Arc<dyn SessionStore<D>>> {
-        self.inner
-            .blocks
-            .open("sessions", name, config.max_value_bytes, || {
-                let store = RedisSessions::<D>::new(self.inner.redis.clone(), name, config);
-                Ok(Arc::new(store) as Arc<dyn SessionStore<D>>)
-            })
+        let Inner { node, redis, .. } = &*self.inner;
+        node.sessions(name, config, |config| {
+            Ok(RedisSessions::<D>::new(redis.clone(), name, config))
+        })
     }
 
     fn queue<M: Value>(&self, name: &str, config: QueueConfig) -> Result<Arc<dyn Queue<M>>> {
-        self.inner
-            .blocks
-            .open("queue", name, config.max_value_bytes, || {
-                let queue = RedisQueue::<M>::open(self.inner.redis.clone(), name, config)?;
-                Ok(Arc::new(queue) as Arc<dyn Queue<M>>)
-            })
+        let Inner { node, redis, .. } = &*self.inner;
+        node.queue(name, config, |config| {
+            RedisQueue::<M>::open(redis.clone(), name, config)
+        })
     }
 }

@@ -21,7 +21,7 @@ pub mod session;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use mod_api::backend::OpenBlocks;
+use mod_api::backend::Node;
 use mod_api::{
     Backend, Cache, CachePolicy, Capabilities, Config, Container, Error, ErrorKind, Queue,
     QueueConfig, Registry, Result, SessionConfig, SessionStore, Value,
@@ -39,23 +39,12 @@ pub use session::MemorySessions;
 /// registry sweeps expired leases in a background task).
 #[derive(Clone)]
 pub struct Monolith {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    node_id: String,
-    config: Config,
-    registry: Arc<dyn Registry>,
-    container: Container,
-    blocks: OpenBlocks,
+    node: Arc<Node>,
 }
 
 impl std::fmt::Debug for Monolith {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Monolith")
-            .field("node_id", &self.inner.node_id)
-            .field("services", &self.inner.container.provided_names())
-            .finish()
+        f.debug_tuple("Monolith").field(&self.node).finish()
     }
 }
 
@@ -68,36 +57,27 @@ impl Monolith {
                 "Monolith::new must be called inside a tokio runtime",
             ));
         }
-        let node_id = config.node_id();
-        let registry: Arc<dyn Registry> =
-            mod_api::layer::standard(MemoryRegistry::new(config.registry.sweep), usize::MAX);
-        let hosting = Arc::new(LocalHosting::new(
-            registry.clone(),
-            node_id.clone(),
-            config.registry.ttl,
-        ));
-        tracing::info!(node_id = %node_id, "monolith started");
+        let registry = MemoryRegistry::new(config.registry.sweep);
+        let ttl = config.registry.ttl;
+        let (node, _) = Node::new(config, registry, |registry, node_id| {
+            Arc::new(LocalHosting::new(registry, node_id, ttl))
+        });
+        tracing::info!(node_id = %node.node_id(), "monolith started");
         Ok(Monolith {
-            inner: Arc::new(Inner {
-                node_id,
-                config,
-                registry,
-                container: Container::with_hosting(hosting),
-                blocks: OpenBlocks::default(),
-            }),
+            node: Arc::new(node),
         })
     }
 
     /// The configuration this monolith runs with.
     pub fn config(&self) -> &Config {
-        &self.inner.config
+        self.node.config()
     }
 
     /// Where queues with [`BacklogPolicy::Overflow`](mod_api::BacklogPolicy)
     /// keep their spill files, one folder per queue: `<data_dir>/spill`, or
     /// none without a `data_dir` (such a queue then fails to open).
     pub fn spill_dir(&self) -> Option<PathBuf> {
-        self.inner.config.data_dir.as_ref().map(|d| d.join("spill"))
+        self.config().data_dir.as_ref().map(|d| d.join("spill"))
     }
 }
 
@@ -109,30 +89,27 @@ impl Backend for Monolith {
     fn capabilities(&self) -> Capabilities {
         let mut claims = Capabilities::default();
         // Queue overflow goes to spill files under `data_dir`.
-        claims.durable_overflow = self.inner.config.data_dir.is_some();
+        claims.durable_overflow = self.config().data_dir.is_some();
         // moka's `max_capacity` with LRU eviction.
         claims.exact_max_entries = true;
         claims
     }
 
     fn node_id(&self) -> &str {
-        &self.inner.node_id
+        self.node.node_id()
     }
 
     fn registry(&self) -> Arc<dyn Registry> {
-        self.inner.registry.clone()
+        self.node.registry()
     }
 
     fn container(&self) -> &Container {
-        &self.inner.container
+        self.node.container()
     }
 
     fn cache<V: Value>(&self, name: &str, policy: CachePolicy) -> Result<Arc<dyn Cache<V>>> {
-        self.inner
-            .blocks
-            .open("cache", name, policy.max_value_bytes, || {
-                Ok(Arc::new(MokaCache::<V>::new(name, &policy)) as Arc<dyn Cache<V>>)
-            })
+        let node = &self.node;
+        node.cache(name, &policy, || Ok(MokaCache::<V>::new(name, &policy)))
     }
 
     fn sessions<D: Value>(
@@ -140,11 +117,10 @@ impl Backend for Monolith {
         name: &str,
         config: SessionConfig,
     ) -> Result<Arc<dyn SessionStore<D>>> {
-        self.inner
-            .blocks
-            .open("sessions", name, config.max_value_bytes, || {
-                Ok(Arc::new(MemorySessions::<D>::new(name, config)) as Arc<dyn SessionStore<D>>)
-            })
+        let node = &self.node;
+        node.sessions(name, config, |config| {
+            Ok(MemorySessions::<D>::new(name, config))
+        })
     }
 
     fn queue<M: Value>(&self, name: &str, config: QueueConfig) -> Result<Arc<dyn Queue<M>>> {
@@ -157,19 +133,13 @@ impl Backend for Monolith {
             ..QueueConfig::default()
         };
         // Open the dead-letter queue first: `open` holds the block map's lock.
-        let dlq = self.inner.blocks.open("queue", &dlq_name, usize::MAX, || {
-            Ok(Arc::new(MemoryQueue::<M>::open(&dlq_name, dlq_config, None)?) as Arc<dyn Queue<M>>)
+        let node = &self.node;
+        let dlq = node.queue(&dlq_name, dlq_config, |config| {
+            MemoryQueue::<M>::open(&dlq_name, config, None)
         })?;
-        let max_value_bytes = config.max_value_bytes;
-        self.inner.blocks.open("queue", name, max_value_bytes, || {
-            let spill_dir = self.spill_dir();
-            let queue = MemoryQueue::<M>::open_with_spill_dir(
-                name,
-                config,
-                Some(dlq),
-                spill_dir.as_deref(),
-            )?;
-            Ok(Arc::new(queue) as Arc<dyn Queue<M>>)
+        let spill_dir = self.spill_dir();
+        node.queue(name, config, |config| {
+            MemoryQueue::<M>::open_with_spill_dir(name, config, Some(dlq), spill_dir.as_deref())
         })
     }
 }

@@ -1,12 +1,4 @@
-//! The check layer: input checks that every backend applies the same way,
-//! before the backend sees the call — names and keys of the registry, and
-//! values over `max_value_bytes` (measured as the distributed backend encodes
-//! them, so both packages accept the same values). A refused call is
-//! [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) or
-//! [`ErrorKind::PayloadTooLarge`](crate::ErrorKind::PayloadTooLarge), and a
-//! never reaches the backend; the observe layer around it reports it (WARN,
-//! with the kind) as any failure. Calls that pass get the backend's own
-//! future (no allocation).
+//! The check layer: see [`CheckLayer`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +13,15 @@ use crate::registry::{checks, ConsumerInfo, Instance, Registry, Status, Watch};
 use crate::session::{Session, SessionId, SessionStore};
 use crate::Value;
 
-/// Checks input before it reaches a block (see the [module docs](self)).
+/// The check layer: input checks that every backend applies the same way,
+/// before the backend sees the call — names and keys of the registry, and
+/// values over `max_value_bytes` (measured as the distributed backend encodes
+/// them, so both packages accept the same values). A refused call is
+/// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) or
+/// [`ErrorKind::PayloadTooLarge`](crate::ErrorKind::PayloadTooLarge) and
+/// never reaches the backend; the observe layer around it reports it (WARN,
+/// with the kind) as any failure. Calls that pass get the backend's own
+/// future (no allocation).
 #[derive(Debug, Clone, Copy)]
 pub struct CheckLayer {
     max_value_bytes: usize,

@@ -9,7 +9,7 @@
 //!
 //! # The stack
 //!
-//! Every block a backend opens goes through [`Blocks`](crate::backend::Blocks),
+//! Every block a backend opens goes through [`OpenBlocks::open`](crate::backend::OpenBlocks::open),
 //! which wraps it, outermost first, in
 //!
 //! 1. [`ObserveLayer`]: a DEBUG span per operation, a WARN event per failure

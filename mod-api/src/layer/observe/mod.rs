@@ -1,20 +1,4 @@
-//! The observe layer: tracing and metrics around every block operation.
-//!
-//! - A DEBUG span `modkit.block` with `block`, `name`, `op` and the key (a
-//!   session id shows its first characters only).
-//! - A failure is a WARN event with the error kind (DEBUG for `NotFound` and
-//!   `Conflict`, outcomes the caller handles).
-//! - With metrics on ([`enable_metrics`](super::enable_metrics) before the
-//!   block opened): `modkit_block_ops_total{block,name,op}`,
-//!   `modkit_block_errors_total{block,name,op,kind}`,
-//!   `modkit_block_op_seconds{block,name,op}`; for caches
-//!   `modkit_cache_requests_total{name,result="hit"|"miss"}`; for queues
-//!   `modkit_queue_unacked{name}` (deliveries handed to this process's
-//!   consumers and not acknowledged by them) and `modkit_queue_depth{name}`
-//!   (set by [`refresh_gauges`]).
-//!
-//! When no subscriber takes WARN events and metrics are off, an operation
-//! runs as the backend's own future: the layer costs a branch.
+//! The observe layer: see [`ObserveLayer`].
 
 mod cache;
 mod probe;
@@ -35,7 +19,23 @@ pub(crate) use probe::BoxFuture;
 pub use probe::HitMiss;
 pub use queue::refresh_gauges;
 
-/// Tracing and metrics around every operation (see the [module docs](self)).
+/// The observe layer: tracing and metrics around every block operation.
+///
+/// - A DEBUG span `modkit.block` with `block`, `name`, `op` and the key (a
+///   session id shows its first characters only).
+/// - A failure is a WARN event with the error kind (DEBUG for `NotFound` and
+///   `Conflict`, outcomes the caller handles).
+/// - With metrics on ([`enable_metrics`](super::enable_metrics) before the
+///   block opened): `modkit_block_ops_total{block,name,op}`,
+///   `modkit_block_errors_total{block,name,op,kind}`,
+///   `modkit_block_op_seconds{block,name,op}`; for caches
+///   `modkit_cache_requests_total{name,result="hit"|"miss"}`; for queues
+///   `modkit_queue_unacked{name}` (deliveries handed to this process's
+///   consumers and not acknowledged by them) and `modkit_queue_depth{name}`
+///   (set by [`refresh_gauges`]).
+///
+/// When no subscriber takes WARN events and metrics are off, an operation
+/// runs as the backend's own future: the layer costs a branch.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ObserveLayer;
 
