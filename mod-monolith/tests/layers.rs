@@ -89,6 +89,7 @@ type Metric = (String, Vec<(String, String)>, DebugValue);
 
 fn monolith() -> Monolith {
     snapshotter();
+    captured();
     Monolith::new(Config::default()).expect("monolith")
 }
 
@@ -196,17 +197,26 @@ impl std::io::Write for Captured {
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn failures_are_warn_events_with_the_kind_and_outcomes_are_not() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+/// The WARN events of this test binary: a global subscriber, installed
+/// before any test's first event (a thread-local one races with the callsite
+/// interest cache when tests run in parallel).
+fn captured() -> &'static Captured {
+    static CAPTURED: OnceLock<Captured> = OnceLock::new();
+    CAPTURED.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+        captured
+    })
+}
 
+#[tokio::test]
+async fn failures_are_warn_events_with_the_kind_and_outcomes_are_not() {
     let app = monolith();
     let name = unique("layered-sessions");
     let store = app
@@ -228,7 +238,7 @@ async fn failures_are_warn_events_with_the_kind_and_outcomes_are_not() {
     let big = store.create("bob", "y".repeat(100)).await.unwrap_err();
     assert_eq!(big.kind(), ErrorKind::PayloadTooLarge);
 
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let text = String::from_utf8(captured().0.lock().unwrap().clone()).unwrap();
     let warns: Vec<&str> = text.lines().filter(|l| l.contains(&name)).collect();
     // One event per failure: the check layer refuses, the observe layer reports.
     assert_eq!(warns.len(), 1, "{text}");
