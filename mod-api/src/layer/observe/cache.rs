@@ -51,17 +51,13 @@ impl<V: Value> Cache<V> for ObservedCache<V> {
         'a: 'f,
         'b: 'f,
     {
-        if !self.probe.metered() {
-            return self.probe.observe(0, Some(key), self.inner.get(key));
-        }
-        let counted = Box::pin(async move {
-            let got = self.inner.get(key).await;
-            if let Ok(value) = &got {
+        let count = |got: &Result<Option<V>>| {
+            if let Ok(value) = got {
                 self.requests.count(value.is_some());
             }
-            got
-        });
-        self.probe.observe(0, Some(key), counted)
+        };
+        self.probe
+            .observe_then(0, Some(key), self.inner.get(key), count)
     }
 
     fn set<'a, 'b, 'f>(&'a self, key: &'b str, value: V) -> BoxFuture<'f, Result<()>>
@@ -132,14 +128,13 @@ impl<V: Value> Cache<V> for ObservedCache<V> {
             flag.store(true, Ordering::Relaxed);
             loader.await
         });
-        let counted = Box::pin(async move {
-            let got = self.inner.get_or_load(key, loader).await;
+        let count = move |got: &Result<V>| {
             if got.is_ok() {
                 self.requests.count(!loaded.load(Ordering::Relaxed));
             }
-            got
-        });
-        self.probe.observe(6, Some(key), counted)
+        };
+        let fut = self.inner.get_or_load(key, loader);
+        self.probe.observe_then(6, Some(key), fut, count)
     }
 
     fn compare_and_set<'a, 'b, 'c, 'f>(

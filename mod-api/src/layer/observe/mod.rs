@@ -16,7 +16,7 @@ use crate::session::SessionStore;
 use crate::Value;
 
 pub(crate) use probe::BoxFuture;
-pub use probe::HitMiss;
+pub use probe::{HitMiss, LATENCY_SAMPLE};
 pub use queue::refresh_gauges;
 
 /// The observe layer: tracing and metrics around every block operation.

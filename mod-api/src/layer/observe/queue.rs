@@ -121,15 +121,9 @@ impl<M: Value> Queue<M> for ObservedQueue<M> {
         'a: 'f,
         'b: 'f,
     {
-        if !self.probe.metered() {
-            return self.probe.observe(1, None, self.inner.poll(consumer));
-        }
-        let counted = Box::pin(async move {
-            let got = self.inner.poll(consumer).await;
-            self.delivered(&got);
-            got
-        });
-        self.probe.observe(1, None, counted)
+        let count = |got: &Result<Option<Delivery<M>>>| self.delivered(got);
+        self.probe
+            .observe_then(1, None, self.inner.poll(consumer), count)
     }
 
     fn poll_timeout<'a, 'b, 'f>(
@@ -141,17 +135,9 @@ impl<M: Value> Queue<M> for ObservedQueue<M> {
         'a: 'f,
         'b: 'f,
     {
-        if !self.probe.metered() {
-            return self
-                .probe
-                .observe(2, None, self.inner.poll_timeout(consumer, timeout));
-        }
-        let counted = Box::pin(async move {
-            let got = self.inner.poll_timeout(consumer, timeout).await;
-            self.delivered(&got);
-            got
-        });
-        self.probe.observe(2, None, counted)
+        let count = |got: &Result<Option<Delivery<M>>>| self.delivered(got);
+        let fut = self.inner.poll_timeout(consumer, timeout);
+        self.probe.observe_then(2, None, fut, count)
     }
 
     fn ack<'a, 'b, 'c, 'f>(
@@ -164,19 +150,13 @@ impl<M: Value> Queue<M> for ObservedQueue<M> {
         'b: 'f,
         'c: 'f,
     {
-        if !self.probe.metered() {
-            return self
-                .probe
-                .observe(3, Some(&id.0), self.inner.ack(group, id));
-        }
-        let counted = Box::pin(async move {
-            let acked = self.inner.ack(group, id).await;
+        let count = |acked: &Result<bool>| {
             if let Ok(true) = acked {
                 self.unacked.decrement(1.0);
             }
-            acked
-        });
-        self.probe.observe(3, Some(&id.0), counted)
+        };
+        self.probe
+            .observe_then(3, Some(&id.0), self.inner.ack(group, id), count)
     }
 
     fn remove<'a, 'b, 'f>(&'a self, id: &'b MessageId) -> BoxFuture<'f, Result<bool>>
