@@ -29,6 +29,7 @@ fn snapshotter() -> &'static Snapshotter {
 
 /// Every metric whose `name` label is `name`: (metric, labels other than `name`, value).
 fn metrics_of(name: &str) -> Vec<Metric> {
+    mod_api::layer::flush_counts();
     snapshotter()
         .snapshot()
         .into_vec()

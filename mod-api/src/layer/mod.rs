@@ -97,7 +97,7 @@ use std::sync::Arc;
 pub use calls::{ClientCalls, ServerCalls, Side};
 
 pub use check::CheckLayer;
-pub use observe::{refresh_gauges, HitMiss, ObserveLayer, LATENCY_SAMPLE};
+pub use observe::{flush_counts, refresh_gauges, HitMiss, ObserveLayer, LATENCY_SAMPLE};
 
 /// `inner` in the standard stack: [`ObserveLayer`] around [`CheckLayer`]
 /// (values limited to `max_value_bytes`) around the backend's block.

@@ -5,6 +5,7 @@ mod probe;
 mod queue;
 mod registry;
 mod session;
+mod sharded;
 
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use crate::Value;
 pub(crate) use probe::BoxFuture;
 pub use probe::{HitMiss, LATENCY_SAMPLE};
 pub use queue::refresh_gauges;
+pub use sharded::flush_counts;
 
 /// The observe layer: tracing and metrics around every block operation.
 ///

@@ -5,9 +5,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use metrics::{Counter, Histogram};
+use metrics::Histogram;
 use tracing::{Instrument, Level};
 
+use super::sharded::Sharded;
 use crate::error::{ErrorKind, Result};
 
 /// A boxed, sendable future: what `async_trait` methods return.
@@ -34,7 +35,7 @@ fn sampled() -> bool {
 
 /// The metric handles of one operation, registered once when the block opens.
 struct OpMeter {
-    calls: Counter,
+    calls: Arc<Sharded>,
     seconds: Histogram,
 }
 
@@ -57,7 +58,7 @@ impl Probe {
         let meters = if super::super::metrics_enabled() {
             ops.iter()
                 .map(|op| OpMeter {
-                    calls: metrics::counter!("modkit_block_ops_total", "block" => block, "name" => name.to_owned(), "op" => *op),
+                    calls: Sharded::counter(metrics::counter!("modkit_block_ops_total", "block" => block, "name" => name.to_owned(), "op" => *op)),
                     seconds: metrics::histogram!("modkit_block_op_seconds", "block" => block, "name" => name.to_owned(), "op" => *op),
                 })
                 .collect()
@@ -134,7 +135,7 @@ impl Probe {
     /// latency is measured).
     fn record<T>(&self, op: usize, start: Option<Instant>, outcome: &Result<T>) {
         if let Some(meter) = self.meters.get(op) {
-            meter.calls.increment(1);
+            meter.calls.add(1);
             if let Some(start) = start {
                 meter.seconds.record(start.elapsed().as_secs_f64());
             }
@@ -154,30 +155,30 @@ impl Probe {
     }
 }
 
-/// Handles for a pair of hit/miss counters (`metric{name, result}`), noops
-/// when metrics are off.
+/// A pair of hit/miss counters (`metric{name, result}`), sharded (see
+/// [`flush_counts`](super::flush_counts)); nothing while metrics are off.
 pub struct HitMiss {
-    hit: Counter,
-    miss: Counter,
+    counts: Option<(Arc<Sharded>, Arc<Sharded>)>,
 }
 
 impl HitMiss {
     /// The counters `metric{name, result="hit"|"miss"}`.
     pub fn new(metric: &'static str, name: &str) -> HitMiss {
-        if !super::super::metrics_enabled() {
-            return HitMiss {
-                hit: Counter::noop(),
-                miss: Counter::noop(),
+        let counts = super::super::metrics_enabled().then(|| {
+            let count = |result: &'static str| {
+                Sharded::counter(
+                    metrics::counter!(metric, "name" => name.to_owned(), "result" => result),
+                )
             };
-        }
-        HitMiss {
-            hit: metrics::counter!(metric, "name" => name.to_owned(), "result" => "hit"),
-            miss: metrics::counter!(metric, "name" => name.to_owned(), "result" => "miss"),
-        }
+            (count("hit"), count("miss"))
+        });
+        HitMiss { counts }
     }
 
     /// Counts one hit (`true`) or miss.
     pub fn count(&self, hit: bool) {
-        if hit { &self.hit } else { &self.miss }.increment(1);
+        if let Some((hits, misses)) = &self.counts {
+            if hit { hits } else { misses }.add(1);
+        }
     }
 }

@@ -4,9 +4,8 @@
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use metrics::Gauge;
-
 use super::probe::{BoxFuture, Probe};
+use super::sharded::Sharded;
 use crate::error::Result;
 use crate::queue::{Consumer, Delivery, MessageId, Offered, Queue};
 use crate::Value;
@@ -17,30 +16,27 @@ const OPS: &[&str] = &["offer", "poll", "poll_timeout", "ack", "remove", "len"];
 pub(super) struct ObservedQueue<M> {
     inner: Arc<dyn Queue<M>>,
     probe: Probe,
-    /// Deliveries handed to this process's consumers and not acknowledged by them.
-    unacked: Gauge,
-    depth: Gauge,
+    /// Deliveries handed to this process's consumers and not acknowledged
+    /// by them; the depth gauge. `None` while metrics are off.
+    gauges: Option<(Arc<Sharded>, metrics::Gauge)>,
 }
 
 impl<M: Value> ObservedQueue<M> {
     /// `inner` observed; with metrics on, also listed for [`refresh_gauges`].
     pub(super) fn wrap(inner: Arc<dyn Queue<M>>) -> Arc<dyn Queue<M>> {
         let probe = Probe::new("queue", inner.name(), OPS);
-        let (unacked, depth) = if probe.metered() {
+        let gauges = probe.metered().then(|| {
             let name = inner.name().to_owned();
             (
-                metrics::gauge!("modkit_queue_unacked", "name" => name.clone()),
+                Sharded::gauge(metrics::gauge!("modkit_queue_unacked", "name" => name.clone())),
                 metrics::gauge!("modkit_queue_depth", "name" => name),
             )
-        } else {
-            (Gauge::noop(), Gauge::noop())
-        };
+        });
         let metered = probe.metered();
         let queue = Arc::new(ObservedQueue {
             inner,
             probe,
-            unacked,
-            depth,
+            gauges,
         });
         if metered {
             let weak = Arc::downgrade(&queue);
@@ -50,8 +46,8 @@ impl<M: Value> ObservedQueue<M> {
     }
 
     fn delivered(&self, got: &Result<Option<Delivery<M>>>) {
-        if let Ok(Some(_)) = got {
-            self.unacked.increment(1.0);
+        if let (Ok(Some(_)), Some((unacked, _))) = (got, &self.gauges) {
+            unacked.add(1);
         }
     }
 }
@@ -65,7 +61,11 @@ impl<M: Value> Sampled for ObservedQueue<M> {
     fn sample(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             match tokio::time::timeout(Duration::from_secs(1), self.inner.len()).await {
-                Ok(Ok(len)) => self.depth.set(len as f64),
+                Ok(Ok(len)) => {
+                    if let Some((_, depth)) = &self.gauges {
+                        depth.set(len as f64);
+                    }
+                }
                 Ok(Err(e)) => {
                     tracing::debug!(queue = self.probe.name(), error = %e, "queue depth not sampled")
                 }
@@ -85,10 +85,13 @@ fn lock_sampled() -> std::sync::MutexGuard<'static, Vec<Weak<dyn Sampled>>> {
     SAMPLED.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Sets the sampled gauges (`modkit_queue_depth` of every open, metered
-/// queue: one `len()` each, at most 1 s) — what a metrics endpoint calls
-/// before it renders. Does nothing while metrics are off.
+/// Brings modkit's metrics up to date — what a metrics endpoint calls
+/// before it renders: moves the sharded counts into the recorder
+/// ([`flush_counts`](super::flush_counts)) and sets the sampled gauges
+/// (`modkit_queue_depth` of every open, metered queue: one `len()` each, at
+/// most 1 s). Does nothing while metrics are off.
 pub async fn refresh_gauges() {
+    super::flush_counts();
     let live: Vec<Arc<dyn Sampled>> = {
         let mut sampled = lock_sampled();
         sampled.retain(|w| w.strong_count() > 0);
@@ -151,8 +154,8 @@ impl<M: Value> Queue<M> for ObservedQueue<M> {
         'c: 'f,
     {
         let count = |acked: &Result<bool>| {
-            if let Ok(true) = acked {
-                self.unacked.decrement(1.0);
+            if let (Ok(true), Some((unacked, _))) = (acked, &self.gauges) {
+                unacked.add(-1);
             }
         };
         self.probe
