@@ -44,6 +44,10 @@ thread_local! {
 /// Every live sharded count, for [`flush_counts`].
 static LIVE: Mutex<Vec<Weak<Sharded>>> = Mutex::new(Vec::new());
 
+/// Held for a whole [`flush_counts`], so that when one returns, a count taken
+/// from its shard by a concurrent flush has reached the recorder too.
+static FLUSHING: Mutex<()> = Mutex::new(());
+
 fn live() -> std::sync::MutexGuard<'static, Vec<Weak<Sharded>>> {
     LIVE.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -107,6 +111,7 @@ impl Drop for Sharded {
 /// with a recorder of your own, call either before each scrape (counts
 /// otherwise lag by at most 1024 per thread and series).
 pub fn flush_counts() {
+    let _one_at_a_time = FLUSHING.lock().unwrap_or_else(|e| e.into_inner());
     let live: Vec<Arc<Sharded>> = {
         let mut all = live();
         all.retain(|w| w.strong_count() > 0);
