@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use std::future::Future;
 
 use crate::cache::Loader;
+use crate::codec::check_value_size;
 use crate::Error;
 use tokio::sync::watch;
 
@@ -25,6 +26,10 @@ pub struct Flights<V> {
     map: Mutex<HashMap<String, watch::Receiver<Slot<V>>>>,
     /// Loads finished so far (of any key).
     finished: AtomicU64,
+    /// The cache's name and `max_value_bytes`: a loaded value over it is
+    /// returned but not filled.
+    cache: String,
+    max_value_bytes: usize,
 }
 
 /// What a caller of [`Flights::join`] does.
@@ -43,11 +48,14 @@ pub struct Leader<'a, V> {
     tx: watch::Sender<Slot<V>>,
 }
 
-impl<V> Default for Flights<V> {
-    fn default() -> Self {
+impl<V> Flights<V> {
+    /// The flights of cache `cache`, whose values are limited to `max_value_bytes`.
+    pub fn new(cache: &str, max_value_bytes: usize) -> Self {
         Flights {
             map: Mutex::new(HashMap::new()),
             finished: AtomicU64::new(0),
+            cache: cache.to_owned(),
+            max_value_bytes,
         }
     }
 }
@@ -120,7 +128,9 @@ pub async fn follow<V: Clone>(mut rx: watch::Receiver<Slot<V>>) -> Option<Result
 
 /// [`Cache::get_or_load`](crate::Cache::get_or_load) on top of a backend's
 /// `read` (the entry now, `None` on a miss) and `fill` (stores a loaded
-/// value; it handles its own failures: the caller gets the value anyway).
+/// value; it handles its own failures: the caller gets the value anyway). A
+/// loaded value over the cache's `max_value_bytes` is returned, not filled
+/// (a WARN says so).
 ///
 /// A hit returns at once. On a miss the caller joins the key's load: a
 /// follower waits for the leader's outcome; the leader reads once more if a
@@ -135,7 +145,7 @@ pub async fn get_or_load<V, R, RF, F, FF>(
     fill: F,
 ) -> Result<V, Error>
 where
-    V: Clone,
+    V: crate::Value,
     R: FnMut() -> RF,
     RF: Future<Output = Result<Option<V>, Error>>,
     F: FnOnce(V) -> FF,
@@ -165,7 +175,12 @@ where
         let outcome = loader.await.map_err(|e| e.to_detached());
         match &outcome {
             // Filled before the flight ends, so a later miss finds it.
-            Ok(v) => fill(v.clone()).await,
+            Ok(v) => match check_value_size("cache", &flights.cache, v, flights.max_value_bytes) {
+                Ok(()) => fill(v.clone()).await,
+                Err(e) => {
+                    tracing::warn!(cache = %flights.cache, error = %e, "loaded value not stored")
+                }
+            },
             Err(e) => tracing::debug!(key, kind = %e.kind(), "loader failed"),
         }
         leader.finish(&outcome);

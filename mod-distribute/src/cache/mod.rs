@@ -123,8 +123,6 @@ pub struct RedisCache<V> {
     tti_ms: Option<u64>,
     near: Option<Arc<NearCache<V>>>,
     flights: Flights<V>,
-    /// The policy's `max_value_bytes`.
-    max_value: usize,
     _values: PhantomData<fn() -> V>,
 }
 
@@ -171,8 +169,7 @@ impl<V: Value> RedisCache<V> {
             ttl_ms,
             tti_ms,
             near,
-            flights: Flights::default(),
-            max_value: policy.max_value_bytes,
+            flights: Flights::new(name, policy.max_value_bytes),
             _values: PhantomData,
         })
     }
@@ -342,14 +339,8 @@ impl<V: Value> Cache<V> for RedisCache<V> {
 
     async fn get_or_load(&self, key: &str, loader: Loader<'_, V>) -> Result<V> {
         let fill = |value: V| async move {
-            // The caller still gets the value; the cache just missed a fill
-            // (too large for `max_value_bytes`, or Redis failed).
-            let stored =
-                mod_api::codec::check_value_size("cache", self.name(), &value, self.max_value);
-            if let Err(e) = match stored {
-                Ok(()) => self.store(key, &value, self.ttl_ms, true).await,
-                Err(e) => Err(e),
-            } {
+            // The caller still gets the value; the cache just missed a fill.
+            if let Err(e) = self.store(key, &value, self.ttl_ms, true).await {
                 tracing::warn!(cache = %self.shared.name, error = %e, "loaded value not stored");
             }
         };

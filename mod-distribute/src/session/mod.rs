@@ -137,11 +137,6 @@ impl<D: Value> RedisSessions<D> {
         }
     }
 
-    /// The data's codec bytes (the check layer refused oversized data before).
-    fn encode_data(&self, data: &D) -> Result<Vec<u8>> {
-        encode_value(data)
-    }
-
     /// A session from a stored record.
     fn session(&self, id: SessionId, bytes: &[u8]) -> Result<Session<D>> {
         from_record(id, &record::parse(&self.name, bytes)?)
@@ -191,7 +186,7 @@ impl<D: Value> SessionStore<D> for RedisSessions<D> {
     }
 
     async fn create(&self, principal: &str, data: D) -> Result<Session<D>> {
-        let body = record::body(principal, &self.encode_data(&data)?)?;
+        let body = record::body(principal, &encode_value(&data)?)?;
         let (idle, abs) = (&self.idle_arg, &self.abs_arg);
         // 256 random bits never collide in practice; the script still refuses an
         // existing id rather than overwrite it, and we draw again.
@@ -280,7 +275,7 @@ impl<D: Value> SessionStore<D> for RedisSessions<D> {
     }
 
     async fn update(&self, id: &SessionId, expected_version: u64, data: D) -> Result<Session<D>> {
-        let bytes = self.encode_data(&data)?;
+        let bytes = encode_value(&data)?;
         let expected = expected_version.to_string();
         let (idle, abs) = (&self.idle_arg, &self.abs_arg);
         let args: [&[u8]; 4] = [expected.as_bytes(), &bytes, idle.as_bytes(), abs.as_bytes()];

@@ -83,8 +83,6 @@ pub struct MokaCache<V> {
     inner: moka::sync::Cache<String, Entry<V>>,
     /// The `get_or_load` calls running a loader.
     flights: Flights<V>,
-    /// The policy's `max_value_bytes`.
-    max_value: usize,
     /// Write locks by key hash (see "Compare-and-set" in the module docs).
     stripes: Box<[Mutex<()>]>,
     hasher: RandomState,
@@ -108,8 +106,7 @@ impl<V: Value> MokaCache<V> {
             name: name.to_owned(),
             ttl: policy.ttl.map(|d| d.min(MAX_DURATION)),
             inner: builder.build(),
-            flights: Flights::default(),
-            max_value: policy.max_value_bytes,
+            flights: Flights::new(name, policy.max_value_bytes),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             hasher: RandomState::new(),
         }
@@ -138,12 +135,6 @@ impl<V: Value> MokaCache<V> {
     /// expired or evicted since; exact after [`run_pending_tasks`](Self::run_pending_tasks)).
     pub fn entry_count(&self) -> u64 {
         self.inner.entry_count()
-    }
-
-    /// Refuses a value over `max_value_bytes`, measured as the distributed
-    /// backend would encode it, so both packages accept the same values.
-    fn check_size(&self, value: &V) -> Result<()> {
-        mod_api::codec::check_value_size("cache", &self.name, value, self.max_value)
     }
 
     fn entry(&self, value: V, ttl: Option<Duration>) -> Entry<V> {
@@ -201,11 +192,7 @@ impl<V: Value> Cache<V> for MokaCache<V> {
     async fn get_or_load(&self, key: &str, loader: Loader<'_, V>) -> Result<V> {
         let read = || std::future::ready(Ok(self.inner.get(key).map(|e| e.value)));
         let fill = |value: V| {
-            // Too large to cache: the caller still gets the value (as on Redis).
-            match self.check_size(&value) {
-                Ok(()) => self.insert(key, self.entry(value, None)),
-                Err(e) => tracing::warn!(cache = %self.name, error = %e, "loaded value not stored"),
-            }
+            self.insert(key, self.entry(value, None));
             std::future::ready(())
         };
         flight::get_or_load(&self.flights, key, loader, read, fill).await

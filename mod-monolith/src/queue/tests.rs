@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mod_api::{BacklogPolicy, Consumer, ErrorKind, Offered, Queue, QueueConfig, QueueExt};
+use mod_api::{BacklogPolicy, Consumer, ErrorKind, Offered, Queue, QueueConfig, QueueExt, Result};
 
 use super::record::folder_name;
 use super::spill::Spill;
@@ -18,6 +18,11 @@ fn spill_config(capacity: usize) -> QueueConfig {
         backlog: BacklogPolicy::Overflow,
         ..QueueConfig::default()
     }
+}
+
+/// Queue `name` of `capacity` that overflows into `dir`.
+fn spilling(name: &str, capacity: usize, dir: &Path) -> Result<MemoryQueue<u32>> {
+    MemoryQueue::open_with_spill_dir(name, spill_config(capacity), None, Some(dir))
 }
 
 fn spill_files(dir: &Path, name: &str) -> Vec<PathBuf> {
@@ -64,9 +69,7 @@ impl tracing::Subscriber for ErrorCounter {
 #[tokio::test]
 async fn spill_keeps_offer_order_across_memory_and_disk() {
     let dir = tempfile::tempdir().unwrap();
-    let q =
-        MemoryQueue::<u32>::open_with_spill_dir("orders", spill_config(3), None, Some(dir.path()))
-            .unwrap();
+    let q = spilling("orders", 3, dir.path()).unwrap();
     for i in 0..10 {
         let offered = q.offer(i).await.unwrap();
         if i < 3 {
@@ -101,13 +104,7 @@ async fn spilled_messages_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut ids = Vec::new();
     {
-        let q = MemoryQueue::<u32>::open_with_spill_dir(
-            "jobs",
-            spill_config(2),
-            None,
-            Some(dir.path()),
-        )
-        .unwrap();
+        let q = spilling("jobs", 2, dir.path()).unwrap();
         for i in 0..8 {
             ids.push(q.offer(i).await.unwrap().id().unwrap().clone());
         }
@@ -128,13 +125,7 @@ async fn spilled_messages_survive_a_restart() {
         assert_eq!(q.len().await.unwrap(), 4);
     }
     for restart in 0..2 {
-        let q = MemoryQueue::<u32>::open_with_spill_dir(
-            "jobs",
-            spill_config(2),
-            None,
-            Some(dir.path()),
-        )
-        .unwrap();
+        let q = spilling("jobs", 2, dir.path()).unwrap();
         assert_eq!(
             q.len().await.unwrap(),
             4,
@@ -167,9 +158,7 @@ fn record_starts(bytes: &[u8]) -> Vec<usize> {
 async fn corrupt_and_truncated_spill_records_are_skipped() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let q =
-            MemoryQueue::<u32>::open_with_spill_dir("bad", spill_config(1), None, Some(dir.path()))
-                .unwrap();
+        let q = spilling("bad", 1, dir.path()).unwrap();
         for i in 0..7 {
             q.offer(1000 + i).await.unwrap();
         }
@@ -188,10 +177,7 @@ async fn corrupt_and_truncated_spill_records_are_skipped() {
 
     let errors = ErrorCounter::default();
     let count = errors.0.clone();
-    let q = tracing::subscriber::with_default(errors, || {
-        MemoryQueue::<u32>::open_with_spill_dir("bad", spill_config(1), None, Some(dir.path()))
-    })
-    .unwrap();
+    let q = tracing::subscriber::with_default(errors, || spilling("bad", 1, dir.path())).unwrap();
     assert!(
         count.load(Ordering::SeqCst) >= 3,
         "each bad record is reported"
@@ -221,10 +207,7 @@ async fn an_empty_segment_is_reported_and_the_rest_recovered() {
 
     let errors = ErrorCounter::default();
     let count = errors.0.clone();
-    let q = tracing::subscriber::with_default(errors, || {
-        MemoryQueue::<u32>::open_with_spill_dir("holes", spill_config(1), None, Some(dir.path()))
-    })
-    .unwrap();
+    let q = tracing::subscriber::with_default(errors, || spilling("holes", 1, dir.path())).unwrap();
     assert!(
         count.load(Ordering::SeqCst) >= 1,
         "the empty segment is reported"
@@ -249,9 +232,7 @@ async fn garbage_file_recovers_nothing_and_does_not_panic() {
     )
     .unwrap();
     std::fs::write(folder.join("notes.txt"), b"ignored").unwrap();
-    let q =
-        MemoryQueue::<u32>::open_with_spill_dir("junk", spill_config(1), None, Some(dir.path()))
-            .unwrap();
+    let q = spilling("junk", 1, dir.path()).unwrap();
     assert_eq!(q.len().await.unwrap(), 0);
     q.offer(1).await.unwrap();
     q.offer(2).await.unwrap();

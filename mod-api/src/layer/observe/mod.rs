@@ -7,7 +7,7 @@ mod registry;
 mod session;
 mod sharded;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use super::Layer;
 use crate::cache::Cache;
@@ -18,8 +18,38 @@ use crate::Value;
 
 pub(crate) use probe::BoxFuture;
 pub use probe::{HitMiss, LATENCY_SAMPLE};
-pub use queue::refresh_gauges;
 pub use sharded::flush_counts;
+
+/// Brings modkit's metrics up to date — what a metrics endpoint calls
+/// before it renders: moves the sharded counts into the recorder
+/// ([`flush_counts`]) and sets the sampled gauges (`modkit_queue_depth` of
+/// every open, metered queue: one `len()` each, at most 1 s). Does nothing
+/// while metrics are off.
+pub async fn refresh_gauges() {
+    flush_counts();
+    queue::sample_depths().await;
+}
+
+/// Things of this process that a scrape visits (queues to sample, counts to
+/// flush), held weakly: a dropped one leaves the list at the next visit.
+struct Registered<T: ?Sized>(Mutex<Vec<Weak<T>>>);
+
+impl<T: ?Sized> Registered<T> {
+    const fn new() -> Self {
+        Registered(Mutex::new(Vec::new()))
+    }
+
+    fn add(&self, item: Weak<T>) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(item);
+    }
+
+    /// The live ones (the lock is not held while the caller uses them).
+    fn live(&self) -> Vec<Arc<T>> {
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|w| w.strong_count() > 0);
+        all.iter().filter_map(Weak::upgrade).collect()
+    }
+}
 
 /// The observe layer: tracing and metrics around every block operation.
 ///

@@ -1,11 +1,12 @@
 //! The observe layer around a queue: spans, failures, metrics, unacknowledged
 //! deliveries and the sampled depth.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::probe::{BoxFuture, Probe};
 use super::sharded::Sharded;
+use super::Registered;
 use crate::error::Result;
 use crate::queue::{Consumer, Delivery, MessageId, Offered, Queue};
 use crate::Value;
@@ -39,8 +40,8 @@ impl<M: Value> ObservedQueue<M> {
             gauges,
         });
         if metered {
-            let weak = Arc::downgrade(&queue);
-            lock_sampled().push(weak);
+            let weak: Weak<dyn Sampled> = Arc::downgrade(&queue) as Weak<ObservedQueue<M>>;
+            SAMPLED.add(weak);
         }
         queue
     }
@@ -78,26 +79,13 @@ impl<M: Value> Sampled for ObservedQueue<M> {
     }
 }
 
-/// The metered queues of this process (dropped ones are pruned when sampled).
-static SAMPLED: Mutex<Vec<Weak<dyn Sampled>>> = Mutex::new(Vec::new());
+/// The metered queues of this process.
+static SAMPLED: Registered<dyn Sampled> = Registered::new();
 
-fn lock_sampled() -> std::sync::MutexGuard<'static, Vec<Weak<dyn Sampled>>> {
-    SAMPLED.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Brings modkit's metrics up to date — what a metrics endpoint calls
-/// before it renders: moves the sharded counts into the recorder
-/// ([`flush_counts`](super::flush_counts)) and sets the sampled gauges
-/// (`modkit_queue_depth` of every open, metered queue: one `len()` each, at
-/// most 1 s). Does nothing while metrics are off.
-pub async fn refresh_gauges() {
-    super::flush_counts();
-    let live: Vec<Arc<dyn Sampled>> = {
-        let mut sampled = lock_sampled();
-        sampled.retain(|w| w.strong_count() > 0);
-        sampled.iter().filter_map(Weak::upgrade).collect()
-    };
-    for queue in live {
+/// Sets `modkit_queue_depth` of every open, metered queue (one `len()`
+/// each, at most 1 s).
+pub(super) async fn sample_depths() {
+    for queue in SAMPLED.live() {
         queue.sample().await;
     }
 }

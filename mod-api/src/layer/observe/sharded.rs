@@ -6,7 +6,9 @@
 //! in-memory block operation when two cores take turns with its cache line.
 
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
+
+use super::Registered;
 
 use metrics::{Counter, Gauge};
 
@@ -42,15 +44,11 @@ thread_local! {
 }
 
 /// Every live sharded count, for [`flush_counts`].
-static LIVE: Mutex<Vec<Weak<Sharded>>> = Mutex::new(Vec::new());
+static LIVE: Registered<Sharded> = Registered::new();
 
 /// Held for a whole [`flush_counts`], so that when one returns, a count taken
 /// from its shard by a concurrent flush has reached the recorder too.
 static FLUSHING: Mutex<()> = Mutex::new(());
-
-fn live() -> std::sync::MutexGuard<'static, Vec<Weak<Sharded>>> {
-    LIVE.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 impl Sharded {
     /// A sharded count in front of `counter`.
@@ -68,7 +66,7 @@ impl Sharded {
             shards: Default::default(),
             sink,
         });
-        live().push(Arc::downgrade(&sharded));
+        LIVE.add(Arc::downgrade(&sharded));
         sharded
     }
 
@@ -112,12 +110,7 @@ impl Drop for Sharded {
 /// otherwise lag by at most 1024 per thread and series).
 pub fn flush_counts() {
     let _one_at_a_time = FLUSHING.lock().unwrap_or_else(|e| e.into_inner());
-    let live: Vec<Arc<Sharded>> = {
-        let mut all = live();
-        all.retain(|w| w.strong_count() > 0);
-        all.iter().filter_map(Weak::upgrade).collect()
-    };
-    for sharded in live {
+    for sharded in LIVE.live() {
         sharded.flush();
     }
 }
