@@ -5,13 +5,13 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mod_distribute::Distributed;
+use mod_distribute::{Distributed, RedisConfig, RedisServer};
 use mod_monolith::Monolith;
 use modkit::{Backend, BacklogPolicy, Config, Consumer, Queue, QueueConfig, QueueExt};
 use redis::aio::MultiplexedConnection;
 
 use crate::fixtures::{node_config, payload};
-use crate::harness::{compare, concurrent, side, BoxFut, Plan};
+use crate::harness::{compare, concurrent, side, BoxFut, Plan, Side};
 use crate::{timed_loop, BenchResult};
 
 /// The bound on both sides of `queue.monolith`.
@@ -113,28 +113,15 @@ type ReadReply = Option<Vec<(String, Vec<(String, Vec<Vec<u8>>)>)>>;
 /// (modkit pools up to 64 such connections per queue). The raw side does not
 /// check capacity, count deliveries, redeliver or delete acknowledged entries,
 /// which modkit's scripts do; it trims its stream before each round (untimed).
+///
+/// `queue.redis.c64.wait1`: the same modkit loop with `[redis] wait_replicas
+/// = 1` (a replica of the bench's Redis started for it, on loopback), against
+/// the same raw peer: the line is the cost of confirmed offers and acks.
 pub async fn redis(plan: Plan, url: &str, prefix: &str) -> BenchResult {
     let node = Distributed::start(node_config(url, prefix, "queue", &[])).await?;
     let queue: Arc<dyn Queue<Vec<u8>>> = node.queue("benchq", QueueConfig::default())?;
     let p = Arc::new(payload());
-
-    let modkit = {
-        let (queue, p) = (queue.clone(), p.clone());
-        side(move |dur| {
-            let (queue, p) = (queue.clone(), p.clone());
-            Box::pin(concurrent(C64, dur, move |w, dur| {
-                let (q, p) = (queue.clone(), p.clone());
-                async move {
-                    let me = Consumer::new("bench", format!("w{w}"));
-                    timed_loop!(dur, 1, {
-                        q.offer(p.to_vec()).await.unwrap();
-                        let d = q.take(&me).await.unwrap();
-                        black_box(q.ack_delivery(&d).await.unwrap());
-                    })
-                }
-            }))
-        })
-    };
+    let modkit = offer_take_ack(queue, p.clone());
 
     let client = redis::Client::open(url)?;
     let shared = client.get_multiplexed_async_connection().await?;
@@ -171,8 +158,62 @@ pub async fn redis(plan: Plan, url: &str, prefix: &str) -> BenchResult {
             .await
         })
     });
-    compare(plan, "queue.redis.c64", "redis-rs", modkit, peer).await;
+    compare(plan, "queue.redis.c64", "redis-rs", modkit, peer.clone()).await;
+
+    let replica = replica_of(url).await?;
+    let mut config = node_config(url, prefix, "queue-wait", &[]);
+    config.edit_section(|r: &mut RedisConfig| r.wait_replicas = 1)?;
+    let node = Distributed::start(config).await?;
+    let queue: Arc<dyn Queue<Vec<u8>>> = node.queue("benchq-wait", QueueConfig::default())?;
+    let waiting = offer_take_ack(queue, Arc::new(payload()));
+    compare(plan, "queue.redis.c64.wait1", "redis-rs", waiting, peer).await;
+    drop(replica);
     Ok(())
+}
+
+/// 64 loops of (offer, take, ack) on `queue`.
+fn offer_take_ack(queue: Arc<dyn Queue<Vec<u8>>>, p: Arc<Vec<u8>>) -> Side {
+    side(move |dur| {
+        let (queue, p) = (queue.clone(), p.clone());
+        Box::pin(concurrent(C64, dur, move |w, dur| {
+            let (q, p) = (queue.clone(), p.clone());
+            async move {
+                let me = Consumer::new("bench", format!("w{w}"));
+                timed_loop!(dur, 1, {
+                    q.offer(p.to_vec()).await.unwrap();
+                    let d = q.take(&me).await.unwrap();
+                    black_box(q.ack_delivery(&d).await.unwrap());
+                })
+            }
+        }))
+    })
+}
+
+/// A `redis-server` replicating from the one at `url`, once its link is up.
+async fn replica_of(url: &str) -> Result<RedisServer, crate::BoxError> {
+    let port = url
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('/');
+    let replica = RedisServer::start_with_args(&["--replicaof", "127.0.0.1", port])?;
+    let mut conn = redis::Client::open(replica.url())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let start = Instant::now();
+    loop {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut conn)
+            .await?;
+        if info.contains("master_link_status:up") {
+            return Ok(replica);
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            return Err(format!("the replica never linked to {url}: {info}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn raw_loop(

@@ -5,6 +5,8 @@
 //! [redis]
 //! url = "redis://127.0.0.1:6379"  # user:password@ for AUTH/ACL; rediss:// for TLS
 //! prefix = "modkit"
+//! wait_replicas = 0            # >0: acknowledged writes wait for this many replicas (WAIT)
+//! wait_timeout = "1s"          # how long they wait; then a retryable Timeout
 //!
 //! [redis.tls]                  # PEM files, with a rediss:// URL (default: the system roots)
 //! ca = "/etc/shop/redis-ca.pem"
@@ -35,6 +37,7 @@
 //! | variable | field |
 //! |---|---|
 //! | `MODKIT_REDIS_URL`, `MODKIT_REDIS_PREFIX` | `redis.url`, `redis.prefix` |
+//! | `MODKIT_REDIS_WAIT_REPLICAS`, `MODKIT_REDIS_WAIT_TIMEOUT` | `redis.wait_replicas`, `redis.wait_timeout` |
 //! | `MODKIT_REDIS_TLS_CA`, `MODKIT_REDIS_TLS_CERT`, `MODKIT_REDIS_TLS_KEY` | `redis.tls.*` |
 //! | `MODKIT_RPC_LISTEN`, `MODKIT_RPC_ADVERTISE`, `MODKIT_RPC_SECRET`, `MODKIT_RPC_MAX_FRAME_BYTES` | `rpc.*` |
 //! | `MODKIT_RPC_MAX_QUEUED_REPLY_BYTES`, `MODKIT_RPC_MAX_CALLS_PER_CONNECTION`, `MODKIT_RPC_MAX_CONNECTIONS`, `MODKIT_RPC_IDLE_TIMEOUT`, `MODKIT_RPC_FRAME_TIMEOUT` | `rpc.*` limits |
@@ -47,9 +50,10 @@
 //! `config.edit_section(|r: &mut RedisConfig| r.url = url)`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use mod_api::config::Section;
-use mod_api::Result;
+use mod_api::config::{parse_duration, Section};
+use mod_api::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 mod rpc;
@@ -72,6 +76,39 @@ pub struct RedisConfig {
     pub prefix: String,
     /// Certificates for a `rediss://` URL; without it, the system's trusted roots.
     pub tls: Option<RedisTlsConfig>,
+    /// Replicas that must confirm a write before modkit acknowledges it to
+    /// its caller (`WAIT n`): queue offer and ack, session create, update,
+    /// rotate and destroy, registry register. `0` (default): asynchronous
+    /// replication, as Redis does by itself — such a write can be lost in a
+    /// failover. See the package docs, "Durable writes".
+    pub wait_replicas: u32,
+    /// How long an acknowledged write waits for `wait_replicas` confirmations
+    /// before it fails with a retryable [`Timeout`](mod_api::ErrorKind::Timeout)
+    /// (the write is applied on the primary but not known replicated). Default
+    /// 1 s; at most 4 s (under the connection's 5 s reply timeout).
+    #[serde(with = "mod_api::config::duration")]
+    pub wait_timeout: Duration,
+}
+
+/// The longest [`RedisConfig::wait_timeout`]: the shared connection gives a
+/// reply 5 s, and `WAIT` must answer within it.
+pub const MAX_WAIT_TIMEOUT: Duration = Duration::from_secs(4);
+
+impl RedisConfig {
+    /// Refuses settings that cannot work: a `wait_timeout` of 0 (Redis would
+    /// wait forever) or above [`MAX_WAIT_TIMEOUT`] when `wait_replicas` is set.
+    pub fn validate(&self) -> Result<()> {
+        if self.wait_replicas > 0
+            && (self.wait_timeout.is_zero() || self.wait_timeout > MAX_WAIT_TIMEOUT)
+        {
+            return Err(Error::config(format!(
+                "[redis] wait_timeout must be above 0 and at most {MAX_WAIT_TIMEOUT:?} \
+                 when wait_replicas is set (got {:?})",
+                self.wait_timeout
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Default for RedisConfig {
@@ -80,6 +117,8 @@ impl Default for RedisConfig {
             url: "redis://127.0.0.1:6379".into(),
             prefix: "modkit".into(),
             tls: None,
+            wait_replicas: 0,
+            wait_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -107,6 +146,15 @@ impl Section for RedisConfig {
         if let Some(v) = var("MODKIT_REDIS_PREFIX") {
             self.prefix = v;
         }
+        if let Some(v) = var("MODKIT_REDIS_WAIT_REPLICAS") {
+            self.wait_replicas = v.trim().parse().map_err(|_| {
+                Error::config(format!("MODKIT_REDIS_WAIT_REPLICAS: not a count: {v:?}"))
+            })?;
+        }
+        if let Some(v) = var("MODKIT_REDIS_WAIT_TIMEOUT") {
+            self.wait_timeout = parse_duration(&v)
+                .map_err(|e| Error::config(format!("MODKIT_REDIS_WAIT_TIMEOUT: {e}")))?;
+        }
         type Field = fn(&mut RedisTlsConfig) -> &mut Option<PathBuf>;
         let files: [(&str, Field); 3] = [
             ("MODKIT_REDIS_TLS_CA", |t| &mut t.ca),
@@ -133,12 +181,25 @@ mod tests {
         c.apply_env([
             ("MODKIT_REDIS_URL", "redis://127.0.0.1:7001"),
             ("MODKIT_REDIS_TLS_CA", "/ca.pem"),
+            ("MODKIT_REDIS_WAIT_REPLICAS", "1"),
+            ("MODKIT_REDIS_WAIT_TIMEOUT", "250ms"),
         ])
         .unwrap();
         let redis: RedisConfig = c.section().unwrap();
         assert_eq!(redis.url, "redis://127.0.0.1:7001");
         assert_eq!(redis.prefix, "shop");
-        assert_eq!(redis.tls.unwrap().ca, Some("/ca.pem".into()));
+        assert_eq!(redis.tls.as_ref().unwrap().ca, Some("/ca.pem".into()));
+        assert_eq!(redis.wait_replicas, 1);
+        assert_eq!(redis.wait_timeout, Duration::from_millis(250));
+        redis.validate().unwrap();
+        let forever = RedisConfig {
+            wait_timeout: Duration::ZERO,
+            ..redis
+        };
+        assert_eq!(
+            forever.validate().unwrap_err().kind(),
+            mod_api::ErrorKind::Config
+        );
         let typo = Config::from_toml("[redis]\nurll = \"redis://x\"\n").unwrap();
         let e = typo.section::<RedisConfig>().unwrap_err();
         assert_eq!(e.kind(), mod_api::ErrorKind::Config);
@@ -158,6 +219,8 @@ mod tests {
                 cert: Some("/c.pem".into()),
                 key: Some("/k.pem".into()),
             }),
+            wait_replicas: 2,
+            wait_timeout: Duration::from_millis(1500),
         };
         let mut c = Config::default();
         c.set_section(&redis);

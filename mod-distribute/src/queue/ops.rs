@@ -6,7 +6,7 @@ use redis::Value as Reply;
 
 use super::batch::Batch;
 use super::scripts::{ACK_SCRIPT, OFFER_SCRIPT};
-use crate::redis::script::{evalsha, run};
+use crate::redis::script::{evalsha, run_acked};
 use crate::redis::Redis;
 
 /// What every operation of one queue needs.
@@ -55,7 +55,7 @@ impl Batch for Offers {
         for bytes in reqs {
             cmd.arg(bytes.as_slice());
         }
-        let reply: Reply = run(&mut core.redis.conn(), &OFFER_SCRIPT, &cmd).await?;
+        let reply: Reply = run_acked(&core.redis, &OFFER_SCRIPT, &cmd).await?;
         let mut items = array(reply, "offer")?.into_iter();
         let mut out = Vec::with_capacity(reqs.len());
         while let (Some(tag), Some(a), Some(b)) = (items.next(), items.next(), items.next()) {
@@ -108,7 +108,7 @@ impl Batch for Acks {
         for (group, id) in reqs {
             cmd.arg(group).arg(id);
         }
-        let reply: Reply = run(&mut core.redis.conn(), &ACK_SCRIPT, &cmd).await?;
+        let reply: Reply = run_acked(&core.redis, &ACK_SCRIPT, &cmd).await?;
         Ok(array(reply, "ack")?
             .into_iter()
             .map(|n| integer(n) == Some(1))

@@ -54,6 +54,8 @@ struct Inner {
     prefix: String,
     /// `[redis.tls]`, for every endpoint this handle opens.
     tls: Option<TlsFiles>,
+    /// `[redis] wait_replicas` / `wait_timeout`: what acknowledged writes wait for.
+    wait: Option<script::Wait>,
     state: RwLock<Endpoint>,
     /// This handle in `modkit_redis_connections` (metrics on at connect).
     open: Option<metrics::Gauge>,
@@ -133,17 +135,26 @@ impl Redis {
     /// Connects to `url`; every key this handle makes starts with `<prefix>:`.
     /// A `rediss://` URL is verified against the system's trusted roots.
     pub async fn connect(url: &str, prefix: &str) -> Result<Redis> {
-        Self::open_with(url, prefix, None).await
+        Self::open_with(url, prefix, None, None).await
     }
 
     /// Connects as `config` says: URL (with AUTH user and password, if any),
     /// prefix, and the TLS files of `[redis.tls]` for a `rediss://` URL.
+    /// With `wait_replicas` set, the writes modkit acknowledges wait for that
+    /// many replicas (see [`RedisConfig::wait_replicas`]).
     pub async fn connect_with(config: &RedisConfig) -> Result<Redis> {
+        config.validate()?;
         let tls = config.tls.as_ref().map(TlsFiles::read).transpose()?;
-        Self::open_with(&config.url, &config.prefix, tls).await
+        let wait = script::Wait::new(config.wait_replicas, config.wait_timeout);
+        Self::open_with(&config.url, &config.prefix, tls, wait).await
     }
 
-    async fn open_with(url: &str, prefix: &str, tls: Option<TlsFiles>) -> Result<Redis> {
+    async fn open_with(
+        url: &str,
+        prefix: &str,
+        tls: Option<TlsFiles>,
+        wait: Option<script::Wait>,
+    ) -> Result<Redis> {
         if prefix.is_empty() || prefix.contains(char::is_whitespace) {
             return Err(Error::config(format!(
                 "invalid redis key prefix {prefix:?}"
@@ -155,11 +166,13 @@ impl Redis {
                 .with_retryable(e.is_retryable())
                 .with_source(e)
         })?;
-        tracing::info!(url = %redact(url), %prefix, "connected to redis");
+        let wait_replicas = wait.as_ref().map_or(0, |w| w.replicas);
+        tracing::info!(url = %redact(url), %prefix, wait_replicas, "connected to redis");
         Ok(Redis {
             inner: Arc::new(Inner {
                 prefix: prefix.to_owned(),
                 tls,
+                wait,
                 state: RwLock::new(Endpoint {
                     url: url.to_owned(),
                     client,
@@ -207,6 +220,11 @@ impl Redis {
             .get_async_pubsub()
             .await
             .map_err(redis_error)
+    }
+
+    /// What acknowledged writes wait for (`None`: asynchronous replication).
+    pub(crate) fn wait(&self) -> Option<&script::Wait> {
+        self.inner.wait.as_ref()
     }
 
     /// The key prefix.

@@ -4,14 +4,19 @@
 //! whatever the connection must learn from a script's failure (a failover's
 //! `READONLY`, say) is handled in one place.
 //!
+//! [`run_acked`] is the same for the writes modkit acknowledges to its caller:
+//! with `[redis] wait_replicas` set, the script and a `WAIT` go out together.
+//!
 //! Commands are built by hand ([`evalsha`]) rather than with
 //! `Script::prepare_invoke`, which copies every key and argument once more
 //! before writing them into the command; the bytes on the wire are the same.
 
-use redis::{Cmd, FromRedisValue, Script};
+use std::time::Duration;
 
-use super::{redis_error, Conn};
-use mod_api::Result;
+use redis::{Cmd, FromRedisValue, Pipeline, Script};
+
+use super::{redis_error, Conn, Redis};
+use mod_api::{Error, Result};
 
 /// Server time in ms as Lua (`local now = …`), prepended by the cache and
 /// session scripts: one clock (Redis's) for the whole deployment.
@@ -46,6 +51,68 @@ pub(crate) async fn run<T: FromRedisValue>(
         }
         other => other.map_err(redis_error),
     }
+}
+
+/// `[redis] wait_replicas` and `wait_timeout`, as `WAIT` takes them.
+#[derive(Debug, Clone)]
+pub(crate) struct Wait {
+    pub(crate) replicas: u32,
+    timeout_ms: u64,
+}
+
+impl Wait {
+    /// `None` for 0 replicas: writes are acknowledged without waiting.
+    pub(crate) fn new(replicas: u32, timeout: Duration) -> Option<Wait> {
+        (replicas > 0).then(|| Wait {
+            replicas,
+            timeout_ms: timeout.as_millis().max(1) as u64,
+        })
+    }
+}
+
+/// [`run`] for a write modkit acknowledges to its caller: with
+/// `wait_replicas` set, `WAIT n timeout` follows the script in one pipeline on
+/// one connection — so it waits for exactly this connection's writes up to and
+/// including the script's (a reconnect in between, which would make `WAIT`
+/// count replicas of an empty connection, cannot happen). Fewer confirmations
+/// than asked is a retryable [`Timeout`](mod_api::ErrorKind::Timeout): the
+/// write is on the primary but not known to be on a replica.
+pub(crate) async fn run_acked<T: FromRedisValue>(
+    redis: &Redis,
+    script: &Script,
+    cmd: &Cmd,
+) -> Result<T> {
+    let Some(wait) = redis.wait() else {
+        return run(&mut redis.conn(), script, cmd).await;
+    };
+    let mut pipe = Pipeline::with_capacity(2);
+    pipe.add_command(cmd.clone())
+        .cmd("WAIT")
+        .arg(wait.replicas)
+        .arg(wait.timeout_ms);
+    let mut conn = redis.conn();
+    let (value, acked): (T, u32) = match pipe.query_async(&mut conn).await {
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            script.load_async(&mut conn).await.map_err(redis_error)?;
+            pipe.query_async(&mut conn).await.map_err(redis_error)?
+        }
+        other => other.map_err(redis_error)?,
+    };
+    if acked < wait.replicas {
+        // DEBUG: the observe layer reports the failed operation at WARN.
+        tracing::debug!(
+            acked,
+            wanted = wait.replicas,
+            timeout_ms = wait.timeout_ms,
+            "write not confirmed by enough replicas"
+        );
+        return Err(Error::timeout(format!(
+            "write applied on the primary but confirmed by {acked} of {} replicas within {} ms",
+            wait.replicas, wait.timeout_ms
+        ))
+        .with_context("acked", acked.to_string()));
+    }
+    Ok(value)
 }
 
 #[cfg(test)]

@@ -197,7 +197,9 @@ impl RedisRegistry {
     /// Removes instances whose lease ran out; the script bumps and publishes.
     async fn sweep_once(&self) -> Result<()> {
         let limit = SWEEP_LIMIT.to_string();
-        let expired: Vec<String> = self.run(&self.scripts.sweep, &[limit.as_bytes()]).await?;
+        let expired: Vec<String> = self
+            .run(false, &self.scripts.sweep, &[limit.as_bytes()])
+            .await?;
         if !expired.is_empty() {
             tracing::info!(services = ?expired, "expired registry leases removed");
         }

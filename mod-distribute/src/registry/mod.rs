@@ -44,7 +44,7 @@ use mod_api::{Error, ErrorKind, Result};
 use redis::Value;
 
 use crate::redis::keys::join;
-use crate::redis::script::{evalsha, run};
+use crate::redis::script::{evalsha, run, run_acked};
 use crate::redis::{redis_error, Redis};
 use scripts::Scripts;
 use watch::Watched;
@@ -127,9 +127,11 @@ impl RedisRegistry {
         join(&self.base, &[kind, service])
     }
 
-    /// Runs `script` with the key base and `args`.
+    /// Runs `script` with the key base and `args`; an `acked` write waits for
+    /// `[redis] wait_replicas` (see `run_acked`).
     async fn run<T: redis::FromRedisValue>(
         &self,
+        acked: bool,
         script: &redis::Script,
         args: &[&[u8]],
     ) -> Result<T> {
@@ -139,7 +141,11 @@ impl RedisRegistry {
         for arg in args {
             cmd.arg(*arg);
         }
-        run(&mut self.redis.conn(), script, &cmd).await
+        if acked {
+            run_acked(&self.redis, script, &cmd).await
+        } else {
+            run(&mut self.redis.conn(), script, &cmd).await
+        }
     }
 
     /// The live instances and version of `service`, in one round trip; the
@@ -148,6 +154,7 @@ impl RedisRegistry {
         let min = min.to_string();
         let reply: Value = self
             .run(
+                false,
                 &self.scripts.snapshot,
                 &[service.as_bytes(), min.as_bytes()],
             )
@@ -202,6 +209,7 @@ impl Registry for RedisRegistry {
         let value = encode(&instance)?;
         let version: u64 = self
             .run(
+                true,
                 &self.scripts.register,
                 &[
                     instance.service.as_bytes(),
@@ -218,6 +226,7 @@ impl Registry for RedisRegistry {
     async fn heartbeat(&self, service: &str, id: &str) -> Result<()> {
         let renewed: i64 = self
             .run(
+                false,
                 &self.scripts.heartbeat,
                 &[service.as_bytes(), id.as_bytes()],
             )
@@ -232,6 +241,7 @@ impl Registry for RedisRegistry {
     async fn deregister(&self, service: &str, id: &str) -> Result<bool> {
         let removed: i64 = self
             .run(
+                false,
                 &self.scripts.deregister,
                 &[service.as_bytes(), id.as_bytes()],
             )
@@ -257,6 +267,7 @@ impl Registry for RedisRegistry {
             let updated = encode(&instance)?;
             let done: i64 = self
                 .run(
+                    false,
                     &self.scripts.set_status,
                     &[service.as_bytes(), id.as_bytes(), &current, &updated],
                 )

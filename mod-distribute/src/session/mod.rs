@@ -62,7 +62,7 @@ use mod_api::{SessionStore, Value};
 
 use crate::redis::codec::{decode_value, encode_value};
 use crate::redis::keys::{segment, Joined};
-use crate::redis::script::{evalsha, run};
+use crate::redis::script::{evalsha, run, run_acked};
 use crate::redis::{redis_error, Redis};
 use clock::RedisClock;
 use scripts::{CREATE, DESTROY, DESTROY_PRINCIPAL, ROTATE, UPDATE, VALIDATE};
@@ -151,7 +151,7 @@ impl<D: Value> RedisSessions<D> {
     async fn validate_script(&self, id: &SessionId) -> Result<Option<Session<D>>> {
         let (idle, abs, every) = (&self.idle_arg, &self.abs_arg, &self.refresh_arg);
         let args: [&[u8]; 3] = [idle.as_bytes(), abs.as_bytes(), every.as_bytes()];
-        let got: Option<(Vec<u8>, u64)> = self.session_script(&VALIDATE, id, &args).await?;
+        let got: Option<(Vec<u8>, u64)> = self.session_script(false, &VALIDATE, id, &args).await?;
         let Some((bytes, last_seen_ms)) = got else {
             return Ok(None);
         };
@@ -160,9 +160,11 @@ impl<D: Value> RedisSessions<D> {
         Ok(Some(session))
     }
 
-    /// Runs a script with the session key of `id` as its first key.
+    /// Runs a script with the session key of `id` as its first key; an
+    /// `acked` write waits for `[redis] wait_replicas` (see `run_acked`).
     async fn session_script<T: redis::FromRedisValue>(
         &self,
+        acked: bool,
         script: &redis::Script,
         id: &SessionId,
         args: &[&[u8]],
@@ -175,7 +177,11 @@ impl<D: Value> RedisSessions<D> {
         for arg in args {
             cmd.arg(*arg);
         }
-        run(&mut self.redis.conn(), script, &cmd).await
+        if acked {
+            run_acked(&self.redis, script, &cmd).await
+        } else {
+            run(&mut self.redis.conn(), script, &cmd).await
+        }
     }
 }
 
@@ -205,7 +211,7 @@ impl<D: Value> SessionStore<D> for RedisSessions<D> {
                 .arg(abs)
                 .arg(id.as_str())
                 .arg(&self.session_base);
-            let now: Option<u64> = run(&mut self.redis.conn(), &CREATE, &cmd).await?;
+            let now: Option<u64> = run_acked(&self.redis, &CREATE, &cmd).await?;
             if let Some(now) = now {
                 return Ok(Session {
                     id,
@@ -280,7 +286,7 @@ impl<D: Value> SessionStore<D> for RedisSessions<D> {
         let (idle, abs) = (&self.idle_arg, &self.abs_arg);
         let args: [&[u8]; 4] = [expected.as_bytes(), &bytes, idle.as_bytes(), abs.as_bytes()];
         // {0} ended; {1, stored version} conflict; {2, new record without data} done.
-        let reply: (u8, redis::Value) = self.session_script(&UPDATE, id, &args).await?;
+        let reply: (u8, redis::Value) = self.session_script(true, &UPDATE, id, &args).await?;
         match reply {
             (2, redis::Value::BulkString(head)) => {
                 let r = record::parse(&self.name, &head)?;
@@ -329,7 +335,7 @@ impl<D: Value> SessionStore<D> for RedisSessions<D> {
             .arg(new_id.as_str())
             .arg(idle)
             .arg(abs);
-        let got: Option<Vec<u8>> = run(&mut self.redis.conn(), &ROTATE, &cmd).await?;
+        let got: Option<Vec<u8>> = run_acked(&self.redis, &ROTATE, &cmd).await?;
         match got {
             Some(bytes) => self.session(new_id, &bytes),
             None => Err(self.not_found()),
@@ -338,7 +344,7 @@ impl<D: Value> SessionStore<D> for RedisSessions<D> {
 
     async fn destroy(&self, id: &SessionId) -> Result<bool> {
         let args: [&[u8]; 2] = [self.principal_base.as_bytes(), id.as_str().as_bytes()];
-        let n: i64 = self.session_script(&DESTROY, id, &args).await?;
+        let n: i64 = self.session_script(true, &DESTROY, id, &args).await?;
         Ok(n > 0)
     }
 
@@ -351,7 +357,7 @@ impl<D: Value> SessionStore<D> for RedisSessions<D> {
         );
         cmd.arg(Joined(&self.principal_base, principal))
             .arg(&self.session_base);
-        let n: u64 = run(&mut self.redis.conn(), &DESTROY_PRINCIPAL, &cmd).await?;
+        let n: u64 = run_acked(&self.redis, &DESTROY_PRINCIPAL, &cmd).await?;
         tracing::debug!(store = %self.name, ended = n, "destroyed the principal's sessions");
         Ok(n as usize)
     }
