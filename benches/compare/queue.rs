@@ -160,7 +160,12 @@ pub async fn redis(plan: Plan, url: &str, prefix: &str) -> BenchResult {
     });
     compare(plan, "queue.redis.c64", "redis-rs", modkit, peer.clone()).await;
 
-    let replica = replica_of(url).await?;
+    let port = url
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('/');
+    let replica = RedisServer::start_replica_of(port.parse()?)?;
     let mut config = node_config(url, prefix, "queue-wait", &[]);
     config.edit_section(|r: &mut RedisConfig| r.wait_replicas = 1)?;
     let node = Distributed::start(config).await?;
@@ -187,33 +192,6 @@ fn offer_take_ack(queue: Arc<dyn Queue<Vec<u8>>>, p: Arc<Vec<u8>>) -> Side {
             }
         }))
     })
-}
-
-/// A `redis-server` replicating from the one at `url`, once its link is up.
-async fn replica_of(url: &str) -> Result<RedisServer, crate::BoxError> {
-    let port = url
-        .rsplit(':')
-        .next()
-        .unwrap_or_default()
-        .trim_end_matches('/');
-    let replica = RedisServer::start_with_args(&["--replicaof", "127.0.0.1", port])?;
-    let mut conn = redis::Client::open(replica.url())?
-        .get_multiplexed_async_connection()
-        .await?;
-    let start = Instant::now();
-    loop {
-        let info: String = redis::cmd("INFO")
-            .arg("replication")
-            .query_async(&mut conn)
-            .await?;
-        if info.contains("master_link_status:up") {
-            return Ok(replica);
-        }
-        if start.elapsed() > Duration::from_secs(10) {
-            return Err(format!("the replica never linked to {url}: {info}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn raw_loop(

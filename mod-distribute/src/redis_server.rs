@@ -140,6 +140,31 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Starts a server replicating (`--replicaof`) from the one on loopback
+    /// port `primary`, and returns once the sync is done and the primary
+    /// counts the replica online (Redis 7's `repl-diskless-sync-delay` holds a
+    /// full sync back 5 s by default).
+    pub fn start_replica_of(primary: u16) -> Result<RedisServer> {
+        let primary_port = primary.to_string();
+        let mut replica = Self::start_with_args(&["--replicaof", "127.0.0.1", &primary_port])?;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            // Both sides: the replica linked, and the primary counts it online
+            // (only then does `WAIT` on the primary ask it for acks).
+            let online = format!("port={},state=online", replica.port);
+            if raw_command(replica.port, "INFO replication").contains("master_link_status:up")
+                && raw_command(primary, "INFO replication").contains(&online)
+            {
+                return Ok(replica);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        replica.kill();
+        Err(Error::timeout(format!(
+            "the replica of port {primary} did not link within 10 s"
+        )))
+    }
+
     /// Kills the process now (SIGKILL): what a crash looks like to clients.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -167,6 +192,24 @@ fn ping(port: u16) -> bool {
     let mut reply = [0u8; 7];
     // A server with a password answers NOAUTH: it is up all the same.
     matches!(stream.read(&mut reply), Ok(n) if reply[..n].starts_with(b"+PONG") || reply[..n].starts_with(b"-NOAUTH"))
+}
+
+/// The raw reply of the server on `port` to an inline `command` (empty if it
+/// does not answer).
+fn raw_command(port: u16, command: &str) -> String {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream
+        .write_all(format!("{command}\r\n").as_bytes())
+        .is_err()
+    {
+        return String::new();
+    }
+    let mut reply = vec![0u8; 8192];
+    let n = stream.read(&mut reply).unwrap_or(0);
+    String::from_utf8_lossy(&reply[..n]).into_owned()
 }
 
 impl Drop for RedisServer {

@@ -23,21 +23,6 @@ async fn cmd<T: redis::FromRedisValue>(url: &str, args: &[&str]) -> T {
     c.query_async(&mut conn).await.unwrap()
 }
 
-/// Starts a replica of `primary` and waits until its link is up.
-async fn replica_of(primary: &RedisServer) -> RedisServer {
-    let port = primary.port().to_string();
-    let replica = RedisServer::start_with_args(&["--replicaof", "127.0.0.1", &port]).unwrap();
-    let start = Instant::now();
-    loop {
-        let info: String = cmd(&replica.url(), &["INFO", "replication"]).await;
-        if info.contains("master_link_status:up") {
-            return replica;
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "{info}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn signal(server: &RedisServer, sig: &str) {
     let pid = server.pid().expect("pid").to_string();
     let ok = Command::new("kill").args([sig, &pid]).status().unwrap();
@@ -77,7 +62,7 @@ async fn pending(replica: &RedisServer, stream: &str) -> Option<redis::Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_are_on_the_replica_and_time_out_without_it() {
     let primary = RedisServer::start().unwrap();
-    let replica = replica_of(&primary).await;
+    let replica = RedisServer::start_replica_of(primary.port()).unwrap();
     let redis = connect(&primary, 1).await;
 
     // Queue: the message an offer acknowledged is on the replica, and so is
