@@ -182,16 +182,9 @@ impl RedisServer {
 }
 
 fn ping(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    if stream.write_all(b"PING\r\n").is_err() {
-        return false;
-    }
-    let mut reply = [0u8; 7];
     // A server with a password answers NOAUTH: it is up all the same.
-    matches!(stream.read(&mut reply), Ok(n) if reply[..n].starts_with(b"+PONG") || reply[..n].starts_with(b"-NOAUTH"))
+    let reply = raw_command(port, "PING");
+    reply.starts_with("+PONG") || reply.starts_with("-NOAUTH")
 }
 
 /// The raw reply of the server on `port` to an inline `command` (empty if it
