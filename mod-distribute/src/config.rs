@@ -7,6 +7,7 @@
 //! prefix = "modkit"
 //! wait_replicas = 0            # >0: acknowledged writes wait for this many replicas (WAIT)
 //! wait_timeout = "1s"          # how long they wait; then a retryable Timeout
+//! controllers = []             # HA: "host:port" of the controllers; follow their primary
 //!
 //! [redis.tls]                  # PEM files, with a rediss:// URL (default: the system roots)
 //! ca = "/etc/shop/redis-ca.pem"
@@ -38,6 +39,7 @@
 //! |---|---|
 //! | `MODKIT_REDIS_URL`, `MODKIT_REDIS_PREFIX` | `redis.url`, `redis.prefix` |
 //! | `MODKIT_REDIS_WAIT_REPLICAS`, `MODKIT_REDIS_WAIT_TIMEOUT` | `redis.wait_replicas`, `redis.wait_timeout` |
+//! | `MODKIT_REDIS_CONTROLLERS` (comma-separated) | `redis.controllers` |
 //! | `MODKIT_REDIS_TLS_CA`, `MODKIT_REDIS_TLS_CERT`, `MODKIT_REDIS_TLS_KEY` | `redis.tls.*` |
 //! | `MODKIT_RPC_LISTEN`, `MODKIT_RPC_ADVERTISE`, `MODKIT_RPC_SECRET`, `MODKIT_RPC_MAX_FRAME_BYTES` | `rpc.*` |
 //! | `MODKIT_RPC_MAX_QUEUED_REPLY_BYTES`, `MODKIT_RPC_MAX_CALLS_PER_CONNECTION`, `MODKIT_RPC_MAX_CONNECTIONS`, `MODKIT_RPC_IDLE_TIMEOUT`, `MODKIT_RPC_FRAME_TIMEOUT` | `rpc.*` limits |
@@ -88,6 +90,12 @@ pub struct RedisConfig {
     /// 1 s; at most 4 s (under the connection's 5 s reply timeout).
     #[serde(with = "mod_api::config::duration")]
     pub wait_timeout: Duration,
+    /// `host:port` of the HA controllers (`modkit-ha controller`, or nodes
+    /// with an `[ha]` section). When set, the primary is whichever node the
+    /// controllers' committed topology names, and this process follows every
+    /// failover; `url` then gives only scheme, credentials and database.
+    /// Empty (default): `url` is the one fixed Redis.
+    pub controllers: Vec<String>,
 }
 
 /// The longest [`RedisConfig::wait_timeout`]: the shared connection gives a
@@ -119,6 +127,7 @@ impl Default for RedisConfig {
             tls: None,
             wait_replicas: 0,
             wait_timeout: Duration::from_secs(1),
+            controllers: Vec::new(),
         }
     }
 }
@@ -154,6 +163,14 @@ impl Section for RedisConfig {
         if let Some(v) = var("MODKIT_REDIS_WAIT_TIMEOUT") {
             self.wait_timeout = parse_duration(&v)
                 .map_err(|e| Error::config(format!("MODKIT_REDIS_WAIT_TIMEOUT: {e}")))?;
+        }
+        if let Some(v) = var("MODKIT_REDIS_CONTROLLERS") {
+            self.controllers = v
+                .split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(str::to_owned)
+                .collect();
         }
         type Field = fn(&mut RedisTlsConfig) -> &mut Option<PathBuf>;
         let files: [(&str, Field); 3] = [
@@ -221,6 +238,7 @@ mod tests {
             }),
             wait_replicas: 2,
             wait_timeout: Duration::from_millis(1500),
+            controllers: vec!["c1:7070".into(), "c2:7070".into()],
         };
         let mut c = Config::default();
         c.set_section(&redis);

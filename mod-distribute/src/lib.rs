@@ -17,6 +17,7 @@ pub mod redis_server;
 pub mod registry;
 pub mod rpc;
 pub mod session;
+pub mod topology;
 
 use std::sync::Arc;
 use std::time::Duration;

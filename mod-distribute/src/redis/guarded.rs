@@ -24,6 +24,7 @@ use redis::{
 };
 
 use super::errors::{classify, is_too_large, TOO_LARGE};
+use crate::topology::Follower;
 use mod_api::ErrorKind;
 
 /// Redis's default `proto-max-bulk-len`.
@@ -40,11 +41,41 @@ const REFRESH_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct Conn {
     manager: ConnectionManager,
     limit: Arc<AtomicU64>,
+    /// HA: told at once when the node turned replica (`READONLY`), lost its
+    /// replicas (`NOREPLICAS`) or went away, instead of at the next push.
+    follower: Option<Follower>,
 }
 
 impl Conn {
-    pub(super) fn new(manager: ConnectionManager, limit: Arc<AtomicU64>) -> Self {
-        Conn { manager, limit }
+    pub(super) fn new(
+        manager: ConnectionManager,
+        limit: Arc<AtomicU64>,
+        follower: Option<Follower>,
+    ) -> Self {
+        Conn {
+            manager,
+            limit,
+            follower,
+        }
+    }
+
+    /// Asks the controllers again when `result` says the primary moved.
+    fn notice<T>(&self, result: &RedisResult<T>, replies: impl Fn(&T) -> bool) {
+        let Some(follower) = &self.follower else {
+            return;
+        };
+        let moved = match result {
+            Ok(value) => replies(value),
+            Err(err) => {
+                matches!(err.code(), Some("READONLY" | "NOREPLICAS"))
+                    || err.is_io_error()
+                    || err.is_connection_dropped()
+                    || err.is_connection_refusal()
+            }
+        };
+        if moved {
+            follower.relookup();
+        }
     }
 
     /// The longest argument the server accepts, as last read.
@@ -172,10 +203,15 @@ async fn read_limit_once(conn: &mut impl ConnectionLike) -> Result<u64, bool> {
         .ok_or(false)
 }
 
+/// Whether `reply` says this node is no writable primary any more.
+fn primary_moved(reply: &Value) -> bool {
+    matches!(reply, Value::ServerError(e) if matches!(e.code(), "READONLY" | "NOREPLICAS"))
+}
+
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         let longest = longest(cmd);
-        if longest <= MIN_BULK_LIMIT {
+        if longest <= MIN_BULK_LIMIT && self.follower.is_none() {
             // Never too big for any server: straight through, no second future.
             return self.manager.req_packed_command(cmd);
         }
@@ -184,6 +220,7 @@ impl ConnectionLike for Conn {
                 return Err(err);
             }
             let result = self.manager.req_packed_command(cmd).await;
+            self.notice(&result, primary_moved);
             self.judge(longest, result, refused_for_size).await
         })
     }
@@ -195,7 +232,7 @@ impl ConnectionLike for Conn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         let longest = pipeline.cmd_iter().map(longest).max().unwrap_or(0);
-        if longest <= MIN_BULK_LIMIT {
+        if longest <= MIN_BULK_LIMIT && self.follower.is_none() {
             return self.manager.req_packed_commands(pipeline, offset, count);
         }
         Box::pin(async move {
@@ -206,6 +243,7 @@ impl ConnectionLike for Conn {
                 .manager
                 .req_packed_commands(pipeline, offset, count)
                 .await;
+            self.notice(&result, |vs| vs.iter().any(primary_moved));
             self.judge(longest, result, |vs| vs.iter().any(refused_for_size))
                 .await
         })

@@ -34,10 +34,11 @@ pub use errors::redis_error;
 pub use guarded::Conn;
 
 use crate::config::RedisConfig;
+use crate::topology::{url_for, Follower};
 use endpoint::TlsFiles;
 
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
 use mod_api::{Error, Result};
@@ -59,7 +60,15 @@ struct Inner {
     state: RwLock<Endpoint>,
     /// This handle in `modkit_redis_connections` (metrics on at connect).
     open: Option<metrics::Gauge>,
+    /// The committed topology epoch the endpoint follows (0: not following).
+    topology_epoch: AtomicU64,
+    /// `[redis] controllers`: the subscription that moves this handle.
+    follower: OnceLock<Follower>,
 }
+
+/// A handle that does not keep the connection open (see [`Redis::downgrade`]).
+#[derive(Clone)]
+pub struct WeakRedis(Weak<Inner>);
 
 impl Drop for Inner {
     fn drop(&mut self) {
@@ -146,7 +155,43 @@ impl Redis {
         config.validate()?;
         let tls = config.tls.as_ref().map(TlsFiles::read).transpose()?;
         let wait = script::Wait::new(config.wait_replicas, config.wait_timeout);
-        Self::open_with(&config.url, &config.prefix, tls, wait).await
+        if config.controllers.is_empty() {
+            return Self::open_with(&config.url, &config.prefix, tls, wait).await;
+        }
+        // HA: the controllers say which node is the primary; the URL gives
+        // scheme, credentials and database.
+        let follower = Follower::subscribe(&config.controllers, CONNECT_TIMEOUT * 5).await?;
+        let primary = follower.topology().primary.unwrap_or_default();
+        let redis =
+            Self::open_with(&url_for(&config.url, &primary), &config.prefix, tls, wait).await?;
+        follower.drive(&redis).await?;
+        let _ = redis.inner.follower.set(follower);
+        Ok(redis)
+    }
+
+    /// The topology subscription of a handle connected with `[redis]
+    /// controllers` (its alerts, its epoch); `None` for a fixed endpoint.
+    pub fn follower(&self) -> Option<&Follower> {
+        self.inner.follower.get()
+    }
+
+    /// A handle that does not keep this one alive (for background tasks).
+    pub fn downgrade(&self) -> WeakRedis {
+        WeakRedis(Arc::downgrade(&self.inner))
+    }
+
+    /// The handle again, if it is still open somewhere.
+    pub fn upgrade(weak: &WeakRedis) -> Option<Redis> {
+        weak.0.upgrade().map(|inner| Redis { inner })
+    }
+
+    /// The committed topology epoch this handle follows (0: a fixed endpoint).
+    pub fn topology_epoch(&self) -> u64 {
+        self.inner.topology_epoch.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_topology_epoch(&self, epoch: u64) {
+        self.inner.topology_epoch.fetch_max(epoch, Ordering::AcqRel);
     }
 
     async fn open_with(
@@ -181,6 +226,8 @@ impl Redis {
                     epoch: 0,
                 }),
                 open: count_open(),
+                topology_epoch: AtomicU64::new(0),
+                follower: OnceLock::new(),
             }),
         })
     }
@@ -198,7 +245,11 @@ impl Redis {
     pub fn conn(&self) -> Conn {
         // Clone only the manager and limit: this is on every command's path.
         let state = self.inner.state.read().unwrap_or_else(|e| e.into_inner());
-        Conn::new(state.manager.clone(), state.limit.clone())
+        Conn::new(
+            state.manager.clone(),
+            state.limit.clone(),
+            self.inner.follower.get().cloned(),
+        )
     }
 
     /// A connection of its own, without response timeout, for blocking commands.

@@ -1,0 +1,185 @@
+//! The client side of Redis high availability: the topology a controller
+//! group commits (which node is the primary, in which epoch), the alerts it
+//! raises, the line protocol it serves them on, and [`follow`], which keeps a
+//! [`Redis`] handle on the primary of the highest epoch.
+//!
+//! The controller group itself (consensus, probing, failover) is the
+//! `mod-resilience` crate; this module only reads what it publishes, so a
+//! plain `distribute` build compiles no consensus stack.
+//!
+//! Wire: each controller serves newline-delimited JSON on a TCP port
+//! ([`Update`] per line): the committed topology on connect, again on every
+//! commit and at least every [`HEARTBEAT`] (so a silent, partitioned
+//! controller is noticed), and alerts as they are raised. A line longer than
+//! [`MAX_LINE`] is refused (typed error, WARN) and the connection dropped.
+
+mod follow;
+mod publish;
+mod wire;
+
+pub use follow::{follow, Follower};
+pub use publish::Publisher;
+pub use wire::{read_update, write_update, MAX_LINE};
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// How often a controller repeats the topology on an idle subscription.
+pub const HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// The committed layout of one Redis group. Only a strictly higher `epoch`
+/// replaces a topology a client holds; the epoch only grows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topology {
+    /// The group's name.
+    pub group: String,
+    /// Grows by one with every committed change of primary.
+    pub epoch: u64,
+    /// `host:port` of the writable primary (`None` before the first commit).
+    pub primary: Option<String>,
+    /// `host:port` of the replicas that follow it.
+    pub replicas: Vec<String>,
+    /// Nodes that must not take writes (a failed primary until it rejoins).
+    pub fenced: Vec<String>,
+}
+
+/// A typed alert of the resilience layer: a `tracing` event where it is
+/// raised, a line on every topology subscription, and the JSON on stdin of
+/// the configured command hook.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "alert", rename_all = "snake_case")]
+pub enum Alert {
+    /// A majority of voters could not reach the primary for `down_after`.
+    PrimaryDown {
+        /// The group.
+        group: String,
+        /// The primary's address.
+        node: String,
+        /// How many voters report it down.
+        voters_down: usize,
+    },
+    /// A failover was committed (the intent), from `from`.
+    FailoverStarted {
+        /// The group.
+        group: String,
+        /// The epoch the failover will commit.
+        epoch: u64,
+        /// The failed primary.
+        from: String,
+    },
+    /// The new topology is committed.
+    FailoverDone {
+        /// The group.
+        group: String,
+        /// The committed epoch.
+        epoch: u64,
+        /// The new primary.
+        primary: String,
+        /// From the intent to the commit.
+        took_ms: u64,
+    },
+    /// No replica may be promoted without losing acknowledged writes (or
+    /// none answers): the group stays without a primary, by design.
+    NoPromotableReplica {
+        /// The group.
+        group: String,
+        /// Why.
+        reason: String,
+    },
+    /// A returning node had accepted writes the new primary never saw;
+    /// they are discarded by its resync.
+    Divergence {
+        /// The group.
+        group: String,
+        /// The returning node.
+        node: String,
+        /// Replication-stream bytes it held beyond the promotion point.
+        bytes: u64,
+    },
+    /// Available/total nodes at or below the group's ratio threshold.
+    GroupUnhealthy {
+        /// The group.
+        group: String,
+        /// Nodes answering.
+        available: usize,
+        /// Nodes in the group.
+        total: usize,
+    },
+    /// This voter cannot reach a majority: no decision can be committed.
+    QuorumLost {
+        /// The group.
+        group: String,
+        /// The voter reporting it.
+        voter: u64,
+    },
+}
+
+impl Alert {
+    /// The alert's kind, as its JSON `alert` field says it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Alert::PrimaryDown { .. } => "primary_down",
+            Alert::FailoverStarted { .. } => "failover_started",
+            Alert::FailoverDone { .. } => "failover_done",
+            Alert::NoPromotableReplica { .. } => "no_promotable_replica",
+            Alert::Divergence { .. } => "divergence",
+            Alert::GroupUnhealthy { .. } => "group_unhealthy",
+            Alert::QuorumLost { .. } => "quorum_lost",
+        }
+    }
+}
+
+/// One line of a topology subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Update {
+    /// The committed topology (repeated as a heartbeat).
+    Topology(Topology),
+    /// An alert.
+    Alert(Alert),
+}
+
+/// `url` with its `host:port` replaced by `addr`, keeping scheme, user,
+/// password and database: how a client configured for one node reaches another.
+pub fn url_for(url: &str, addr: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("redis", url));
+    let (auth, hostpath) = match rest.rfind('@') {
+        Some(at) => (&rest[..=at], &rest[at + 1..]),
+        None => ("", rest),
+    };
+    let path = hostpath.find(['/', '?']).map_or("", |i| &hostpath[i..]);
+    format!("{scheme}://{auth}{addr}{path}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_for_keeps_credentials_and_database() {
+        assert_eq!(
+            url_for("redis://127.0.0.1:6379", "10.0.0.2:7000"),
+            "redis://10.0.0.2:7000"
+        );
+        assert_eq!(url_for("redis://:pw@h:1/3", "n:2"), "redis://:pw@n:2/3");
+        assert_eq!(
+            url_for("rediss://u:p@h:1?x=1", "n:2"),
+            "rediss://u:p@n:2?x=1"
+        );
+    }
+
+    #[test]
+    fn alerts_are_tagged_json() {
+        let alert = Alert::GroupUnhealthy {
+            group: "g".into(),
+            available: 1,
+            total: 3,
+        };
+        let json = serde_json::to_string(&Update::Alert(alert.clone())).unwrap();
+        assert!(json.contains(r#""alert":"group_unhealthy""#), "{json}");
+        assert_eq!(alert.kind(), "group_unhealthy");
+        let back: Update = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, Update::Alert(alert));
+    }
+}

@@ -1,0 +1,135 @@
+//! The serving side of the subscription: what a controller runs so that
+//! [`Follower`](super::Follower)s (and the proxy) learn each commit at once.
+
+use super::{write_update, Alert, Topology, Update, HEARTBEAT};
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mod_api::{Error, Result};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+
+/// Subscribers beyond this many are turned away (each costs a task).
+const MAX_SUBSCRIBERS: usize = 4096;
+/// A subscriber that does not take a line within this is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Serves a topology and alerts on a TCP port; stops when dropped.
+pub struct Publisher {
+    topology: watch::Sender<Topology>,
+    alerts: broadcast::Sender<Alert>,
+    addr: std::net::SocketAddr,
+    accept: JoinHandle<()>,
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+impl Publisher {
+    /// Listens on `addr` (`host:port`; port 0 picks a free one).
+    pub async fn bind(addr: &str) -> Result<Publisher> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::config(format!("cannot listen on {addr}")).with_source(e))?;
+        let addr = listener.local_addr()?;
+        let topology = watch::channel(Topology::default()).0;
+        let alerts = broadcast::channel(256).0;
+        let accept = tokio::spawn(accept(listener, topology.clone(), alerts.clone()));
+        Ok(Publisher {
+            topology,
+            alerts,
+            addr,
+            accept,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Sends `topology` to every subscriber now (and to later ones first).
+    pub fn publish(&self, topology: Topology) {
+        self.topology.send_replace(topology);
+    }
+
+    /// Sends `alert` to every subscriber connected now.
+    pub fn alert(&self, alert: Alert) {
+        let _ = self.alerts.send(alert);
+    }
+}
+
+async fn accept(
+    listener: TcpListener,
+    topology: watch::Sender<Topology>,
+    alerts: broadcast::Sender<Alert>,
+) {
+    let open = Arc::new(AtomicUsize::new(0));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "topology listener: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if open.fetch_add(1, Ordering::AcqRel) >= MAX_SUBSCRIBERS {
+            open.fetch_sub(1, Ordering::AcqRel);
+            tracing::warn!(
+                max = MAX_SUBSCRIBERS,
+                "topology subscriber refused: too many"
+            );
+            continue;
+        }
+        let (changes, alerts, open) = (topology.subscribe(), alerts.subscribe(), open.clone());
+        tokio::spawn(async move {
+            if let Err(e) = serve(stream, changes, alerts).await {
+                tracing::debug!(error = %e, "topology subscriber gone");
+            }
+            open.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+}
+
+async fn serve(
+    mut stream: TcpStream,
+    mut changes: watch::Receiver<Topology>,
+    mut alerts: broadcast::Receiver<Alert>,
+) -> Result<()> {
+    stream.set_nodelay(true)?;
+    loop {
+        let update = {
+            let current = changes.borrow_and_update().clone();
+            send(&mut stream, &Update::Topology(current)).await?;
+            tokio::select! {
+                changed = changes.changed() => match changed {
+                    Ok(()) => continue,
+                    Err(_) => return Ok(()),
+                },
+                alert = alerts.recv() => match alert {
+                    Ok(alert) => Update::Alert(alert),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "topology subscriber too slow for the alerts");
+                        continue;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                },
+                _ = tokio::time::sleep(HEARTBEAT) => continue,
+            }
+        };
+        send(&mut stream, &update).await?;
+    }
+}
+
+async fn send(stream: &mut TcpStream, update: &Update) -> Result<()> {
+    tokio::time::timeout(WRITE_TIMEOUT, write_update(stream, update))
+        .await
+        .map_err(|_| Error::timeout("topology subscriber does not read"))?
+}
