@@ -10,6 +10,12 @@
 //! `resilience` feature and sets `[redis] controllers`.
 #![warn(missing_docs)]
 
+pub mod alert;
+pub mod config;
 pub mod consensus;
+pub mod controller;
+pub mod probe;
 
+pub use config::HaConfig;
 pub use consensus::{Command, Consensus, GroupState, Solo, VoterId};
+pub use controller::Controller;

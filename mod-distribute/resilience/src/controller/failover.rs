@@ -1,0 +1,270 @@
+//! The leader's duties: a fenced failover, and keeping the group in shape
+//! between failovers (returning nodes rejoin as replicas, chained replicas
+//! are re-pointed, `min-replicas-to-write` follows the good replicas).
+//!
+//! The order of a failover, and why:
+//! 1. Commit the intent (no node is touched without a majority decision).
+//! 2. Fence the old primary. Refused connection: the process is gone.
+//!    Answering: `CLIENT PAUSE WRITE`. Silent (frozen, cut off): its
+//!    replicas are detached from it (pointed at a closed port, so their
+//!    offsets freeze and it loses their acknowledgements), then the window
+//!    `min_replicas_max_lag` + 1 s is waited out, after which Redis itself
+//!    refuses its writes (`NOREPLICAS`).
+//! 3. Choose among the replicas on the old primary's history the highest
+//!    offset, then the earlier in `nodes`; with writers that use `WAIT k`,
+//!    only when at least R−k+1 of the R replicas answered (else one of the
+//!    silent ones may hold an acknowledged write: alert, do not promote).
+//! 4. Promote it, re-point the others at it, commit the new topology
+//!    (epoch + 1, the old primary fenced), then close the old primary's
+//!    client connections and make it a replica if it answers.
+
+use std::time::{Duration, Instant};
+
+use mod_api::{Error, Result};
+use mod_distribute::topology::{Alert, Topology};
+
+use super::Voter;
+use crate::consensus::Command;
+
+/// Where detached replicas point: a closed port, so they stop following
+/// the old primary without becoming writable.
+const NOWHERE: (&str, &str) = ("127.0.0.1", "1");
+/// How long a reachable old primary's writes are paused (it is demoted
+/// well within it; the pause only ends if the controller dies midway).
+const PAUSE_MS: &str = "30000";
+
+impl Voter {
+    pub(super) async fn failover(&mut self, topology: &Topology) -> Result<()> {
+        let Some(old) = topology.primary.clone() else {
+            return Ok(());
+        };
+        let epoch = topology.epoch + 1;
+        let group = self.config.group.clone();
+        let started = Instant::now();
+        let voters_down = self.consensus.state().borrow().voters_down(&old);
+        self.alerts.raise(Alert::PrimaryDown {
+            group: group.clone(),
+            node: old.clone(),
+            voters_down,
+        });
+        self.consensus
+            .propose(Command::Intent {
+                epoch,
+                from: old.clone(),
+                by: self.consensus.id(),
+            })
+            .await?;
+        self.alerts.raise(Alert::FailoverStarted {
+            group: group.clone(),
+            epoch,
+            from: old.clone(),
+        });
+
+        let old_replid = self
+            .seen
+            .get(&old)
+            .and_then(|s| s.last.as_ref())
+            .map(|r| r.replid.clone());
+        self.fence(&old, topology).await;
+
+        // Fresh offsets of every replica (frozen now: nothing feeds them).
+        self.probe_all().await;
+        let replicas: Vec<&String> = self.config.nodes.iter().filter(|a| **a != old).collect();
+        let total = replicas.len();
+        let mut candidates: Vec<(u64, usize, String)> = replicas
+            .iter()
+            .enumerate()
+            .filter_map(|(i, addr)| {
+                let r = self.up(addr)?;
+                // A replica on the old history, or one a failed earlier
+                // attempt already promoted (its previous history is it).
+                let same_history = old_replid
+                    .as_deref()
+                    .is_none_or(|id| r.replid == id || r.replid2 == id);
+                same_history.then(|| (r.offset, usize::MAX - i, (*addr).clone()))
+            })
+            .collect();
+        let k = self.config.wait_replicas as usize;
+        let needed = if k == 0 {
+            1
+        } else {
+            (total + 1).saturating_sub(k).max(1)
+        };
+        if candidates.len() < needed {
+            let reason = format!(
+                "{} of {total} replicas answered on the old primary's history; {needed} needed (WAIT {k})",
+                candidates.len()
+            );
+            self.alerts.raise(Alert::NoPromotableReplica {
+                group,
+                reason: reason.clone(),
+            });
+            return Err(Error::unavailable(reason));
+        }
+        candidates.sort();
+        let Some((offset, _, chosen)) = candidates.pop() else {
+            return Err(Error::unavailable("no replica to promote"));
+        };
+        tracing::info!(%chosen, offset, epoch, "promoting");
+        let promote = redis::cmd("REPLICAOF").arg("NO").arg("ONE").clone();
+        let no_min = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("min-replicas-to-write")
+            .arg("0")
+            .clone();
+        let node = self
+            .node(&chosen)
+            .ok_or_else(|| Error::internal("chosen node vanished"))?;
+        node.query::<()>(&promote).await?;
+        // Writes must not wait for replicas that are only now re-attaching.
+        node.query::<()>(&no_min).await?;
+        self.min_replicas_set = Some((chosen.clone(), 0));
+        let others: Vec<String> = self
+            .config
+            .nodes
+            .iter()
+            .filter(|a| **a != old && **a != chosen)
+            .cloned()
+            .collect();
+        for other in &others {
+            if let Err(e) = self.replicate(other, &chosen).await {
+                tracing::warn!(node = %other, error = %e, "cannot re-point a replica yet");
+            }
+        }
+        let committed = Topology {
+            group: group.clone(),
+            epoch,
+            primary: Some(chosen.clone()),
+            replicas: others,
+            fenced: vec![old.clone()],
+        };
+        self.consensus.propose(Command::Commit(committed)).await?;
+        let took_ms = started.elapsed().as_millis() as u64;
+        self.alerts.raise(Alert::FailoverDone {
+            group,
+            epoch,
+            primary: chosen.clone(),
+            took_ms,
+        });
+        // The old primary, if it answers: its clients go, it follows.
+        if self.up(&old).is_some() {
+            let kill = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("TYPE")
+                .arg("normal")
+                .clone();
+            if let Some(node) = self.node(&old) {
+                let _ = node.query::<redis::Value>(&kill).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Step 2 of the failover (module docs).
+    async fn fence(&mut self, old: &str, topology: &Topology) {
+        let refused = self
+            .seen
+            .get(old)
+            .is_some_and(|s| s.refused && s.unreachable_since.is_some());
+        if refused {
+            tracing::info!(node = %old, "old primary refuses connections: its process is gone");
+            return;
+        }
+        let pause = redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(PAUSE_MS)
+            .arg("WRITE")
+            .clone();
+        if let Some(node) = self.node(old) {
+            if node.query::<()>(&pause).await.is_ok() {
+                tracing::info!(node = %old, "old primary answers: its writes are paused");
+                return;
+            }
+        }
+        let nowhere = redis::cmd("REPLICAOF")
+            .arg(NOWHERE.0)
+            .arg(NOWHERE.1)
+            .clone();
+        for replica in &topology.replicas {
+            if let Some(node) = self.node(replica) {
+                if let Err(e) = node.query::<()>(&nowhere).await {
+                    tracing::warn!(node = %replica, error = %e, "cannot detach a replica");
+                }
+            }
+        }
+        let window = self.config.min_replicas_max_lag + Duration::from_secs(1);
+        tracing::warn!(node = %old, ?window, "old primary silent: waiting out its fencing window");
+        tokio::time::sleep(window).await;
+    }
+
+    /// Between failovers: returning nodes rejoin, replicas follow the
+    /// primary, fenced nodes that caught up are unfenced, and the primary's
+    /// `min-replicas-to-write` matches its good replicas.
+    pub(super) async fn reconcile(&mut self, topology: &Topology) -> Result<()> {
+        let Some(primary) = topology.primary.clone() else {
+            return Ok(());
+        };
+        let Some(p) = self.up(&primary).cloned() else {
+            return Ok(());
+        };
+        let mut rejoined = Vec::new();
+        for addr in self.config.nodes.clone() {
+            if addr == primary {
+                continue;
+            }
+            let Some(r) = self.up(&addr).cloned() else {
+                continue;
+            };
+            if r.master {
+                // An old primary back, or a node restarted empty.
+                let promoted_at = p.second_offset.map(|o| o.saturating_sub(1));
+                let bytes = match promoted_at {
+                    Some(at) if r.replid == p.replid2 => r.offset.saturating_sub(at),
+                    _ => 0,
+                };
+                tracing::warn!(node = %addr, bytes, "a primary that is not the committed one: demoting it");
+                if bytes > 0 {
+                    self.alerts.raise(Alert::Divergence {
+                        group: self.config.group.clone(),
+                        node: addr.clone(),
+                        bytes,
+                    });
+                }
+                self.replicate(&addr, &primary).await?;
+            } else if r.following.as_deref() != Some(&primary) {
+                self.replicate(&addr, &primary).await?;
+            } else if r.link_up && topology.fenced.contains(&addr) {
+                rejoined.push(addr);
+            }
+        }
+        if !rejoined.is_empty() {
+            let mut next = topology.clone();
+            next.epoch += 1;
+            next.fenced.retain(|a| !rejoined.contains(a));
+            next.replicas.extend(rejoined.iter().cloned());
+            self.consensus.propose(Command::Commit(next)).await?;
+            tracing::info!(?rejoined, "fenced nodes rejoined as replicas");
+        }
+        let max_lag = self.config.min_replicas_max_lag.as_secs();
+        let good = p
+            .online_replicas
+            .iter()
+            .filter(|(_, lag)| *lag <= max_lag)
+            .count() as u32;
+        let want = good.min(self.config.min_replicas_to_write);
+        if self.min_replicas_set.as_ref() != Some(&(primary.clone(), want)) {
+            let set = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("min-replicas-to-write")
+                .arg(want)
+                .arg("min-replicas-max-lag")
+                .arg(max_lag)
+                .clone();
+            if let Some(node) = self.node(&primary) {
+                node.query::<()>(&set).await?;
+                self.min_replicas_set = Some((primary, want));
+            }
+        }
+        Ok(())
+    }
+}
