@@ -7,8 +7,8 @@
 //! nodes = ["10.0.0.1:6379", "10.0.0.2:6379", "10.0.0.3:6379"]
 //! url = "redis://:secret@127.0.0.1"   # scheme and credentials for the nodes
 //! listen = "0.0.0.0:7070"              # topology subscriptions ([redis] controllers)
-//! voter = 1                            # this voter's id
-//! voters = { 1 = "10.0.0.1:7170", 2 = "10.0.0.2:7170", 3 = "10.0.0.3:7170" }
+//! voter = 1                            # this voter: its position in voters, from 1
+//! voters = ["10.0.0.1:7170", "10.0.0.2:7170", "10.0.0.3:7170"]
 //! probe_every = "200ms"
 //! down_after = "1s"
 //! unhealthy_ratio = 0.5
@@ -43,10 +43,10 @@ pub struct HaConfig {
     pub url: String,
     /// Where subscribers (`[redis] controllers`, the proxy) connect.
     pub listen: String,
-    /// This voter's id in `voters`.
+    /// This voter's id: its position in `voters`, from 1.
     pub voter: VoterId,
-    /// Every voter's consensus address by id (empty: this voter alone).
-    pub voters: BTreeMap<VoterId, String>,
+    /// Every voter's consensus address, in id order (empty: this voter alone).
+    pub voters: Vec<String>,
     /// How often every node is probed.
     #[serde(with = "mod_api::config::duration")]
     pub probe_every: Duration,
@@ -77,7 +77,7 @@ impl Default for HaConfig {
             url: "redis://127.0.0.1".into(),
             listen: "127.0.0.1:7070".into(),
             voter: 1,
-            voters: BTreeMap::new(),
+            voters: Vec::new(),
             probe_every: Duration::from_millis(200),
             down_after: Duration::from_secs(1),
             unhealthy_ratio: 0.5,
@@ -108,8 +108,8 @@ impl HaConfig {
         if self.min_replicas_max_lag.as_secs() == 0 {
             return bad("min_replicas_max_lag is whole seconds, at least 1s".into());
         }
-        if !self.voters.is_empty() && !self.voters.contains_key(&self.voter) {
-            return bad(format!("voter {} is not in voters", self.voter));
+        if !self.voters.is_empty() && !(1..=self.voters.len() as u64).contains(&self.voter) {
+            return bad(format!("voter {} is not a position in voters", self.voter));
         }
         Ok(())
     }
@@ -117,6 +117,11 @@ impl HaConfig {
     /// How many voters a decision needs.
     pub fn majority(&self) -> usize {
         self.voters.len().max(1) / 2 + 1
+    }
+
+    /// The voters by id (empty: this voter alone).
+    pub fn voter_ids(&self) -> BTreeMap<VoterId, String> {
+        (1..).zip(self.voters.iter().cloned()).collect()
     }
 }
 
