@@ -15,7 +15,22 @@ pub mod config;
 pub mod consensus;
 pub mod controller;
 pub mod probe;
+pub mod proxy;
 
 pub use config::HaConfig;
 pub use consensus::{Command, Consensus, GroupState, Solo, VoterId};
 pub use controller::Controller;
+pub use proxy::Proxy;
+
+use std::sync::Arc;
+
+/// The consensus engine `config` asks for: [`Solo`] for one voter, openraft
+/// (feature `raft`) for three or five.
+pub async fn consensus_for(config: &HaConfig) -> mod_api::Result<Arc<dyn Consensus>> {
+    if config.voters.len() <= 1 {
+        return Ok(Arc::new(Solo::new(config.voter, GroupState::default())));
+    }
+    Err(mod_api::Error::config(
+        "[ha] voters: a group of several voters needs mod-resilience's `raft` feature",
+    ))
+}

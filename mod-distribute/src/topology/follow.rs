@@ -4,8 +4,9 @@
 use super::{read_update, url_for, Alert, Topology, Update, HEARTBEAT};
 use crate::redis::{redact, Redis};
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mod_api::{Error, Result};
 use tokio::io::BufReader;
@@ -32,6 +33,9 @@ struct Shared {
     alerts: broadcast::Sender<Alert>,
     relookup: Notify,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    /// When any controller last sent a line (ms since `born`).
+    heard_ms: AtomicU64,
+    born: Instant,
 }
 
 impl Drop for Shared {
@@ -69,6 +73,8 @@ impl Follower {
                 alerts: broadcast::channel(256).0,
                 relookup: Notify::new(),
                 tasks: Default::default(),
+                heard_ms: AtomicU64::new(0),
+                born: Instant::now(),
             }),
         };
         let weak = Arc::downgrade(&follower.inner);
@@ -114,8 +120,17 @@ impl Follower {
         self.inner.relookup.notify_waiters();
     }
 
+    /// Whether some controller was heard within three heartbeats (the
+    /// proxy stops forwarding when not: the primary it knows may be stale).
+    pub fn in_contact(&self) -> bool {
+        let heard = Duration::from_millis(self.inner.heard_ms.load(Ordering::Acquire));
+        self.inner.born.elapsed().saturating_sub(heard) < SILENCE
+    }
+
     /// Takes `topology` if its epoch is higher than the one held.
     fn offer(&self, topology: Topology) {
+        let heard = self.inner.born.elapsed().as_millis() as u64;
+        self.inner.heard_ms.fetch_max(heard, Ordering::AcqRel);
         self.inner.topology.send_if_modified(|held| {
             if topology.epoch > held.epoch {
                 *held = topology;

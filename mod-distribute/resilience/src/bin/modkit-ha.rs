@@ -1,1 +1,76 @@
-fn main() {}
+//! `modkit-ha`: the resilience layer's processes.
+//!
+//! ```text
+//! modkit-ha controller --config ha.toml      # one voter ([ha] section)
+//! modkit-ha proxy --listen 127.0.0.1:6380 --controllers h1:7070,h2:7070
+//! ```
+//!
+//! Logs go to stderr (`RUST_LOG` filters them, default `info`).
+
+use mod_api::{Config, Result};
+use mod_resilience::{Controller, HaConfig, Proxy};
+
+const USAGE: &str = "usage: modkit-ha controller --config <file.toml>\n       \
+    modkit-ha proxy --listen <host:port> --controllers <host:port,...>";
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Err(e) = run(&args).await {
+        eprintln!("modkit-ha: {e}\n{USAGE}");
+        std::process::exit(2);
+    }
+}
+
+/// The value after `--name`.
+fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+async fn run(args: &[String]) -> Result<()> {
+    let missing = |what: &str| mod_api::Error::config(format!("missing {what}"));
+    match args.first().map(String::as_str) {
+        Some("controller") => {
+            let path = flag(args, "--config").ok_or_else(|| missing("--config"))?;
+            let config = Config::load(Some(std::path::Path::new(path)))?;
+            let ha: HaConfig = config.section()?;
+            let consensus = mod_resilience::consensus_for(&ha).await?;
+            let controller = Controller::start(ha, consensus).await?;
+            tracing::info!(subscriptions = %controller.local_addr(), "controller running; Ctrl-C stops it");
+            shutdown().await;
+            Ok(())
+        }
+        Some("proxy") => {
+            let listen = flag(args, "--listen").ok_or_else(|| missing("--listen"))?;
+            let controllers: Vec<String> = flag(args, "--controllers")
+                .ok_or_else(|| missing("--controllers"))?
+                .split(',')
+                .map(str::to_owned)
+                .collect();
+            let follower = mod_distribute::topology::Follower::subscribe(
+                &controllers,
+                std::time::Duration::from_secs(10),
+            )
+            .await?;
+            let _proxy = Proxy::start(listen, follower).await?;
+            shutdown().await;
+            Ok(())
+        }
+        _ => Err(mod_api::Error::config("no command")),
+    }
+}
+
+async fn shutdown() {
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("stopping");
+}
