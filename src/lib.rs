@@ -34,6 +34,13 @@ pub use mod_monolith as monolith;
 #[doc(no_inline)]
 pub use mod_distribute as distribute;
 
+/// The resilience layer (feature `resilience`): the Redis HA controller
+/// group and its stable-endpoint proxy, to embed in an application node
+/// (the `modkit-ha` binary runs them standalone).
+#[cfg(feature = "resilience")]
+#[doc(no_inline)]
+pub use mod_resilience as resilience;
+
 mod kind;
 #[cfg(feature = "prometheus")]
 pub mod observe;

@@ -62,11 +62,9 @@ impl RedisServer {
     }
 
     fn try_start(port: u16, extra: &[&str]) -> Result<RedisServer> {
-        let dir = std::env::temp_dir().join(format!("modkit-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let binary = redis_server_binary();
+        let dir = Self::dir_for(port)?;
         let port_text = port.to_string();
-        let mut cmd = Command::new(&binary);
+        let mut cmd = Command::new(redis_server_binary());
         cmd.args(["--port", &port_text, "--bind", "127.0.0.1", "--save", ""])
             .args([
                 "--appendonly",
@@ -78,8 +76,37 @@ impl RedisServer {
             ])
             .arg("--dir")
             .arg(&dir)
-            .args(extra)
-            .stdin(Stdio::null())
+            .args(extra);
+        Self::spawn(cmd, port, dir)
+    }
+
+    /// Starts a Redis Sentinel on a free port with the given `sentinel.conf`
+    /// lines (e.g. `sentinel monitor m 127.0.0.1 7001 2`); for benchmarks
+    /// that measure Sentinel beside modkit's controllers.
+    pub fn start_sentinel(lines: &[String]) -> Result<RedisServer> {
+        let port = free_port()?;
+        let dir = Self::dir_for(port)?;
+        let conf = dir.join("sentinel.conf");
+        let text = format!(
+            "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {}\n{}\n",
+            dir.display(),
+            lines.join("\n")
+        );
+        std::fs::write(&conf, text)?;
+        let mut cmd = Command::new(redis_server_binary());
+        cmd.arg(&conf).arg("--sentinel");
+        Self::spawn(cmd, port, dir)
+    }
+
+    fn dir_for(port: u16) -> Result<PathBuf> {
+        let dir = std::env::temp_dir().join(format!("modkit-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    fn spawn(mut cmd: Command, port: u16, dir: PathBuf) -> Result<RedisServer> {
+        let binary = redis_server_binary();
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let child = launch::spawn(cmd)

@@ -64,6 +64,8 @@ struct Inner {
     topology_epoch: AtomicU64,
     /// `[redis] controllers`: the subscription that moves this handle.
     follower: OnceLock<Follower>,
+    /// Whether the endpoint is followed (set with `controllers`).
+    following: bool,
 }
 
 /// A handle that does not keep the connection open (see [`Redis::downgrade`]).
@@ -118,13 +120,21 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 async fn open(
     url: &str,
     tls: Option<&TlsFiles>,
+    following: bool,
 ) -> Result<(Client, ConnectionManager, Arc<AtomicU64>)> {
     let client = endpoint::client(url, tls)?;
+    // A fixed endpoint is worth waiting for (a restart); a followed one is
+    // not: the controllers move the handle, and a call stuck reconnecting
+    // to a dead primary would hold its caller past the failover.
+    let (retries, max_delay) = match following {
+        false => (3, Duration::from_secs(1)),
+        true => (1, Duration::from_millis(50)),
+    };
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(RESPONSE_TIMEOUT))
-        .set_number_of_retries(3)
-        .set_max_delay(Duration::from_secs(1));
+        .set_number_of_retries(retries)
+        .set_max_delay(max_delay);
     let mut manager = ConnectionManager::new_with_config(client.clone(), config)
         .await
         .map_err(redis_error)?;
@@ -144,7 +154,7 @@ impl Redis {
     /// Connects to `url`; every key this handle makes starts with `<prefix>:`.
     /// A `rediss://` URL is verified against the system's trusted roots.
     pub async fn connect(url: &str, prefix: &str) -> Result<Redis> {
-        Self::open_with(url, prefix, None, None).await
+        Self::open_with(url, prefix, None, None, false).await
     }
 
     /// Connects as `config` says: URL (with AUTH user and password, if any),
@@ -156,14 +166,20 @@ impl Redis {
         let tls = config.tls.as_ref().map(TlsFiles::read).transpose()?;
         let wait = script::Wait::new(config.wait_replicas, config.wait_timeout);
         if config.controllers.is_empty() {
-            return Self::open_with(&config.url, &config.prefix, tls, wait).await;
+            return Self::open_with(&config.url, &config.prefix, tls, wait, false).await;
         }
         // HA: the controllers say which node is the primary; the URL gives
         // scheme, credentials and database.
         let follower = Follower::subscribe(&config.controllers, CONNECT_TIMEOUT * 5).await?;
         let primary = follower.topology().primary.unwrap_or_default();
-        let redis =
-            Self::open_with(&url_for(&config.url, &primary), &config.prefix, tls, wait).await?;
+        let redis = Self::open_with(
+            &url_for(&config.url, &primary),
+            &config.prefix,
+            tls,
+            wait,
+            true,
+        )
+        .await?;
         follower.drive(&redis).await?;
         let _ = redis.inner.follower.set(follower);
         Ok(redis)
@@ -199,13 +215,14 @@ impl Redis {
         prefix: &str,
         tls: Option<TlsFiles>,
         wait: Option<script::Wait>,
+        following: bool,
     ) -> Result<Redis> {
         if prefix.is_empty() || prefix.contains(char::is_whitespace) {
             return Err(Error::config(format!(
                 "invalid redis key prefix {prefix:?}"
             )));
         }
-        let (client, manager, limit) = open(url, tls.as_ref()).await.map_err(|e| {
+        let (client, manager, limit) = open(url, tls.as_ref(), following).await.map_err(|e| {
             Error::new(e.kind(), "cannot connect to redis")
                 .with_context("url", redact(url))
                 .with_retryable(e.is_retryable())
@@ -228,6 +245,7 @@ impl Redis {
                 open: count_open(),
                 topology_epoch: AtomicU64::new(0),
                 follower: OnceLock::new(),
+                following,
             }),
         })
     }
@@ -306,7 +324,8 @@ impl Redis {
     ///
     /// Connections already handed out keep their old endpoint until dropped.
     pub async fn switch_to(&self, url: &str) -> Result<u64> {
-        let (client, manager, limit) = open(url, self.inner.tls.as_ref()).await?;
+        let (client, manager, limit) =
+            open(url, self.inner.tls.as_ref(), self.inner.following).await?;
         let mut state = self.inner.state.write().unwrap_or_else(|e| e.into_inner());
         state.epoch += 1;
         tracing::warn!(from = %redact(&state.url), to = %redact(url), epoch = state.epoch, "redis endpoint switched");

@@ -105,7 +105,7 @@ impl Voter {
         let Some((offset, _, chosen)) = candidates.pop() else {
             return Err(Error::unavailable("no replica to promote"));
         };
-        tracing::info!(%chosen, offset, epoch, "promoting");
+        tracing::info!(%chosen, offset, epoch, others = ?candidates, "promoting");
         let promote = redis::cmd("REPLICAOF").arg("NO").arg("ONE").clone();
         let no_min = redis::cmd("CONFIG")
             .arg("SET")

@@ -108,6 +108,9 @@ async fn publish(mut state: watch::Receiver<GroupState>, publisher: Arc<Publishe
 #[derive(Default)]
 struct Seen {
     last: Option<Replication>,
+    /// The last answer: `down_after` counts from it, as Sentinel's
+    /// `down-after-milliseconds` does.
+    last_ok: Option<Instant>,
     unreachable_since: Option<Instant>,
     refused: bool,
     reported_down: bool,
@@ -168,11 +171,13 @@ impl Voter {
             match probe {
                 Probe::Up(replication) => {
                     seen.last = Some(replication);
+                    seen.last_ok = Some(now);
                     seen.unreachable_since = None;
                     seen.refused = false;
                 }
                 Probe::Refused | Probe::Silent => {
-                    seen.unreachable_since.get_or_insert(now);
+                    seen.unreachable_since
+                        .get_or_insert(seen.last_ok.unwrap_or(now));
                     seen.refused = probe == Probe::Refused;
                 }
             }

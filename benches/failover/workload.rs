@@ -1,0 +1,214 @@
+//! The workload both sides run: `SET` + `WAIT 1` in a loop, every write
+//! recorded (key, acknowledged or not, which node, when), and a sampler of
+//! every node's role for the time with two writable primaries.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mod_distribute::RedisServer;
+
+/// How long `WAIT 1` may wait for the replica's acknowledgement.
+pub const WAIT_MS: u64 = 200;
+/// Between two writes of the writer.
+pub const PACE: Duration = Duration::from_millis(2);
+
+/// One recorded write.
+#[derive(Debug, Clone)]
+pub struct Write {
+    pub cycle: u64,
+    pub key: u64,
+    pub acked: bool,
+    /// `host:port` the write was sent to.
+    pub node: String,
+    pub at: Instant,
+}
+
+/// Writes and their history, shared with the writer task.
+#[derive(Clone, Default)]
+pub struct History {
+    pub writes: Arc<Mutex<Vec<Write>>>,
+    pub cycle: Arc<AtomicU64>,
+}
+
+impl History {
+    /// Records a write of `c<cycle>:<key>` (the cycle the writer named).
+    pub fn record(&self, cycle: u64, key: u64, acked: bool, node: String) {
+        self.writes.lock().unwrap().push(Write {
+            cycle,
+            key,
+            acked,
+            node,
+            at: Instant::now(),
+        });
+    }
+
+    /// The first acknowledged write on `node` after `since`.
+    pub fn first_acked_on(&self, node: &str, since: Instant) -> Option<Instant> {
+        let writes = self.writes.lock().unwrap();
+        writes
+            .iter()
+            .find(|w| w.acked && w.at > since && w.node == node)
+            .map(|w| w.at)
+    }
+
+    /// The acknowledged keys of `cycle`.
+    pub fn acked(&self, cycle: u64) -> Vec<u64> {
+        let writes = self.writes.lock().unwrap();
+        writes
+            .iter()
+            .filter(|w| w.cycle == cycle && w.acked)
+            .map(|w| w.key)
+            .collect()
+    }
+}
+
+/// The pipeline of one write: `SET c<cycle>:<key>`, then `WAIT 1`.
+pub fn write_pipe(cycle: u64, key: u64) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.cmd("SET")
+        .arg(format!("c{cycle}:{key}"))
+        .arg(key)
+        .cmd("WAIT")
+        .arg(1)
+        .arg(WAIT_MS);
+    pipe
+}
+
+/// Whether a write's reply says a replica acknowledged it.
+pub fn acked(reply: redis::RedisResult<((), i64)>) -> bool {
+    matches!(reply, Ok(((), n)) if n >= 1)
+}
+
+/// The keys of `cycle` on the node at `addr`.
+pub async fn keys_on(addr: &str, cycle: u64) -> Vec<u64> {
+    let Ok(mut conn) = connect(addr).await else {
+        return Vec::new();
+    };
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("c{cycle}:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    keys.iter()
+        .filter_map(|k| k.split_once(':')?.1.parse().ok())
+        .collect()
+}
+
+pub async fn connect(addr: &str) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    let client = redis::Client::open(format!("redis://{addr}"))?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_millis(200)))
+        .set_response_timeout(Some(Duration::from_millis(WAIT_MS + 300)));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+}
+
+/// Samples which nodes are writable primaries every 20 ms; sums the time
+/// during which two or more were.
+pub struct DualSampler {
+    pub dual_ms: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for DualSampler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl DualSampler {
+    pub fn start(addrs: Vec<String>) -> DualSampler {
+        let dual_ms = Arc::new(AtomicU64::new(0));
+        let total = dual_ms.clone();
+        let task = tokio::spawn(async move {
+            let step = Duration::from_millis(20);
+            loop {
+                let mut masters = 0;
+                for addr in &addrs {
+                    if writable_primary(addr).await {
+                        masters += 1;
+                    }
+                }
+                if masters >= 2 {
+                    total.fetch_add(step.as_millis() as u64, Ordering::Relaxed);
+                }
+                tokio::time::sleep(step).await;
+            }
+        });
+        DualSampler { dual_ms, task }
+    }
+}
+
+/// A node that says `role:master` and is not paused for writes.
+async fn writable_primary(addr: &str) -> bool {
+    let probe = async {
+        let mut conn = connect(addr).await.ok()?;
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut conn)
+            .await
+            .ok()?;
+        if !info.contains("role:master") {
+            return Some(false);
+        }
+        // A paused primary (modkit's fence) does not take writes.
+        let clients: String = redis::cmd("INFO")
+            .arg("clients")
+            .query_async(&mut conn)
+            .await
+            .ok()?;
+        Some(!clients.contains("paused_reason:client_pause"))
+    };
+    tokio::time::timeout(Duration::from_millis(100), probe)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
+/// Starts a node; `--repl-diskless-sync-delay 0` so a returning node
+/// resyncs at once between cycles.
+pub fn node(port: Option<u16>, replica_of: Option<u16>) -> RedisServer {
+    let primary = replica_of.map(|p| p.to_string());
+    let mut args = vec!["--repl-diskless-sync-delay", "0"];
+    if let Some(p) = &primary {
+        args.extend(["--replicaof", "127.0.0.1", p]);
+    }
+    match port {
+        Some(port) => RedisServer::start_on_port(port, &args),
+        None => RedisServer::start_with_args(&args),
+    }
+    .expect("redis-server")
+}
+
+pub fn addr(server: &RedisServer) -> String {
+    format!("127.0.0.1:{}", server.port())
+}
+
+/// The p-th percentile (0..=100) of `values` (sorted here).
+pub fn percentile(values: &mut [f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let rank = ((p / 100.0) * (values.len() - 1) as f64).round() as usize;
+    values[rank]
+}
+
+/// The role, link and offset lines of a node's `INFO replication`.
+pub async fn info(addr: &str) -> String {
+    let Ok(mut conn) = connect(addr).await else {
+        return "unreachable".into();
+    };
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    info.lines()
+        .filter(|l| l.starts_with("role") || l.starts_with("master_") || l.starts_with("slave"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
