@@ -5,7 +5,7 @@
 //! Detection: a voter reports a node down after it stayed unreachable for
 //! `down_after`, and up again on its first answer. The primary is failed
 //! when a majority of voters report it down; only the leader acts, and only
-//! after the intent is committed (see [`failover`]).
+//! after the intent is committed (the order and its reasons: `failover.rs`).
 
 mod failover;
 
