@@ -1,7 +1,7 @@
 //! The client side of Redis high availability: the topology a controller
 //! group commits (which node is the primary, in which epoch), the alerts it
 //! raises, the line protocol it serves them on, and [`follow`], which keeps a
-//! [`Redis`] handle on the primary of the highest epoch.
+//! [`Redis`](crate::Redis) handle on the primary of the highest epoch.
 //!
 //! The controller group itself (consensus, probing, failover) is the
 //! `mod-resilience` crate; this module only reads what it publishes, so a
