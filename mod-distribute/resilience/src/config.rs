@@ -19,7 +19,8 @@
 //! ```
 //!
 //! One voter (`voters` empty or naming only this one) decides alone: for
-//! development. Three or five agree through openraft (feature `raft`).
+//! development. Three or five agree through openraft (feature `raft`, on by
+//! default).
 
 use std::collections::BTreeMap;
 use std::time::Duration;

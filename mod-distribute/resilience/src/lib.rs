@@ -16,6 +16,8 @@ pub mod consensus;
 pub mod controller;
 pub mod probe;
 pub mod proxy;
+#[cfg(feature = "raft")]
+pub mod raft;
 
 pub use config::HaConfig;
 pub use consensus::{Command, Consensus, GroupState, Solo, VoterId};
@@ -30,6 +32,13 @@ pub async fn consensus_for(config: &HaConfig) -> mod_api::Result<Arc<dyn Consens
     if config.voters.len() <= 1 {
         return Ok(Arc::new(Solo::new(config.voter, GroupState::default())));
     }
+    #[cfg(feature = "raft")]
+    {
+        let listen = &config.voters[(config.voter - 1) as usize];
+        let voter = raft::RaftVoter::start(config.voter, listen, config.voter_ids()).await?;
+        Ok(Arc::new(voter))
+    }
+    #[cfg(not(feature = "raft"))]
     Err(mod_api::Error::config(
         "[ha] voters: a group of several voters needs mod-resilience's `raft` feature",
     ))

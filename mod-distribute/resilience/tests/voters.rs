@@ -1,0 +1,135 @@
+//! Three controller voters agreeing through openraft on a real group of
+//! three `redis-server`s: a `kill -9` of the primary is failed over by the
+//! majority, every voter holds the same topology, a client subscribed to all
+//! three follows; with the leading voter gone, the two left still fail over
+//! the next killed primary.
+
+#![cfg(feature = "raft")]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mod_distribute::{Redis, RedisConfig, RedisServer};
+use mod_resilience::raft::RaftVoter;
+use mod_resilience::{Consensus, Controller, GroupState, HaConfig};
+
+fn addr(server: &RedisServer) -> String {
+    format!("127.0.0.1:{}", server.port())
+}
+
+fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+async fn until(controller: &Controller, what: &str, f: impl Fn(&GroupState) -> bool) -> GroupState {
+    let mut state = controller.state();
+    let got = tokio::time::timeout(Duration::from_secs(20), async {
+        state.wait_for(|s| f(s)).await.map(|s| s.clone())
+    })
+    .await;
+    got.unwrap_or_else(|_| {
+        panic!(
+            "timed out waiting for {what}: {:?}",
+            controller.state().borrow().topology
+        )
+    })
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_majority_of_voters_fails_over_and_survives_its_leader() {
+    let mut nodes = vec![RedisServer::start().unwrap()];
+    for _ in 0..2 {
+        let replica = RedisServer::start_replica_of(nodes[0].port()).unwrap();
+        nodes.push(replica);
+    }
+    let raft: Vec<String> = (0..3).map(|_| free_addr()).collect();
+    let mut voters: Vec<Arc<RaftVoter>> = Vec::new();
+    let mut controllers: Vec<Option<Controller>> = Vec::new();
+    for id in 1..=3u64 {
+        let config = HaConfig {
+            nodes: nodes.iter().map(addr).collect(),
+            listen: "127.0.0.1:0".into(),
+            voter: id,
+            voters: raft.clone(),
+            ..HaConfig::default()
+        };
+        let voter = Arc::new(
+            RaftVoter::start(id, &raft[id as usize - 1], config.voter_ids())
+                .await
+                .unwrap(),
+        );
+        let consensus: Arc<dyn Consensus> = voter.clone();
+        controllers.push(Some(Controller::start(config, consensus).await.unwrap()));
+        voters.push(voter);
+    }
+    for c in controllers.iter().flatten() {
+        until(c, "epoch 1", |s| s.topology.epoch >= 1).await;
+    }
+    let redis = Redis::connect_with(&RedisConfig {
+        prefix: "voters".into(),
+        controllers: controllers
+            .iter()
+            .flatten()
+            .map(|c| c.local_addr().to_string())
+            .collect(),
+        ..RedisConfig::default()
+    })
+    .await
+    .unwrap();
+    assert!(redis.url().contains(&nodes[0].port().to_string()));
+
+    nodes[0].kill();
+    let after: Vec<GroupState> = {
+        let mut states = Vec::new();
+        for c in controllers.iter().flatten() {
+            states.push(until(c, "the failover", |s| s.topology.epoch >= 2).await);
+        }
+        states
+    };
+    let first = after[0].topology.primary.clone().unwrap();
+    assert_ne!(first, addr(&nodes[0]));
+    // Epoch 2 is the same decision on every voter.
+    for c in controllers.iter().flatten() {
+        let log = c.state().borrow().log.clone();
+        let two: Vec<_> = log
+            .iter()
+            .filter_map(|d| match &d.command {
+                mod_resilience::Command::Commit(t) if t.epoch == 2 => t.primary.clone(),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(two, vec![first.clone()]);
+    }
+    let port = first.rsplit_once(':').unwrap().1.to_owned();
+    let start = std::time::Instant::now();
+    while !redis.url().contains(&port) {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the client did not follow"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // The leader goes away; the two voters left are a majority.
+    let leader = voters.iter().position(|v| v.is_leader()).expect("a leader");
+    controllers[leader] = None;
+    voters[leader].shutdown().await;
+    let killed = nodes.iter().position(|n| addr(n) == first).unwrap();
+    nodes[killed].kill();
+    let left = controllers.iter().flatten().next().unwrap();
+    let again = until(left, "a failover without the old leader", |s| {
+        s.topology
+            .primary
+            .as_deref()
+            .is_some_and(|p| p != first && s.topology.epoch >= 3)
+    })
+    .await;
+    let second = again.topology.primary.unwrap();
+    assert_ne!(
+        second,
+        addr(&nodes[0]),
+        "the dead first primary was promoted"
+    );
+}
