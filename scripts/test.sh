@@ -60,6 +60,11 @@ cargo test -p mod-distribute --test hostile --test poison
 say "fuzz runner, short run (100,000 inputs per target; the long run is in the README)"
 cargo run -q --all-features --example fuzz -- all 100000
 
+say "failover example (three redis-servers, three controller voters, kill -9 of the primary)"
+fo="$(cargo run -q --features resilience --example failover)"
+printf '%s\n' "$fo"
+grep -q 'all retryable: true' <<<"$fo" || die "the failover example did not see a clean failover"
+
 say "shop example (monolith)"
 mono="$(cargo run -q --example shop)"
 printf '%s\n' "$mono"

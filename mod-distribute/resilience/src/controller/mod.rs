@@ -132,15 +132,38 @@ impl Voter {
     async fn run(mut self) {
         let mut tick = tokio::time::interval(self.config.probe_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut changes = self.consensus.state();
         loop {
-            tick.tick().await;
-            self.probe_all().await;
-            self.report().await;
-            self.check_health();
+            // Probe on the tick; act also as soon as another voter's report
+            // is applied (not a tick later: that is failover time).
+            let probed = tokio::select! {
+                _ = tick.tick() => true,
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    false
+                }
+            };
+            if probed {
+                self.probe_all().await;
+                self.report().await;
+                self.check_health();
+            }
             if !self.consensus.is_leader() {
                 continue;
             }
-            let state = self.consensus.state().borrow().clone();
+            let state = changes.borrow_and_update().clone();
+            if !probed
+                && state
+                    .topology
+                    .primary
+                    .as_ref()
+                    .is_none_or(|p| state.voters_down(p) < self.majority())
+            {
+                // Between probes only a failover is urgent.
+                continue;
+            }
             let result = match &state.topology.primary {
                 None => self.bootstrap().await,
                 Some(primary) if state.voters_down(primary) >= self.majority() => {
