@@ -157,7 +157,9 @@ impl ModkitGroup {
             .filter(|d| matches!(&d.command, Command::Intent { from, .. } if *from != killed))
             .count();
         let acked_keys = self.history.acked(n);
-        let on_new = match &new_primary {
+        // Without a commit in time: judge against the primary held now.
+        let judge = new_primary.or_else(|| self.state().topology.primary);
+        let on_new = match &judge {
             Some(p) => keys_on(p, n).await,
             None => Vec::new(),
         };

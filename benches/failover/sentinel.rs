@@ -166,7 +166,13 @@ impl SentinelGroup {
             .filter(|s| s.1 != killed)
             .count();
         let acked_keys = self.history.acked(n);
-        let on_new = match &new_master {
+        // No switch away from the killed node seen (Sentinel moved elsewhere,
+        // or not at all): judge against the master the sentinels name now.
+        let judge = match new_master {
+            Some(m) => Some(m),
+            None => ask_master(&self.sentinel_addrs[0]).await,
+        };
+        let on_new = match &judge {
             Some(m) => keys_on(m, n).await,
             None => Vec::new(),
         };
