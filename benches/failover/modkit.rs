@@ -8,7 +8,7 @@ use mod_distribute::{Redis, RedisConfig, RedisServer};
 use mod_resilience::consensus::Command;
 use mod_resilience::{Controller, GroupState, HaConfig, Solo};
 
-use crate::workload::{acked, addr, keys_on, node, write_pipe, DualSampler, History};
+use crate::workload::{acked, keys_on, node, write_pipe, DualSampler, History};
 use crate::{wait_online, Cycle};
 
 pub struct ModkitGroup {
@@ -33,7 +33,7 @@ impl ModkitGroup {
         let a = node(None, None);
         let nodes = vec![node(None, Some(a.port())), node(None, Some(a.port()))];
         let nodes: Vec<RedisServer> = std::iter::once(a).chain(nodes).collect();
-        let addrs: Vec<String> = nodes.iter().map(addr).collect();
+        let addrs: Vec<String> = nodes.iter().map(RedisServer::addr).collect();
         wait_online(&addrs[0], 2).await;
         let config = HaConfig {
             nodes: addrs.clone(),
@@ -86,8 +86,8 @@ impl ModkitGroup {
                 // Seen once in ~30 cycles (a fenced node never counted as
                 // rejoined): say what every node reports, for the fix.
                 for node in &self.nodes {
-                    let info = crate::workload::info(&addr(node)).await;
-                    eprintln!("{}: {info}", addr(node));
+                    let info = crate::workload::info(&node.addr()).await;
+                    eprintln!("{}: {info}", node.addr());
                 }
                 panic!("modkit group did not heal in 60 s: {t:?}");
             }
@@ -108,7 +108,7 @@ impl ModkitGroup {
         let idx = self
             .nodes
             .iter()
-            .position(|s| addr(s) == killed)
+            .position(|s| s.addr() == killed)
             .expect("primary is a node");
         let killed_at = Instant::now();
         self.nodes[idx].kill();

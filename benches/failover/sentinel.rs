@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use mod_distribute::RedisServer;
 
-use crate::workload::{acked, addr, connect, keys_on, node, write_pipe, DualSampler, History};
+use crate::workload::{acked, connect, keys_on, node, write_pipe, DualSampler, History};
 use crate::{wait_online, Cycle};
 
 const MASTER: &str = "m";
@@ -44,7 +44,7 @@ impl SentinelGroup {
         let a = node(None, None);
         let replicas = vec![node(None, Some(a.port())), node(None, Some(a.port()))];
         let nodes: Vec<RedisServer> = std::iter::once(a).chain(replicas).collect();
-        let addrs: Vec<String> = nodes.iter().map(addr).collect();
+        let addrs: Vec<String> = nodes.iter().map(RedisServer::addr).collect();
         wait_online(&addrs[0], 2).await;
         let lines = vec![
             format!("sentinel monitor {MASTER} 127.0.0.1 {} 2", nodes[0].port()),
@@ -67,7 +67,7 @@ impl SentinelGroup {
                 RedisServer::start_sentinel(&lines).expect("sentinel")
             })
             .collect();
-        let sentinel_addrs: Vec<String> = sentinels.iter().map(addr).collect();
+        let sentinel_addrs: Vec<String> = sentinels.iter().map(RedisServer::addr).collect();
         let master = Arc::new(Mutex::new(addrs[0].clone()));
         let switches = Arc::new(Mutex::new(Vec::new()));
         let history = History::default();
@@ -136,7 +136,7 @@ impl SentinelGroup {
         let idx = self
             .nodes
             .iter()
-            .position(|s| addr(s) == killed)
+            .position(|s| s.addr() == killed)
             .expect("master is a node");
         let killed_at = Instant::now();
         self.nodes[idx].kill();

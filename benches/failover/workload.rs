@@ -183,10 +183,6 @@ pub fn node(port: Option<u16>, replica_of: Option<u16>) -> RedisServer {
     .expect("redis-server")
 }
 
-pub fn addr(server: &RedisServer) -> String {
-    format!("127.0.0.1:{}", server.port())
-}
-
 /// The p-th percentile (0..=100) of `values` (sorted here).
 pub fn percentile(values: &mut [f64], p: f64) -> f64 {
     if values.is_empty() {

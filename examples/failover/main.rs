@@ -53,10 +53,7 @@ async fn main() -> modkit::Result<()> {
         let replica = RedisServer::start_replica_of(nodes[0].port())?;
         nodes.push(replica);
     }
-    let addrs: Vec<String> = nodes
-        .iter()
-        .map(|n| format!("127.0.0.1:{}", n.port()))
-        .collect();
+    let addrs: Vec<String> = nodes.iter().map(RedisServer::addr).collect();
     say(format!(
         "redis group: primary {}, replicas {}, {}",
         addrs[0], addrs[1], addrs[2]

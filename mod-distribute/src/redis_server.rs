@@ -167,6 +167,11 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// `127.0.0.1:<port>`: how the topology and `[ha] nodes` name it.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
     /// Starts a server replicating (`--replicaof`) from the one on loopback
     /// port `primary`, and returns once the sync is done and the primary
     /// counts the replica online (Redis 7's `repl-diskless-sync-delay` holds a

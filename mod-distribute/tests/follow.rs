@@ -12,7 +12,7 @@ fn topology(epoch: u64, primary: &RedisServer) -> Topology {
     Topology {
         group: "main".into(),
         epoch,
-        primary: Some(format!("127.0.0.1:{}", primary.port())),
+        primary: Some(primary.addr()),
         ..Topology::default()
     }
 }

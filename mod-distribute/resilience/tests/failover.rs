@@ -12,10 +12,6 @@ use mod_distribute::{Redis, RedisConfig, RedisServer};
 use mod_resilience::consensus::{Command, Solo};
 use mod_resilience::{Controller, GroupState, HaConfig};
 
-fn addr(server: &RedisServer) -> String {
-    format!("127.0.0.1:{}", server.port())
-}
-
 /// One write: its key, whether `WAIT 1` acknowledged it, and where it went.
 #[derive(Debug, Clone)]
 struct Write {
@@ -76,7 +72,7 @@ async fn kill9_of_the_primary_fails_over_without_losing_acknowledged_writes() {
     let b = RedisServer::start_replica_of(a.port()).unwrap();
     let c = RedisServer::start_replica_of(a.port()).unwrap();
     let config = HaConfig {
-        nodes: vec![addr(&a), addr(&b), addr(&c)],
+        nodes: vec![a.addr(), b.addr(), c.addr()],
         listen: "127.0.0.1:0".into(),
         ..HaConfig::default()
     };
@@ -84,7 +80,7 @@ async fn kill9_of_the_primary_fails_over_without_losing_acknowledged_writes() {
         .await
         .unwrap();
     let first = wait_state(&controller, "epoch 1", |s| s.topology.epoch == 1).await;
-    assert_eq!(first.topology.primary, Some(addr(&a)));
+    assert_eq!(first.topology.primary, Some(a.addr()));
 
     let redis = Redis::connect_with(&RedisConfig {
         prefix: "ha".into(),
@@ -117,10 +113,10 @@ async fn kill9_of_the_primary_fails_over_without_losing_acknowledged_writes() {
     let after = wait_state(&controller, "epoch 2", |s| s.topology.epoch >= 2).await;
     let new_primary = after.topology.primary.clone().unwrap();
     assert!(
-        new_primary == addr(&b) || new_primary == addr(&c),
+        new_primary == b.addr() || new_primary == c.addr(),
         "{new_primary}"
     );
-    assert_eq!(after.topology.fenced, vec![addr(&a)]);
+    assert_eq!(after.topology.fenced, vec![a.addr()]);
 
     // The first acknowledged write on the new primary.
     let first_write = loop {
@@ -151,7 +147,7 @@ async fn kill9_of_the_primary_fails_over_without_losing_acknowledged_writes() {
         s.topology.fenced.is_empty() && s.topology.epoch >= 3
     })
     .await;
-    assert!(rejoined.topology.replicas.contains(&addr(&a)));
+    assert!(rejoined.topology.replicas.contains(&a.addr()));
     assert_eq!(
         rejoined.topology.primary.as_deref(),
         Some(new_primary.as_str())

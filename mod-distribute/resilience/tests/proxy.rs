@@ -51,10 +51,7 @@ async fn port_via(proxy: &Proxy) -> Option<String> {
 async fn the_proxy_follows_the_primary_and_stops_without_controllers() {
     let mut a = RedisServer::start().unwrap();
     let b = RedisServer::start_replica_of(a.port()).unwrap();
-    let nodes = vec![
-        format!("127.0.0.1:{}", a.port()),
-        format!("127.0.0.1:{}", b.port()),
-    ];
+    let nodes = vec![a.addr(), b.addr()];
     let config = HaConfig {
         nodes,
         listen: "127.0.0.1:0".into(),

@@ -13,10 +13,6 @@ use mod_distribute::{Redis, RedisConfig, RedisServer};
 use mod_resilience::raft::RaftVoter;
 use mod_resilience::{Consensus, Controller, GroupState, HaConfig};
 
-fn addr(server: &RedisServer) -> String {
-    format!("127.0.0.1:{}", server.port())
-}
-
 fn free_addr() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().to_string()
@@ -49,7 +45,7 @@ async fn a_majority_of_voters_fails_over_and_survives_its_leader() {
     let mut controllers: Vec<Option<Controller>> = Vec::new();
     for id in 1..=3u64 {
         let config = HaConfig {
-            nodes: nodes.iter().map(addr).collect(),
+            nodes: nodes.iter().map(RedisServer::addr).collect(),
             listen: "127.0.0.1:0".into(),
             voter: id,
             voters: raft.clone(),
@@ -89,7 +85,7 @@ async fn a_majority_of_voters_fails_over_and_survives_its_leader() {
         states
     };
     let first = after[0].topology.primary.clone().unwrap();
-    assert_ne!(first, addr(&nodes[0]));
+    assert_ne!(first, nodes[0].addr());
     // Epoch 2 is the same decision on every voter.
     for c in controllers.iter().flatten() {
         let log = c.state().borrow().log.clone();
@@ -116,7 +112,7 @@ async fn a_majority_of_voters_fails_over_and_survives_its_leader() {
     let leader = voters.iter().position(|v| v.is_leader()).expect("a leader");
     controllers[leader] = None;
     voters[leader].shutdown().await;
-    let killed = nodes.iter().position(|n| addr(n) == first).unwrap();
+    let killed = nodes.iter().position(|n| n.addr() == first).unwrap();
     nodes[killed].kill();
     let left = controllers.iter().flatten().next().unwrap();
     let again = until(left, "a failover without the old leader", |s| {
@@ -129,7 +125,7 @@ async fn a_majority_of_voters_fails_over_and_survives_its_leader() {
     let second = again.topology.primary.unwrap();
     assert_ne!(
         second,
-        addr(&nodes[0]),
+        nodes[0].addr(),
         "the dead first primary was promoted"
     );
 }

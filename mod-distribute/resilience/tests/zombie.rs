@@ -11,10 +11,6 @@ use std::time::{Duration, Instant};
 use mod_distribute::RedisServer;
 use mod_resilience::{Controller, GroupState, HaConfig, Solo};
 
-fn addr(server: &RedisServer) -> String {
-    format!("127.0.0.1:{}", server.port())
-}
-
 fn signal(server: &RedisServer, sig: &str) {
     let pid = server.pid().expect("running").to_string();
     assert!(Process::new("kill")
@@ -42,7 +38,7 @@ async fn a_woken_zombie_primary_accepts_no_write() {
     let b = RedisServer::start_replica_of(a.port()).unwrap();
     let c = RedisServer::start_replica_of(a.port()).unwrap();
     let config = HaConfig {
-        nodes: vec![addr(&a), addr(&b), addr(&c)],
+        nodes: vec![a.addr(), b.addr(), c.addr()],
         listen: "127.0.0.1:0".into(),
         wait_replicas: 1,
         ..HaConfig::default()
@@ -79,7 +75,7 @@ async fn a_woken_zombie_primary_accepts_no_write() {
     .topology
     .clone();
     let took = stopped.elapsed();
-    assert_ne!(committed.primary, Some(addr(&a)));
+    assert_ne!(committed.primary, Some(a.addr()));
     // Silent, not refused: the fencing window was waited out.
     assert!(
         took >= Duration::from_secs(2),
