@@ -117,7 +117,7 @@ impl HaConfig {
 
     /// How many voters a decision needs.
     pub fn majority(&self) -> usize {
-        self.voters.len().max(1) / 2 + 1
+        crate::rules::majority(self.voters.len())
     }
 
     /// The voters by id (empty: this voter alone).

@@ -18,6 +18,7 @@ pub mod probe;
 pub mod proxy;
 #[cfg(feature = "raft")]
 pub mod raft;
+pub mod rules;
 
 pub use config::HaConfig;
 pub use consensus::{Command, Consensus, GroupState, Solo, VoterId};

@@ -25,6 +25,7 @@ use mod_distribute::topology::{Alert, Topology};
 
 use super::Voter;
 use crate::consensus::Command;
+use crate::rules::{self, Candidate};
 
 /// Where detached replicas point: a closed port, so they stop following
 /// the old primary without becoming writable.
@@ -70,42 +71,36 @@ impl Voter {
         // Fresh offsets of every replica (frozen now: nothing feeds them).
         self.probe_all().await;
         let replicas: Vec<&String> = self.config.nodes.iter().filter(|a| **a != old).collect();
-        let total = replicas.len();
-        let mut candidates: Vec<(u64, usize, String)> = replicas
+        let answered: Vec<Candidate> = replicas
             .iter()
             .enumerate()
-            .filter_map(|(i, addr)| {
+            .filter_map(|(position, addr)| {
                 let r = self.up(addr)?;
-                // A replica on the old history, or one a failed earlier
-                // attempt already promoted (its previous history is it).
-                let same_history = old_replid
-                    .as_deref()
-                    .is_none_or(|id| r.replid == id || r.replid2 == id);
-                same_history.then(|| (r.offset, usize::MAX - i, (*addr).clone()))
+                rules::on_history(old_replid.as_deref(), &r.replid, &r.replid2).then(|| Candidate {
+                    addr: (*addr).clone(),
+                    offset: r.offset,
+                    position,
+                })
             })
             .collect();
-        let k = self.config.wait_replicas as usize;
-        let needed = if k == 0 {
-            1
-        } else {
-            (total + 1).saturating_sub(k).max(1)
-        };
-        if candidates.len() < needed {
-            let reason = format!(
-                "{} of {total} replicas answered on the old primary's history; {needed} needed (WAIT {k})",
-                candidates.len()
-            );
-            self.alerts.raise(Alert::NoPromotableReplica {
-                group,
-                reason: reason.clone(),
-            });
-            return Err(Error::unavailable(reason));
-        }
-        candidates.sort();
-        let Some((offset, _, chosen)) = candidates.pop() else {
-            return Err(Error::unavailable("no replica to promote"));
-        };
-        tracing::info!(%chosen, offset, epoch, others = ?candidates, "promoting");
+        let seen = answered.len();
+        let chosen =
+            match rules::choose(answered, replicas.len(), self.config.wait_replicas as usize) {
+                Ok(chosen) => chosen,
+                Err(reason) => {
+                    self.alerts.raise(Alert::NoPromotableReplica {
+                        group,
+                        reason: reason.clone(),
+                    });
+                    return Err(Error::unavailable(reason));
+                }
+            };
+        let Candidate {
+            addr: chosen,
+            offset,
+            ..
+        } = chosen;
+        tracing::info!(%chosen, offset, epoch, answered = seen, "promoting");
         let promote = redis::cmd("REPLICAOF").arg("NO").arg("ONE").clone();
         let no_min = redis::cmd("CONFIG")
             .arg("SET")

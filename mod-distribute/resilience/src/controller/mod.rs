@@ -23,6 +23,7 @@ use crate::alert::Alerts;
 use crate::config::HaConfig;
 use crate::consensus::{Command, Consensus, GroupState};
 use crate::probe::{Node, Probe, Replication};
+use crate::rules;
 
 /// A running voter; dropping it stops it.
 pub struct Controller {
@@ -159,14 +160,14 @@ impl Voter {
                     .topology
                     .primary
                     .as_ref()
-                    .is_none_or(|p| state.voters_down(p) < self.majority())
+                    .is_none_or(|p| !self.primary_failed(&state, p))
             {
                 // Between probes only a failover is urgent.
                 continue;
             }
             let result = match &state.topology.primary {
                 None => self.bootstrap().await,
-                Some(primary) if state.voters_down(primary) >= self.majority() => {
+                Some(primary) if self.primary_failed(&state, primary) => {
                     self.failover(&state.topology).await
                 }
                 Some(_) => self.reconcile(&state.topology).await,
@@ -177,8 +178,8 @@ impl Voter {
         }
     }
 
-    fn majority(&self) -> usize {
-        self.consensus.voters() / 2 + 1
+    fn primary_failed(&self, state: &GroupState, primary: &str) -> bool {
+        rules::primary_failed(state.voters_down(primary), self.consensus.voters())
     }
 
     async fn probe_all(&mut self) {
@@ -260,7 +261,7 @@ impl Voter {
             .values()
             .filter(|s| s.unreachable_since.is_none())
             .count();
-        let unhealthy = (available as f64) <= self.config.unhealthy_ratio * total as f64;
+        let unhealthy = rules::unhealthy(available, total, self.config.unhealthy_ratio);
         if unhealthy && !self.unhealthy {
             self.alerts.raise(Alert::GroupUnhealthy {
                 group: self.config.group.clone(),

@@ -1,0 +1,112 @@
+//! The controller's decisions as pure functions: the voters act on them
+//! against real nodes, and the deterministic simulation
+//! (`tests/simulation/`) checks them under thousands of seeded fault
+//! schedules — one definition for both.
+
+/// How many voters make a majority of `voters` (at least one).
+pub fn majority(voters: usize) -> usize {
+    voters.max(1) / 2 + 1
+}
+
+/// Whether the primary counts as failed: a majority of the voters report
+/// it down.
+pub fn primary_failed(voters_down: usize, voters: usize) -> bool {
+    voters_down >= majority(voters)
+}
+
+/// Seed 000's group rule: unhealthy when available/total ≤ `ratio`.
+pub fn unhealthy(available: usize, total: usize, ratio: f64) -> bool {
+    (available as f64) <= ratio * total as f64
+}
+
+/// How many of `replicas` must answer before one may be promoted, when
+/// writers use `WAIT wait_replicas`: a write acknowledged by k replicas is
+/// on at least one of any R−k+1 of them (k = 0: any one will do).
+pub fn replicas_needed(replicas: usize, wait_replicas: usize) -> usize {
+    if wait_replicas == 0 {
+        1
+    } else {
+        (replicas + 1).saturating_sub(wait_replicas).max(1)
+    }
+}
+
+/// Whether a node with `replid`/`replid2` is on the history `old` (the old
+/// primary's replication id; unknown: any history will do). A node an
+/// earlier, interrupted attempt promoted has the old history as `replid2`.
+pub fn on_history(old: Option<&str>, replid: &str, replid2: &str) -> bool {
+    old.is_none_or(|id| replid == id || replid2 == id)
+}
+
+/// A replica that answered after the fence, as a failover sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// `host:port`.
+    pub addr: String,
+    /// Its replication offset.
+    pub offset: u64,
+    /// Its position in the configured nodes (earlier wins a tie).
+    pub position: usize,
+}
+
+/// Chooses the replica to promote among `answered` (those on the old
+/// history) of `replicas`: the highest offset, then the earlier position.
+/// Too few answered for `WAIT wait_replicas`: the reason, to alert with.
+pub fn choose(
+    mut answered: Vec<Candidate>,
+    replicas: usize,
+    wait_replicas: usize,
+) -> Result<Candidate, String> {
+    let needed = replicas_needed(replicas, wait_replicas);
+    if answered.len() < needed {
+        return Err(format!(
+            "{} of {replicas} replicas answered on the old primary's history; {needed} needed (WAIT {wait_replicas})",
+            answered.len()
+        ));
+    }
+    answered.sort_by_key(|c| (std::cmp::Reverse(c.offset), c.position));
+    Ok(answered.swap_remove(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(addr: &str, offset: u64, position: usize) -> Candidate {
+        Candidate {
+            addr: addr.into(),
+            offset,
+            position,
+        }
+    }
+
+    #[test]
+    fn highest_offset_first_then_position() {
+        let chosen = choose(vec![c("b", 10, 1), c("c", 12, 2), c("d", 12, 3)], 3, 0);
+        assert_eq!(chosen.unwrap().addr, "c");
+    }
+
+    #[test]
+    fn wait_k_needs_r_minus_k_plus_one_answers() {
+        assert_eq!(replicas_needed(2, 1), 2);
+        assert_eq!(replicas_needed(4, 2), 3);
+        assert_eq!(replicas_needed(2, 0), 1);
+        assert_eq!(replicas_needed(2, 5), 1);
+        assert!(choose(vec![c("b", 10, 1)], 2, 1).is_err());
+        assert!(choose(vec![c("b", 10, 1)], 2, 0).is_ok());
+        assert!(choose(Vec::new(), 2, 0).is_err());
+    }
+
+    #[test]
+    fn majorities_and_health() {
+        assert_eq!(majority(1), 1);
+        assert_eq!(majority(3), 2);
+        assert_eq!(majority(5), 3);
+        assert!(!primary_failed(1, 3));
+        assert!(primary_failed(2, 3));
+        assert!(unhealthy(2, 4, 0.5));
+        assert!(!unhealthy(3, 4, 0.5));
+        assert!(on_history(None, "x", ""));
+        assert!(on_history(Some("a"), "b", "a"));
+        assert!(!on_history(Some("a"), "b", "c"));
+    }
+}
