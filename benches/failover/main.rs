@@ -13,7 +13,17 @@
 //! ```text
 //! failover kill9 cycles=N p50_ms=… p99_ms=… lost_acked=… spurious=… dual_primary_ms=… sentinel_p50_ms=… sentinel_p99_ms=… sentinel_lost_acked=… sentinel_spurious=… sentinel_dual_primary_ms=… ratio_p50=…
 //! failover converge cycles=N client_switch_p50_ms=… client_switch_p99_ms=…
+//! failover switchover cycles=N write_gap_p50_ms=… write_gap_p99_ms=… lost_acked=… spurious=… dual_primary_ms=…
+//! failover zombie cycles=M p50_ms=… p99_ms=… accepted_after_fence=… lost_acked=…
 //! ```
+//!
+//! Then, on modkit's group only: N planned switchovers
+//! (`Controller::switchover`) under the same writer — `write_gap`: the
+//! longest time between two acknowledged writes of the cycle — and M
+//! (N/5, at least 2) zombie cycles: the primary is frozen (SIGSTOP) until
+//! the failover commits, then woken; `accepted_after_fence` counts what it
+//! took after the freeze (writes queued on it or sent to it by a client
+//! that still takes it for the primary), which must be 0.
 //!
 //! `lost_acked`: `WAIT`-acknowledged writes missing on the new primary;
 //! `spurious`: failovers of a primary that was not killed; `dual_primary_ms`:
@@ -130,6 +140,12 @@ impl Totals {
     }
 }
 
+/// Zombie cycles wait out the fencing window (about 3 s each): a fifth as
+/// many as the others, at least two.
+fn zombie_cycles(cycles: u64) -> u64 {
+    cycles.div_ceil(5).max(2)
+}
+
 fn main() {
     // RUST_LOG=info shows the controller's and the client's side of each cycle.
     if std::env::var_os("RUST_LOG").is_some() {
@@ -186,6 +202,31 @@ fn main() {
             "failover converge cycles={cycles} client_switch_p50_ms={:.1} client_switch_p99_ms={:.1}",
             percentile(&mut ours.switch, 50.0),
             percentile(&mut ours.switch, 99.0)
+        );
+        let (mut gaps, mut lost, mut spurious, mut dual) = (Vec::new(), 0, 0, 0);
+        for n in 0..cycles {
+            let c = modkit_group.switchover_cycle(cycles + n).await;
+            eprintln!("cycle {n} switchover gap_ms={:.1} lost={} spurious={} dual_ms={}", c.gap_ms, c.lost, c.spurious, c.dual_ms);
+            gaps.push(c.gap_ms);
+            (lost, spurious, dual) = (lost + c.lost, spurious + c.spurious, dual + c.dual_ms);
+        }
+        println!(
+            "failover switchover cycles={cycles} write_gap_p50_ms={:.1} write_gap_p99_ms={:.1} lost_acked={lost} spurious={spurious} dual_primary_ms={dual}",
+            percentile(&mut gaps, 50.0),
+            percentile(&mut gaps, 99.0)
+        );
+        let zombies = zombie_cycles(cycles);
+        let (mut took, mut accepted, mut lost) = (Vec::new(), 0, 0);
+        for n in 0..zombies {
+            let c = modkit_group.zombie_cycle(2 * cycles + n).await;
+            eprintln!("cycle {n} zombie took_ms={:.0} accepted={} lost={}", c.took_ms, c.accepted, c.lost);
+            took.push(c.took_ms);
+            (accepted, lost) = (accepted + c.accepted, lost + c.lost);
+        }
+        println!(
+            "failover zombie cycles={zombies} p50_ms={:.0} p99_ms={:.0} accepted_after_fence={accepted} lost_acked={lost}",
+            percentile(&mut took, 50.0),
+            percentile(&mut took, 99.0)
         );
     });
 }

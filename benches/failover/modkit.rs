@@ -1,14 +1,17 @@
 //! modkit's side: three nodes, one controller voter (`down_after` 1 s), a
 //! handle that follows it, the workload.
 
+mod planned;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mod_distribute::topology::Topology;
 use mod_distribute::{Redis, RedisConfig, RedisServer};
 use mod_resilience::consensus::Command;
 use mod_resilience::{Controller, GroupState, HaConfig, Solo};
 
-use crate::workload::{acked, keys_on, node, write_pipe, DualSampler, History};
+use crate::workload::{keys_on, node, write_pipe, DualSampler, History, Reply};
 use crate::{wait_online, Cycle};
 
 pub struct ModkitGroup {
@@ -95,34 +98,89 @@ impl ModkitGroup {
         }
     }
 
-    /// One kill -9 of the primary, measured.
-    pub async fn cycle(&mut self, n: u64) -> Cycle {
+    /// Waits for a whole group and starts cycle `n`: the primary now.
+    async fn begin(&mut self, n: u64) -> String {
         self.wait_healthy().await;
         self.history
             .cycle
             .store(n, std::sync::atomic::Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let before = self.state();
-        let killed = before.topology.primary.clone().expect("a primary");
-        let (log_start, dual_start) = self.mark;
-        let idx = self
-            .nodes
-            .iter()
-            .position(|s| s.addr() == killed)
-            .expect("primary is a node");
-        let killed_at = Instant::now();
-        self.nodes[idx].kill();
+        self.state().topology.primary.expect("a primary")
+    }
 
+    fn position(&self, addr: &str) -> usize {
+        self.nodes
+            .iter()
+            .position(|s| s.addr() == addr)
+            .expect("primary is a node")
+    }
+
+    /// The commit after `epoch` (within 20 s), and when it was seen.
+    async fn commit_after(&self, epoch: u64) -> (Option<Topology>, Instant) {
         let mut state = self.controller.state();
         let committed = tokio::time::timeout(
             Duration::from_secs(20),
-            state.wait_for(|s| s.topology.epoch > before.topology.epoch),
+            state.wait_for(|s| s.topology.epoch > epoch),
         )
         .await
         .ok()
         .and_then(Result::ok)
         .map(|s| s.topology.clone());
-        let commit_at = Instant::now();
+        (committed, Instant::now())
+    }
+
+    /// From `since` to the first acknowledged write on `primary` (20 s cap).
+    async fn first_write(&self, primary: &str, since: Instant) -> f64 {
+        while since.elapsed() < Duration::from_secs(20) {
+            if let Some(at) = self.history.first_acked_on(primary, since) {
+                return (at - since).as_secs_f64() * 1000.0;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        20_000.0
+    }
+
+    /// Ends cycle `n` begun with `from` as the primary: what it lost
+    /// (judged on `judge`, else the primary held now), failovers of another
+    /// node than `from`, and the dual-primary time.
+    async fn finish(
+        &mut self,
+        n: u64,
+        from: &str,
+        judge: Option<String>,
+        since: Instant,
+    ) -> (usize, usize, u64) {
+        let (log_start, dual_start) = self.mark;
+        let log = self.state().log;
+        let spurious = log
+            .iter()
+            .filter(|d| d.index > log_start)
+            .filter(|d| matches!(&d.command, Command::Intent { from: f, .. } if f != from))
+            .count();
+        let acked_keys = self.history.acked(n);
+        let judge = judge.or_else(|| self.state().topology.primary);
+        let on_new = match &judge {
+            Some(p) => keys_on(p, n).await,
+            None => Vec::new(),
+        };
+        let lost = crate::report_lost("modkit", &self.history, n, &acked_keys, &on_new, since);
+        let dual_now = self
+            .sampler
+            .dual_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        self.mark = (self.state().applied, dual_now);
+        (lost, spurious, dual_now - dual_start)
+    }
+
+    /// One kill -9 of the primary, measured.
+    pub async fn cycle(&mut self, n: u64) -> Cycle {
+        let killed = self.begin(n).await;
+        let epoch = self.state().topology.epoch;
+        let idx = self.position(&killed);
+        let killed_at = Instant::now();
+        self.nodes[idx].kill();
+
+        let (committed, commit_at) = self.commit_after(epoch).await;
         let mut switch_ms = None;
         let mut took_ms = 20_000.0;
         let mut new_primary = None;
@@ -134,13 +192,7 @@ impl ModkitGroup {
             }
             switch_ms = Some(commit_at.elapsed().as_secs_f64() * 1000.0);
             let primary = t.primary.clone().unwrap_or_default();
-            while killed_at.elapsed() < Duration::from_secs(20) {
-                if let Some(at) = self.history.first_acked_on(&primary, killed_at) {
-                    took_ms = (at - killed_at).as_secs_f64() * 1000.0;
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
+            took_ms = self.first_write(&primary, killed_at).await;
             new_primary = Some(primary);
         }
         // The node agent's rule: a node comes back only as a replica.
@@ -149,31 +201,12 @@ impl ModkitGroup {
             .as_deref()
             .and_then(|p| p.rsplit_once(':')?.1.parse().ok());
         self.nodes[idx] = node(Some(port), primary_port);
-
-        let log = self.state().log;
-        let spurious = log
-            .iter()
-            .filter(|d| d.index > log_start)
-            .filter(|d| matches!(&d.command, Command::Intent { from, .. } if *from != killed))
-            .count();
-        let acked_keys = self.history.acked(n);
-        // Without a commit in time: judge against the primary held now.
-        let judge = new_primary.or_else(|| self.state().topology.primary);
-        let on_new = match &judge {
-            Some(p) => keys_on(p, n).await,
-            None => Vec::new(),
-        };
-        let lost = crate::report_lost("modkit", &self.history, n, &acked_keys, &on_new, killed_at);
-        let dual_now = self
-            .sampler
-            .dual_ms
-            .load(std::sync::atomic::Ordering::Relaxed);
-        self.mark = (self.state().applied, dual_now);
+        let (lost, spurious, dual_ms) = self.finish(n, &killed, new_primary, killed_at).await;
         Cycle {
             took_ms,
             lost,
             spurious,
-            dual_ms: dual_now - dual_start,
+            dual_ms,
             switch_ms,
         }
     }
@@ -183,8 +216,8 @@ async fn write_loop(redis: Redis, history: History) {
     for key in 0.. {
         let node = redis.url().trim_start_matches("redis://").to_owned();
         let cycle = history.cycle.load(std::sync::atomic::Ordering::Relaxed);
-        let reply = write_pipe(cycle, key).query_async(&mut redis.conn()).await;
-        history.record(cycle, key, acked(reply), node);
+        let reply: Reply = write_pipe(cycle, key).query_async(&mut redis.conn()).await;
+        history.record(cycle, key, Some(&reply), node);
         tokio::time::sleep(crate::workload::PACE).await;
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use mod_distribute::RedisServer;
 
-use crate::workload::{acked, connect, keys_on, node, write_pipe, DualSampler, History};
+use crate::workload::{connect, keys_on, node, write_pipe, DualSampler, History, Reply};
 use crate::{wait_online, Cycle};
 
 const MASTER: &str = "m";
@@ -290,12 +290,10 @@ async fn write_loop(sentinels: Vec<String>, master: Arc<Mutex<String>>, history:
             conn = connect(&target).await.ok().map(|c| (target.clone(), c));
         }
         let cycle = history.cycle.load(std::sync::atomic::Ordering::Relaxed);
-        let ok = match conn.as_mut() {
+        let reply: Option<Reply> = match conn.as_mut() {
             Some((_, c)) => {
                 let reply = write_pipe(cycle, key).query_async(c).await;
-                let failed = reply.is_err();
-                let ok = acked(reply);
-                if failed {
+                if reply.is_err() {
                     conn = None;
                     // The guidelines: on any error, ask the sentinels again.
                     for s in &sentinels {
@@ -305,11 +303,11 @@ async fn write_loop(sentinels: Vec<String>, master: Arc<Mutex<String>>, history:
                         }
                     }
                 }
-                ok
+                Some(reply)
             }
-            None => false,
+            None => None,
         };
-        history.record(cycle, key, ok, target);
+        history.record(cycle, key, reply.as_ref(), target);
         tokio::time::sleep(crate::workload::PACE).await;
     }
 }

@@ -18,6 +18,8 @@ pub const PACE: Duration = Duration::from_millis(2);
 pub struct Write {
     pub cycle: u64,
     pub key: u64,
+    /// The node took the `SET` (whatever `WAIT` said).
+    pub accepted: bool,
     pub acked: bool,
     /// `host:port` the write was sent to.
     pub node: String,
@@ -33,10 +35,13 @@ pub struct History {
 
 impl History {
     /// Records a write of `c<cycle>:<key>` (the cycle the writer named).
-    pub fn record(&self, cycle: u64, key: u64, acked: bool, node: String) {
+    pub fn record(&self, cycle: u64, key: u64, reply: Option<&Reply>, node: String) {
+        let accepted = reply.is_some_and(Result::is_ok);
+        let acked = matches!(reply, Some(Ok(((), n))) if *n >= 1);
         self.writes.lock().unwrap().push(Write {
             cycle,
             key,
+            accepted,
             acked,
             node,
             at: Instant::now(),
@@ -50,6 +55,35 @@ impl History {
             .iter()
             .find(|w| w.acked && w.at > since && w.node == node)
             .map(|w| w.at)
+    }
+
+    /// The longest time between two acknowledged writes of `cycle`.
+    pub fn longest_gap(&self, cycle: u64) -> Duration {
+        let writes = self.writes.lock().unwrap();
+        let acked: Vec<Instant> = writes
+            .iter()
+            .filter(|w| w.cycle == cycle && w.acked)
+            .map(|w| w.at)
+            .collect();
+        acked
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// The key of the last write completed so far.
+    pub fn last_key(&self) -> Option<u64> {
+        self.writes.lock().unwrap().last().map(|w| w.key)
+    }
+
+    /// Writes `node` took (replied OK to) after `since`.
+    pub fn accepted_on(&self, node: &str, since: Instant) -> usize {
+        let writes = self.writes.lock().unwrap();
+        writes
+            .iter()
+            .filter(|w| w.accepted && w.at > since && w.node == node)
+            .count()
     }
 
     /// The acknowledged keys of `cycle`.
@@ -75,10 +109,8 @@ pub fn write_pipe(cycle: u64, key: u64) -> redis::Pipeline {
     pipe
 }
 
-/// Whether a write's reply says a replica acknowledged it.
-pub fn acked(reply: redis::RedisResult<((), i64)>) -> bool {
-    matches!(reply, Ok(((), n)) if n >= 1)
-}
+/// The reply of one write: the `SET`, then how many replicas `WAIT` counted.
+pub type Reply = redis::RedisResult<((), i64)>;
 
 /// The keys of `cycle` on the node at `addr`.
 pub async fn keys_on(addr: &str, cycle: u64) -> Vec<u64> {

@@ -27,6 +27,13 @@ pub struct RedisServer {
     dir: PathBuf,
 }
 
+/// Spawns `cmd` so that the child dies with this process, however it dies
+/// (Linux; elsewhere a plain spawn): for supervisors of Redis nodes, such
+/// as the resilience layer's node agent.
+pub fn spawn_tied(cmd: Command) -> std::io::Result<Child> {
+    launch::spawn(cmd)
+}
+
 /// The `redis-server` binary: `$MODKIT_REDIS_SERVER`, else `redis-server` on `PATH`.
 pub fn redis_server_binary() -> String {
     std::env::var("MODKIT_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into())
@@ -119,6 +126,7 @@ impl RedisServer {
                 )
                 .with_source(e)
             })?;
+        hold_dir(&dir);
         let mut server = RedisServer {
             child: Some(child),
             port,
@@ -240,6 +248,37 @@ fn raw_command(port: u16, command: &str) -> String {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if release_dir(&self.dir) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// How many live servers use each data folder: a server restarted on the
+/// port of a killed one shares its folder (so persistence survives the
+/// restart), and the old handle's drop must not delete it under the new one.
+fn dirs_in_use() -> &'static std::sync::Mutex<std::collections::HashMap<PathBuf, usize>> {
+    static DIRS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<PathBuf, usize>>> =
+        std::sync::OnceLock::new();
+    DIRS.get_or_init(Default::default)
+}
+
+fn hold_dir(dir: &std::path::Path) {
+    let mut dirs = dirs_in_use().lock().unwrap_or_else(|e| e.into_inner());
+    *dirs.entry(dir.to_owned()).or_default() += 1;
+}
+
+/// Whether `dir` is now unused (its last server gone).
+fn release_dir(dir: &std::path::Path) -> bool {
+    let mut dirs = dirs_in_use().lock().unwrap_or_else(|e| e.into_inner());
+    match dirs.get_mut(dir) {
+        Some(n) if *n > 1 => {
+            *n -= 1;
+            false
+        }
+        _ => {
+            dirs.remove(dir);
+            true
+        }
     }
 }

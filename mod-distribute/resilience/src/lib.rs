@@ -10,6 +10,7 @@
 //! `resilience` feature and sets `[redis] controllers`.
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod alert;
 pub mod config;
 pub mod consensus;
@@ -20,6 +21,7 @@ pub mod proxy;
 pub mod raft;
 pub mod rules;
 
+pub use agent::NodeAgent;
 pub use config::HaConfig;
 pub use consensus::{Command, Consensus, GroupState, Solo, VoterId};
 pub use controller::Controller;

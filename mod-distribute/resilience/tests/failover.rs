@@ -194,3 +194,101 @@ async fn kill9_of_the_primary_fails_over_without_losing_acknowledged_writes() {
         .collect();
     assert!(epochs.windows(2).all(|w| w[0] < w[1]), "{epochs:?}");
 }
+
+/// A planned switchover under a writer: every write the old primary took is
+/// on the new one (not only the `WAIT`-acknowledged ones: the target caught
+/// up before it was promoted), the old primary follows it as a replica,
+/// nothing is fenced, and a second switchover hands back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switchover_loses_no_write_and_the_old_primary_follows() {
+    let a = RedisServer::start().unwrap();
+    let b = RedisServer::start_replica_of(a.port()).unwrap();
+    let c = RedisServer::start_replica_of(a.port()).unwrap();
+    let config = HaConfig {
+        nodes: vec![a.addr(), b.addr(), c.addr()],
+        listen: "127.0.0.1:0".into(),
+        ..HaConfig::default()
+    };
+    let controller = Controller::start(config, Arc::new(Solo::new(1, GroupState::default())))
+        .await
+        .unwrap();
+    wait_state(&controller, "epoch 1", |s| s.topology.epoch == 1).await;
+    let redis = Redis::connect_with(&RedisConfig {
+        prefix: "ha".into(),
+        controllers: vec![controller.local_addr().to_string()],
+        ..RedisConfig::default()
+    })
+    .await
+    .unwrap();
+
+    let err = controller
+        .switchover(Some("127.0.0.1:1".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), mod_api::ErrorKind::InvalidInput, "{err}");
+
+    let done = Arc::new(Mutex::new(Vec::<(u64, bool)>::new()));
+    let writer = {
+        let (redis, done) = (redis.clone(), done.clone());
+        tokio::spawn(async move {
+            for key in 0.. {
+                let mut conn = redis.conn();
+                let ok = redis::cmd("SET")
+                    .arg(format!("w:{key}"))
+                    .arg(key)
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .is_ok();
+                done.lock().unwrap().push((key, ok));
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = controller.switchover(Some(c.addr())).await.unwrap();
+    assert_eq!(
+        (t.epoch, t.primary.as_deref()),
+        (2, Some(c.addr().as_str()))
+    );
+    assert!(
+        t.fenced.is_empty() && t.replicas.contains(&a.addr()),
+        "{t:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let back = controller.switchover(None).await.unwrap();
+    assert_eq!(back.epoch, 3);
+    assert_ne!(back.primary, t.primary);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    writer.abort();
+
+    let done = done.lock().unwrap().clone();
+    let primary = back.primary.clone().unwrap();
+    let on_primary = keys_on(&primary).await;
+    let lost: Vec<u64> = done
+        .iter()
+        .filter(|(k, ok)| *ok && !on_primary.contains(k))
+        .map(|(k, _)| *k)
+        .collect();
+    let failed = done.iter().filter(|(_, ok)| !ok).count();
+    eprintln!(
+        "two switchovers: {} writes, {failed} refused (retryable, during the pause), {} lost",
+        done.len(),
+        lost.len()
+    );
+    assert!(done.len() > 100, "too few writes to judge");
+    assert_eq!(lost, Vec::<u64>::new(), "acknowledged writes lost");
+    // Both old primaries follow the new one.
+    for addr in [&a.addr(), &b.addr(), &c.addr()] {
+        if *addr == primary {
+            continue;
+        }
+        let client = redis::Client::open(format!("redis://{addr}")).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(info.contains("role:slave"), "{addr}: {info}");
+    }
+}

@@ -4,7 +4,8 @@
 //! - Connection trouble (I/O, dropped, refused) is `Unavailable`, a reply that
 //!   did not come in time `Timeout`: both retryable.
 //! - A server that cannot answer *now* (`LOADING` after a restart, `READONLY`
-//!   during a failover, `MASTERDOWN`, `TRYAGAIN`, `CLUSTERDOWN`, `BUSY` script)
+//!   during a failover, `MASTERDOWN`, `TRYAGAIN`, `CLUSTERDOWN`, `BUSY` script, `NOREPLICAS`
+//!   from a primary short of replicas)
 //!   is `Unavailable`, retryable.
 //! - A reply saying the request itself is bad never becomes retryable: the same
 //!   request fails the same way. Too big (`Protocol error: invalid bulk length`,
@@ -72,7 +73,12 @@ pub(super) fn classify(err: &RedisError) -> ErrorKind {
             | ServerErrorKind::TryAgain
             | ServerErrorKind::ClusterDown,
         ) => return ErrorKind::Unavailable,
-        RedisKind::Extension if err.code() == Some("BUSY") => return ErrorKind::Unavailable,
+        // BUSY: a script runs too long; NOREPLICAS: a primary short of good
+        // replicas (`min-replicas-to-write`, kept by the resilience layer)
+        // refuses writes until they return or a failover moves it.
+        RedisKind::Extension if matches!(err.code(), Some("BUSY" | "NOREPLICAS")) => {
+            return ErrorKind::Unavailable
+        }
         _ => {}
     }
     // Client-side trouble (a reply that does not parse, a wrong reply type)
@@ -176,6 +182,10 @@ mod tests {
             ),
             (
                 server("BUSY", "Redis is busy running a script."),
+                ErrorKind::Unavailable,
+            ),
+            (
+                server("NOREPLICAS", "Not enough good replicas to write."),
                 ErrorKind::Unavailable,
             ),
             (

@@ -79,6 +79,19 @@ pub enum Alert {
         /// From the intent to the commit.
         took_ms: u64,
     },
+    /// A planned switchover (an operator's command) is committed.
+    SwitchoverDone {
+        /// The group.
+        group: String,
+        /// The committed epoch.
+        epoch: u64,
+        /// The primary that handed over (a replica now).
+        from: String,
+        /// The new primary.
+        to: String,
+        /// How long the old primary's writes were paused.
+        paused_ms: u64,
+    },
     /// No replica may be promoted without losing acknowledged writes (or
     /// none answers): the group stays without a primary, by design.
     NoPromotableReplica {
@@ -122,6 +135,7 @@ impl Alert {
             Alert::PrimaryDown { .. } => "primary_down",
             Alert::FailoverStarted { .. } => "failover_started",
             Alert::FailoverDone { .. } => "failover_done",
+            Alert::SwitchoverDone { .. } => "switchover_done",
             Alert::NoPromotableReplica { .. } => "no_promotable_replica",
             Alert::Divergence { .. } => "divergence",
             Alert::GroupUnhealthy { .. } => "group_unhealthy",

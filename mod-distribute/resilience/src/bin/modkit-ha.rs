@@ -3,15 +3,20 @@
 //! ```text
 //! modkit-ha controller --config ha.toml      # one voter ([ha] section)
 //! modkit-ha proxy --listen 127.0.0.1:6380 --controllers h1:7070,h2:7070
+//! modkit-ha agent --node 127.0.0.1:7001 --controllers h1:7070,h2:7070 -- redis-server --port 7001
 //! ```
+//!
+//! `agent` runs the `redis-server` command after `--` and restarts it,
+//! when it dies, only as a replica of the committed primary.
 //!
 //! Logs go to stderr (`RUST_LOG` filters them, default `info`).
 
 use mod_api::{Config, Result};
-use mod_resilience::{Controller, HaConfig, Proxy};
+use mod_resilience::{Controller, HaConfig, NodeAgent, Proxy};
 
 const USAGE: &str = "usage: modkit-ha controller --config <file.toml>\n       \
-    modkit-ha proxy --listen <host:port> --controllers <host:port,...>";
+    modkit-ha proxy --listen <host:port> --controllers <host:port,...>\n       \
+    modkit-ha agent --node <host:port> --controllers <host:port,...> -- <redis-server command>";
 
 #[tokio::main]
 async fn main() {
@@ -52,13 +57,8 @@ async fn run(args: &[String]) -> Result<()> {
         }
         Some("proxy") => {
             let listen = flag(args, "--listen").ok_or_else(|| missing("--listen"))?;
-            let controllers: Vec<String> = flag(args, "--controllers")
-                .ok_or_else(|| missing("--controllers"))?
-                .split(',')
-                .map(str::to_owned)
-                .collect();
             let follower = mod_distribute::topology::Follower::subscribe(
-                &controllers,
+                &controllers(args)?,
                 std::time::Duration::from_secs(10),
             )
             .await?;
@@ -66,8 +66,28 @@ async fn run(args: &[String]) -> Result<()> {
             shutdown().await;
             Ok(())
         }
+        Some("agent") => {
+            let node = flag(args, "--node").ok_or_else(|| missing("--node"))?;
+            let command: Vec<String> = args
+                .iter()
+                .position(|a| a == "--")
+                .map(|i| args[i + 1..].to_vec())
+                .unwrap_or_default();
+            let _agent = NodeAgent::start(node, command, controllers(args)?)?;
+            shutdown().await;
+            Ok(())
+        }
         _ => Err(mod_api::Error::config("no command")),
     }
+}
+
+/// The addresses `--controllers` names.
+fn controllers(args: &[String]) -> Result<Vec<String>> {
+    Ok(flag(args, "--controllers")
+        .ok_or_else(|| mod_api::Error::config("missing --controllers"))?
+        .split(',')
+        .map(str::to_owned)
+        .collect())
 }
 
 async fn shutdown() {

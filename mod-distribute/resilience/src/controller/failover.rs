@@ -32,7 +32,7 @@ use crate::rules::{self, Candidate};
 const NOWHERE: (&str, &str) = ("127.0.0.1", "1");
 /// How long a reachable old primary's writes are paused (it is demoted
 /// well within it; the pause only ends if the controller dies midway).
-const PAUSE_MS: &str = "30000";
+pub(super) const PAUSE_MS: &str = "30000";
 
 impl Voter {
     pub(super) async fn failover(&mut self, topology: &Topology) -> Result<()> {
@@ -42,24 +42,36 @@ impl Voter {
         let epoch = topology.epoch + 1;
         let group = self.config.group.clone();
         let started = Instant::now();
-        let voters_down = self.consensus.state().borrow().voters_down(&old);
-        self.alerts.raise(Alert::PrimaryDown {
-            group: group.clone(),
-            node: old.clone(),
-            voters_down,
-        });
-        self.consensus
-            .propose(Command::Intent {
+        // A retry of the same failover (the last attempt found no replica to
+        // promote) neither re-proposes its intent nor raises its alerts again.
+        let (voters_down, retry) = {
+            let state = self.consensus.state();
+            let state = state.borrow();
+            let retry = state
+                .intent
+                .as_ref()
+                .is_some_and(|(e, from)| *e == epoch && *from == old);
+            (state.voters_down(&old), retry)
+        };
+        if !retry {
+            self.alerts.raise(Alert::PrimaryDown {
+                group: group.clone(),
+                node: old.clone(),
+                voters_down,
+            });
+            self.consensus
+                .propose(Command::Intent {
+                    epoch,
+                    from: old.clone(),
+                    by: self.consensus.id(),
+                })
+                .await?;
+            self.alerts.raise(Alert::FailoverStarted {
+                group: group.clone(),
                 epoch,
                 from: old.clone(),
-                by: self.consensus.id(),
-            })
-            .await?;
-        self.alerts.raise(Alert::FailoverStarted {
-            group: group.clone(),
-            epoch,
-            from: old.clone(),
-        });
+            });
+        }
 
         let old_replid = self
             .seen
@@ -88,10 +100,12 @@ impl Voter {
             match rules::choose(answered, replicas.len(), self.config.wait_replicas as usize) {
                 Ok(chosen) => chosen,
                 Err(reason) => {
-                    self.alerts.raise(Alert::NoPromotableReplica {
-                        group,
-                        reason: reason.clone(),
-                    });
+                    if !retry {
+                        self.alerts.raise(Alert::NoPromotableReplica {
+                            group,
+                            reason: reason.clone(),
+                        });
+                    }
                     return Err(Error::unavailable(reason));
                 }
             };
@@ -101,19 +115,7 @@ impl Voter {
             ..
         } = chosen;
         tracing::info!(%chosen, offset, epoch, answered = seen, "promoting");
-        let promote = redis::cmd("REPLICAOF").arg("NO").arg("ONE").clone();
-        let no_min = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("min-replicas-to-write")
-            .arg("0")
-            .clone();
-        let node = self
-            .node(&chosen)
-            .ok_or_else(|| Error::internal("chosen node vanished"))?;
-        node.query::<()>(&promote).await?;
-        // Writes must not wait for replicas that are only now re-attaching.
-        node.query::<()>(&no_min).await?;
-        self.min_replicas_set = Some((chosen.clone(), 0));
+        self.promote(&chosen).await?;
         let others: Vec<String> = self
             .config
             .nodes
@@ -143,16 +145,40 @@ impl Voter {
         });
         // The old primary, if it answers: its clients go, it follows.
         if self.up(&old).is_some() {
-            let kill = redis::cmd("CLIENT")
-                .arg("KILL")
-                .arg("TYPE")
-                .arg("normal")
-                .clone();
-            if let Some(node) = self.node(&old) {
-                let _ = node.query::<redis::Value>(&kill).await;
-            }
+            self.kill_clients(&old).await;
         }
         Ok(())
+    }
+
+    /// `REPLICAOF NO ONE` on `node`, writable at once: its writes must not
+    /// wait for replicas that are only now re-attaching.
+    pub(super) async fn promote(&mut self, addr: &str) -> Result<()> {
+        let promote = redis::cmd("REPLICAOF").arg("NO").arg("ONE").clone();
+        let no_min = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("min-replicas-to-write")
+            .arg("0")
+            .clone();
+        let node = self
+            .node(addr)
+            .ok_or_else(|| Error::internal("chosen node vanished"))?;
+        node.query::<()>(&promote).await?;
+        node.query::<()>(&no_min).await?;
+        self.min_replicas_set = Some((addr.to_owned(), 0));
+        Ok(())
+    }
+
+    /// Closes the normal client connections of `addr` (a demoted primary),
+    /// so that its clients reconnect and follow the commit.
+    pub(super) async fn kill_clients(&mut self, addr: &str) {
+        let kill = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .clone();
+        if let Some(node) = self.node(addr) {
+            let _ = node.query::<redis::Value>(&kill).await;
+        }
     }
 
     /// Step 2 of the failover (module docs).

@@ -8,6 +8,7 @@
 //! after the intent is committed (the order and its reasons: `failover.rs`).
 
 mod failover;
+mod switchover;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use std::time::Instant;
 use futures_util::future::join_all;
 use mod_api::Result;
 use mod_distribute::topology::{Alert, Publisher, Topology};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::alert::Alerts;
@@ -30,8 +31,12 @@ pub struct Controller {
     addr: std::net::SocketAddr,
     alerts: Alerts,
     state: watch::Receiver<GroupState>,
+    requests: mpsc::Sender<Request>,
     tasks: Vec<JoinHandle<()>>,
 }
+
+/// A switchover to the node (or the best replica), and where to answer.
+type Request = (Option<String>, oneshot::Sender<Result<Topology>>);
 
 impl Drop for Controller {
     fn drop(&mut self) {
@@ -56,13 +61,16 @@ impl Controller {
             .iter()
             .map(|addr| Node::new(&config.url, addr, config.probe_every))
             .collect::<Result<Vec<_>>>()?;
+        let (requests, inbox) = mpsc::channel(4);
         let voter = Voter {
+            inbox,
             seen: HashMap::new(),
             nodes,
             consensus,
             alerts: alerts.clone(),
             unhealthy: false,
             quorum_lost: false,
+            step_failed: false,
             min_replicas_set: None,
             config,
         };
@@ -72,6 +80,7 @@ impl Controller {
             addr,
             alerts,
             state,
+            requests,
             tasks: vec![publish, run],
         })
     }
@@ -84,6 +93,22 @@ impl Controller {
     /// The replicated state as this voter applied it.
     pub fn state(&self) -> watch::Receiver<GroupState> {
         self.state.clone()
+    }
+
+    /// A planned switchover of the primary to `to` (a replica in sync; `None`:
+    /// the replica with the highest offset). Writes pause for the time the
+    /// target takes to catch up; no acknowledged write is lost. Only the
+    /// leader does it (another voter answers a retryable `Unavailable`);
+    /// returns the committed topology. A target that cannot catch up
+    /// within 2 s leaves everything as it was (a `Timeout` error).
+    pub async fn switchover(&self, to: Option<String>) -> Result<Topology> {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || mod_api::Error::unavailable("the controller has stopped");
+        self.requests
+            .send((to, reply))
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     /// The alerts this voter raises from now on.
@@ -119,12 +144,15 @@ struct Seen {
 
 struct Voter {
     config: HaConfig,
+    inbox: mpsc::Receiver<Request>,
     consensus: Arc<dyn Consensus>,
     alerts: Alerts,
     nodes: Vec<Node>,
     seen: HashMap<String, Seen>,
     unhealthy: bool,
     quorum_lost: bool,
+    /// The last step failed: wait for the next probe to retry.
+    step_failed: bool,
     /// `(primary, value)` of the last `min-replicas-to-write` set.
     min_replicas_set: Option<(String, u32)>,
 }
@@ -139,6 +167,11 @@ impl Voter {
             // is applied (not a tick later: that is failover time).
             let probed = tokio::select! {
                 _ = tick.tick() => true,
+                request = self.inbox.recv() => {
+                    let Some((to, reply)) = request else { return };
+                    let _ = reply.send(self.switchover(to).await);
+                    continue;
+                }
                 changed = changes.changed() => {
                     if changed.is_err() {
                         return;
@@ -156,13 +189,16 @@ impl Voter {
             }
             let state = changes.borrow_and_update().clone();
             if !probed
-                && state
-                    .topology
-                    .primary
-                    .as_ref()
-                    .is_none_or(|p| !self.primary_failed(&state, p))
+                && (self.step_failed
+                    || state
+                        .topology
+                        .primary
+                        .as_ref()
+                        .is_none_or(|p| !self.primary_failed(&state, p)))
             {
-                // Between probes only a failover is urgent.
+                // Between probes only a failover is urgent, and only one
+                // that did not just fail: a retry waits for the next probe
+                // (its own proposals change the state, and would wake it).
                 continue;
             }
             let result = match &state.topology.primary {
@@ -172,6 +208,7 @@ impl Voter {
                 }
                 Some(_) => self.reconcile(&state.topology).await,
             };
+            self.step_failed = result.is_err();
             if let Err(e) = result {
                 tracing::warn!(error = %e, "controller step failed; retrying next probe");
             }
