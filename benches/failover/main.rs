@@ -21,9 +21,10 @@
 //! (`Controller::switchover`) under the same writer — `write_gap`: the
 //! longest time between two acknowledged writes of the cycle — and M
 //! (N/5, at least 2) zombie cycles: the primary is frozen (SIGSTOP) until
-//! the failover commits, then woken; `accepted_after_fence` counts what it
-//! took after the freeze (writes queued on it or sent to it by a client
-//! that still takes it for the primary), which must be 0.
+//! the failover commits, then woken; `accepted_after_fence` counts the writes
+//! sent to it after the commit that it took — one queued on it while frozen
+//! and one sent right after it woke, by a client that still takes it for the
+//! primary — which must be 0.
 //!
 //! `lost_acked`: `WAIT`-acknowledged writes missing on the new primary;
 //! `spurious`: failovers of a primary that was not killed; `dual_primary_ms`:

@@ -18,8 +18,6 @@ pub const PACE: Duration = Duration::from_millis(2);
 pub struct Write {
     pub cycle: u64,
     pub key: u64,
-    /// The node took the `SET` (whatever `WAIT` said).
-    pub accepted: bool,
     pub acked: bool,
     /// `host:port` the write was sent to.
     pub node: String,
@@ -36,12 +34,10 @@ pub struct History {
 impl History {
     /// Records a write of `c<cycle>:<key>` (the cycle the writer named).
     pub fn record(&self, cycle: u64, key: u64, reply: Option<&Reply>, node: String) {
-        let accepted = reply.is_some_and(Result::is_ok);
         let acked = matches!(reply, Some(Ok(((), n))) if *n >= 1);
         self.writes.lock().unwrap().push(Write {
             cycle,
             key,
-            accepted,
             acked,
             node,
             at: Instant::now(),
@@ -70,20 +66,6 @@ impl History {
             .map(|w| w[1] - w[0])
             .max()
             .unwrap_or_default()
-    }
-
-    /// The key of the last write completed so far.
-    pub fn last_key(&self) -> Option<u64> {
-        self.writes.lock().unwrap().last().map(|w| w.key)
-    }
-
-    /// Writes `node` took (replied OK to) after `since`.
-    pub fn accepted_on(&self, node: &str, since: Instant) -> usize {
-        let writes = self.writes.lock().unwrap();
-        writes
-            .iter()
-            .filter(|w| w.accepted && w.at > since && w.node == node)
-            .count()
     }
 
     /// The acknowledged keys of `cycle`.

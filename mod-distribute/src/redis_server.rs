@@ -80,6 +80,10 @@ impl RedisServer {
                 "no",
                 "--daemonize",
                 "no",
+                // A replica's full sync starts at once, not after Redis 7's
+                // default 5 s wait for more replicas to share it.
+                "--repl-diskless-sync-delay",
+                "0",
             ])
             .arg("--dir")
             .arg(&dir)
@@ -182,8 +186,7 @@ impl RedisServer {
 
     /// Starts a server replicating (`--replicaof`) from the one on loopback
     /// port `primary`, and returns once the sync is done and the primary
-    /// counts the replica online (Redis 7's `repl-diskless-sync-delay` holds a
-    /// full sync back 5 s by default).
+    /// counts the replica online.
     pub fn start_replica_of(primary: u16) -> Result<RedisServer> {
         let primary_port = primary.to_string();
         let mut replica = Self::start_with_args(&["--replicaof", "127.0.0.1", &primary_port])?;

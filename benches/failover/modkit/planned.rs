@@ -6,7 +6,6 @@ use std::process::Command as Process;
 use std::time::{Duration, Instant};
 
 use super::ModkitGroup;
-use crate::workload::keys_on;
 
 /// What one switchover cycle measured.
 pub struct Switchover {
@@ -21,7 +20,7 @@ pub struct Switchover {
 pub struct Zombie {
     /// From the freeze to the first acknowledged write on the new primary.
     pub took_ms: f64,
-    /// Writes the woken zombie took (it must take none).
+    /// Writes sent to it after the fence that it took (it must take none).
     pub accepted: usize,
     pub lost: usize,
 }
@@ -53,8 +52,9 @@ impl ModkitGroup {
         }
     }
 
-    /// SIGSTOP of the primary until the failover commits, then SIGCONT: the
-    /// writes it holds queued and any that reach it must all be refused.
+    /// SIGSTOP of the primary until the failover commits, then SIGCONT: a
+    /// write queued on it while frozen and one sent after it woke must both
+    /// be refused.
     pub async fn zombie_cycle(&mut self, n: u64) -> Zombie {
         let frozen = self.begin(n).await;
         let epoch = self.state().topology.epoch;
@@ -66,31 +66,30 @@ impl ModkitGroup {
             let ok = Process::new("kill").args([sig, &pid]).status();
             assert!(ok.is_ok_and(|s| s.success()), "kill {sig} {pid}");
         };
-        let last_before = self.history.last_key();
         let frozen_at = Instant::now();
         signal("-STOP");
-        let (committed, _) = self.commit_after(epoch).await;
+        let (committed, commit_at) = self.commit_after(epoch).await;
+        let commit_ms = (commit_at - frozen_at).as_secs_f64() * 1000.0;
         let primary = committed.and_then(|t| t.primary);
+        // After the fence, while it is frozen, a client that still takes it
+        // for the primary sends a write (it waits in the socket), and
+        // another one right after it wakes: it must refuse both.
+        let queued = tokio::spawn(raw_set(frozen.clone(), "zombie:queued"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
         let took_ms = match &primary {
             Some(p) => self.first_write(p, frozen_at).await,
             None => 20_000.0,
         };
         signal("-CONT");
-        // Right after waking (before the controller demotes it): a client
-        // that still takes it for the primary writes, and the keys it holds
-        // from after the freeze that the new primary does not hold.
-        let stale_write = stale_client_write(&frozen).await;
-        let on_zombie = keys_on(&frozen, n).await;
-        let on_new = match &primary {
-            Some(p) => keys_on(p, n).await,
-            None => Vec::new(),
-        };
-        let accepted = on_zombie
-            .iter()
-            .filter(|k| last_before.is_none_or(|last| **k > last) && !on_new.contains(k))
-            .count()
-            + self.history.accepted_on(&frozen, frozen_at)
-            + usize::from(stale_write);
+        let woken = raw_set(frozen.clone(), "zombie:woken").await;
+        let queued = queued.await.unwrap_or(false);
+        let accepted = usize::from(queued) + usize::from(woken);
+        if accepted > 0 {
+            eprintln!(
+                "cycle {n} zombie took writes after the fence: queued={queued} woken={woken}"
+            );
+        }
+        eprintln!("cycle {n} zombie commit_ms={commit_ms:.0}");
         let (lost, _, _) = self.finish(n, &frozen, primary, frozen_at).await;
         Zombie {
             took_ms,
@@ -100,15 +99,22 @@ impl ModkitGroup {
     }
 }
 
-/// Whether the node at `addr` takes a `SET` from a new connection.
-async fn stale_client_write(addr: &str) -> bool {
-    let Ok(mut conn) = crate::workload::connect(addr).await else {
-        return false;
+/// Whether the node at `addr` takes `SET key 1` sent on a new raw
+/// connection (the kernel accepts it even while the process is frozen; the
+/// reply comes once it runs again).
+async fn raw_set(addr: String, key: &'static str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.ok()?;
+        let cmd = format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n$1\r\n1\r\n", key.len());
+        stream.write_all(cmd.as_bytes()).await.ok()?;
+        let mut reply = [0u8; 64];
+        let n = stream.read(&mut reply).await.ok()?;
+        Some(reply[..n].starts_with(b"+OK"))
     };
-    redis::cmd("SET")
-        .arg("zombie:stale")
-        .arg(1)
-        .query_async::<()>(&mut conn)
+    tokio::time::timeout(Duration::from_secs(30), exchange)
         .await
-        .is_ok()
+        .ok()
+        .flatten()
+        .unwrap_or(false)
 }

@@ -16,6 +16,7 @@
 //! min_replicas_max_lag = "1s"
 //! wait_replicas = 0                    # the k of writers' WAIT k
 //! alert_command = "/usr/local/bin/page-oncall"   # gets each alert as JSON on stdin
+//! admin = "127.0.0.1:7071"             # operator commands (modkit-ha switchover); off if unset
 //! ```
 //!
 //! One voter (`voters` empty or naming only this one) decides alone: for
@@ -68,6 +69,9 @@ pub struct HaConfig {
     pub wait_replicas: u32,
     /// A command (run by `sh -c`) that receives each alert as JSON on stdin.
     pub alert_command: Option<String>,
+    /// Where operator commands (`modkit-ha switchover`) are taken; none when
+    /// unset. Not authenticated: bind it to loopback or a private network.
+    pub admin: Option<String>,
 }
 
 impl Default for HaConfig {
@@ -86,6 +90,7 @@ impl Default for HaConfig {
             min_replicas_max_lag: Duration::from_secs(1),
             wait_replicas: 0,
             alert_command: None,
+            admin: None,
         }
     }
 }

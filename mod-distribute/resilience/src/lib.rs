@@ -10,6 +10,7 @@
 //! `resilience` feature and sets `[redis] controllers`.
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod agent;
 pub mod alert;
 pub mod config;

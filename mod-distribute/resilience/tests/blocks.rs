@@ -176,7 +176,7 @@ async fn node(id: &str, controller: &str, host: &[&str]) -> Distributed {
 async fn the_building_blocks_survive_a_failover() {
     let started = Instant::now();
     // No 5 s delay before each replica's full sync.
-    let mut a = RedisServer::start_with_args(&["--repl-diskless-sync-delay", "0"]).unwrap();
+    let mut a = RedisServer::start().unwrap();
     let b = RedisServer::start_replica_of(a.port()).unwrap();
     let c = RedisServer::start_replica_of(a.port()).unwrap();
     let nodes = vec![a.addr(), b.addr(), c.addr()];

@@ -198,7 +198,8 @@ async fn kill9_of_the_primary_fails_over_without_losing_acknowledged_writes() {
 /// A planned switchover under a writer: every write the old primary took is
 /// on the new one (not only the `WAIT`-acknowledged ones: the target caught
 /// up before it was promoted), the old primary follows it as a replica,
-/// nothing is fenced, and a second switchover hands back.
+/// nothing is fenced, and a second switchover (through the admin port)
+/// moves it on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_switchover_loses_no_write_and_the_old_primary_follows() {
     let a = RedisServer::start().unwrap();
@@ -207,6 +208,7 @@ async fn a_switchover_loses_no_write_and_the_old_primary_follows() {
     let config = HaConfig {
         nodes: vec![a.addr(), b.addr(), c.addr()],
         listen: "127.0.0.1:0".into(),
+        admin: Some("127.0.0.1:0".into()),
         ..HaConfig::default()
     };
     let controller = Controller::start(config, Arc::new(Solo::new(1, GroupState::default())))
@@ -255,7 +257,15 @@ async fn a_switchover_loses_no_write_and_the_old_primary_follows() {
         "{t:?}"
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let back = controller.switchover(None).await.unwrap();
+    // The second through the operator's path (`modkit-ha switchover`),
+    // asking a dead address first as an operator listing voters would.
+    let admin = controller.admin_addr().unwrap().to_string();
+    let back = mod_resilience::admin::send(
+        &["127.0.0.1:1".into(), admin],
+        &mod_resilience::admin::Request::Switchover { to: None },
+    )
+    .await
+    .unwrap();
     assert_eq!(back.epoch, 3);
     assert_ne!(back.primary, t.primary);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -271,7 +281,7 @@ async fn a_switchover_loses_no_write_and_the_old_primary_follows() {
         .collect();
     let failed = done.iter().filter(|(_, ok)| !ok).count();
     eprintln!(
-        "two switchovers: {} writes, {failed} refused (retryable, during the pause), {} lost",
+        "two switchovers: {} writes, {failed} refused (during the hand-over), {} lost",
         done.len(),
         lost.len()
     );

@@ -153,6 +153,33 @@ impl Conn {
     }
 }
 
+/// `request`, given up when a newer topology is committed while it is
+/// in flight: a frozen or cut-off old primary would otherwise hold its
+/// caller for the whole response timeout after everyone else moved on.
+/// The outcome is unknown then (the old primary may have taken it), so
+/// the error is a retryable `Unavailable`, as a lost connection's is.
+async fn until_moved<T>(
+    follower: Option<&Follower>,
+    request: RedisFuture<'_, T>,
+) -> RedisResult<T> {
+    let Some(follower) = follower else {
+        return request.await;
+    };
+    let mut topology = follower.watch();
+    let epoch = topology.borrow_and_update().epoch;
+    tokio::select! {
+        result = request => result,
+        Ok(moved) = topology.wait_for(|t| t.epoch > epoch) => {
+            let now = moved.epoch;
+            tracing::debug!(from = epoch, to = now, "request abandoned: the primary moved");
+            Err(RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                format!("the primary moved (epoch {epoch} → {now}) while the request was in flight; its outcome is unknown"),
+            )))
+        }
+    }
+}
+
 /// Whether `reply` is the server's refusal of a too large request.
 fn refused_for_size(reply: &Value) -> bool {
     match reply {
@@ -219,7 +246,8 @@ impl ConnectionLike for Conn {
             if let Some(err) = self.refuse(longest) {
                 return Err(err);
             }
-            let result = self.manager.req_packed_command(cmd).await;
+            let request = self.manager.req_packed_command(cmd);
+            let result = until_moved(self.follower.as_ref(), request).await;
             self.notice(&result, primary_moved);
             self.judge(longest, result, refused_for_size).await
         })
@@ -239,10 +267,8 @@ impl ConnectionLike for Conn {
             if let Some(err) = self.refuse(longest) {
                 return Err(err);
             }
-            let result = self
-                .manager
-                .req_packed_commands(pipeline, offset, count)
-                .await;
+            let request = self.manager.req_packed_commands(pipeline, offset, count);
+            let result = until_moved(self.follower.as_ref(), request).await;
             self.notice(&result, |vs| vs.iter().any(primary_moved));
             self.judge(longest, result, |vs| vs.iter().any(refused_for_size))
                 .await

@@ -4,6 +4,7 @@
 //! modkit-ha controller --config ha.toml      # one voter ([ha] section)
 //! modkit-ha proxy --listen 127.0.0.1:6380 --controllers h1:7070,h2:7070
 //! modkit-ha agent --node 127.0.0.1:7001 --controllers h1:7070,h2:7070 -- redis-server --port 7001
+//! modkit-ha switchover --admin h1:7071,h2:7071 [--to 10.0.0.2:6379]
 //! ```
 //!
 //! `agent` runs the `redis-server` command after `--` and restarts it,
@@ -16,7 +17,8 @@ use mod_resilience::{Controller, HaConfig, NodeAgent, Proxy};
 
 const USAGE: &str = "usage: modkit-ha controller --config <file.toml>\n       \
     modkit-ha proxy --listen <host:port> --controllers <host:port,...>\n       \
-    modkit-ha agent --node <host:port> --controllers <host:port,...> -- <redis-server command>";
+    modkit-ha agent --node <host:port> --controllers <host:port,...> -- <redis-server command>\n       \
+    modkit-ha switchover --admin <host:port,...> [--to <host:port>]";
 
 #[tokio::main]
 async fn main() {
@@ -75,6 +77,22 @@ async fn run(args: &[String]) -> Result<()> {
                 .unwrap_or_default();
             let _agent = NodeAgent::start(node, command, controllers(args)?)?;
             shutdown().await;
+            Ok(())
+        }
+        Some("switchover") => {
+            let admins: Vec<String> = flag(args, "--admin")
+                .ok_or_else(|| missing("--admin"))?
+                .split(',')
+                .map(str::to_owned)
+                .collect();
+            let to = flag(args, "--to").map(str::to_owned);
+            let request = mod_resilience::admin::Request::Switchover { to };
+            let topology = mod_resilience::admin::send(&admins, &request).await?;
+            println!(
+                "switched over: epoch {} primary {}",
+                topology.epoch,
+                topology.primary.unwrap_or_default()
+            );
             Ok(())
         }
         _ => Err(mod_api::Error::config("no command")),

@@ -8,8 +8,8 @@
 //!    Answering: `CLIENT PAUSE WRITE`. Silent (frozen, cut off): its
 //!    replicas are detached from it (pointed at a closed port, so their
 //!    offsets freeze and it loses their acknowledgements), then the window
-//!    `min_replicas_max_lag` + 1 s is waited out, after which Redis itself
-//!    refuses its writes (`NOREPLICAS`).
+//!    `min_replicas_max_lag` + 2.1 s from its first failed probe is waited
+//!    out, after which Redis itself refuses its writes (`NOREPLICAS`).
 //! 3. Choose among the replicas on the old primary's history the highest
 //!    offset, then the earlier in `nodes`; with writers that use `WAIT k`,
 //!    only when at least R−k+1 of the R replicas answered (else one of the
@@ -30,9 +30,12 @@ use crate::rules::{self, Candidate};
 /// Where detached replicas point: a closed port, so they stop following
 /// the old primary without becoming writable.
 const NOWHERE: (&str, &str) = ("127.0.0.1", "1");
+/// Beyond `min_replicas_max_lag`: Redis's whole-second lag and its
+/// once-a-second recount (2 s), and a margin for its timer.
+const FENCE_MARGIN: Duration = Duration::from_millis(2100);
 /// How long a reachable old primary's writes are paused (it is demoted
 /// well within it; the pause only ends if the controller dies midway).
-pub(super) const PAUSE_MS: &str = "30000";
+const PAUSE_MS: &str = "30000";
 
 impl Voter {
     pub(super) async fn failover(&mut self, topology: &Topology) -> Result<()> {
@@ -78,10 +81,18 @@ impl Voter {
             .get(&old)
             .and_then(|s| s.last.as_ref())
             .map(|r| r.replid.clone());
-        self.fence(&old, topology).await;
+        self.fence(&old).await?;
 
         // Fresh offsets of every replica (frozen now: nothing feeds them).
         self.probe_all().await;
+        if self.up(&old).is_some() && !self.pause(&old).await {
+            // Silent during the fence, answering now (the link healed, or
+            // it was this voter that was cut off): its replicas may still
+            // follow it, so nothing is promoted until it is paused.
+            return Err(Error::unavailable(format!(
+                "{old} answers again but cannot be paused; not promoting"
+            )));
+        }
         let replicas: Vec<&String> = self.config.nodes.iter().filter(|a| **a != old).collect();
         let answered: Vec<Candidate> = replicas
             .iter()
@@ -115,6 +126,13 @@ impl Voter {
             ..
         } = chosen;
         tracing::info!(%chosen, offset, epoch, answered = seen, "promoting");
+        // The point of no return: only if this failover still stands.
+        if let Err(e) = self.still_stands(epoch, &old) {
+            if self.consensus.state().borrow().topology.primary.as_deref() == Some(old.as_str()) {
+                self.unpause(&old).await;
+            }
+            return Err(e);
+        }
         self.promote(&chosen).await?;
         let others: Vec<String> = self
             .config
@@ -136,6 +154,15 @@ impl Voter {
             fenced: vec![old.clone()],
         };
         self.consensus.propose(Command::Commit(committed)).await?;
+        let held = self.consensus.state().borrow().topology.clone();
+        if held.epoch != epoch || held.primary.as_deref() != Some(chosen.as_str()) {
+            // Another leader committed this epoch first: the reconcile of
+            // the leader demotes the node promoted here.
+            return Err(Error::unavailable(format!(
+                "failover to {chosen} superseded: epoch {} has {:?}",
+                held.epoch, held.primary
+            )));
+        }
         let took_ms = started.elapsed().as_millis() as u64;
         self.alerts.raise(Alert::FailoverDone {
             group,
@@ -182,40 +209,96 @@ impl Voter {
     }
 
     /// Step 2 of the failover (module docs).
-    async fn fence(&mut self, old: &str, topology: &Topology) {
+    async fn fence(&mut self, old: &str) -> Result<()> {
         let refused = self
             .seen
             .get(old)
             .is_some_and(|s| s.refused && s.unreachable_since.is_some());
         if refused {
             tracing::info!(node = %old, "old primary refuses connections: its process is gone");
-            return;
+            return Ok(());
         }
-        let pause = redis::cmd("CLIENT")
-            .arg("PAUSE")
-            .arg(PAUSE_MS)
-            .arg("WRITE")
-            .clone();
-        if let Some(node) = self.node(old) {
-            if node.query::<()>(&pause).await.is_ok() {
-                tracing::info!(node = %old, "old primary answers: its writes are paused");
-                return;
-            }
+        if self.pause(old).await {
+            tracing::info!(node = %old, "old primary answers: its writes are paused");
+            return Ok(());
         }
         let nowhere = redis::cmd("REPLICAOF")
             .arg(NOWHERE.0)
             .arg(NOWHERE.1)
             .clone();
-        for replica in &topology.replicas {
-            if let Some(node) = self.node(replica) {
+        // Every node but the old primary: a fenced node that rejoined may
+        // follow it without being listed as a replica yet.
+        for replica in self.config.nodes.clone() {
+            if replica == old {
+                continue;
+            }
+            if let Some(node) = self.node(&replica) {
                 if let Err(e) = node.query::<()>(&nowhere).await {
+                    // A replica still following it can acknowledge its
+                    // writes: it must not be counted out (the R−k+1 rule
+                    // sees it as not answering, unless it answers later —
+                    // then the old primary is paused first, see failover).
                     tracing::warn!(node = %replica, error = %e, "cannot detach a replica");
                 }
             }
         }
-        let window = self.config.min_replicas_max_lag + Duration::from_secs(1);
-        tracing::warn!(node = %old, ?window, "old primary silent: waiting out its fencing window");
-        tokio::time::sleep(window).await;
+        // Redis counts a replica good while (now − its last ack, in whole
+        // seconds) ≤ max lag, and recounts once a second: a primary cut off
+        // from its replicas (whose links it cannot see close) takes writes
+        // for up to max lag + 2 s after their last ack — which came before
+        // our first failed probe of it ended.
+        let silent_since = self.seen.get(old).and_then(|s| s.silent_since);
+        let until = silent_since.unwrap_or_else(Instant::now)
+            + self.config.min_replicas_max_lag
+            + FENCE_MARGIN;
+        tracing::warn!(node = %old, wait = ?until.saturating_duration_since(Instant::now()), "old primary silent: waiting out its fencing window");
+        tokio::time::sleep_until(until.into()).await;
+        Ok(())
+    }
+
+    /// `CLIENT PAUSE WRITE` on `addr`; whether it took.
+    pub(super) async fn pause(&mut self, addr: &str) -> bool {
+        let pause = redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(PAUSE_MS)
+            .arg("WRITE")
+            .clone();
+        match self.node(addr) {
+            Some(node) => node.query::<()>(&pause).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// Ends a pause of `addr` (best effort).
+    pub(super) async fn unpause(&mut self, addr: &str) {
+        if let Some(node) = self.node(addr) {
+            let _ = node
+                .query::<()>(&redis::cmd("CLIENT").arg("UNPAUSE").clone())
+                .await;
+        }
+    }
+
+    /// Whether the failover to `epoch` from `old` still stands: this voter
+    /// leads, nothing was committed since its intent, and a majority still
+    /// reports `old` down.
+    fn still_stands(&self, epoch: u64, old: &str) -> Result<()> {
+        let state = self.consensus.state().borrow().clone();
+        let stands = self.consensus.is_leader()
+            && state.topology.epoch + 1 == epoch
+            && state.topology.primary.as_deref() == Some(old)
+            && state
+                .intent
+                .as_ref()
+                .is_some_and(|(e, f)| *e == epoch && f == old)
+            && self.primary_failed(&state, old);
+        if stands {
+            Ok(())
+        } else {
+            Err(Error::unavailable(format!(
+                "failover from {old} to epoch {epoch} superseded (now epoch {}, primary {:?})",
+                state.topology.epoch, state.topology.primary
+            )))
+        }
     }
 
     /// Between failovers: returning nodes rejoin, replicas follow the

@@ -31,12 +31,26 @@ pub struct Controller {
     addr: std::net::SocketAddr,
     alerts: Alerts,
     state: watch::Receiver<GroupState>,
-    requests: mpsc::Sender<Request>,
+    commands: Commands,
+    admin: Option<std::net::SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 /// A switchover to the node (or the best replica), and where to answer.
 type Request = (Option<String>, oneshot::Sender<Result<Topology>>);
+
+/// Sends operator commands to the voter's loop (which owns the nodes).
+#[derive(Clone)]
+pub(crate) struct Commands(mpsc::Sender<Request>);
+
+impl Commands {
+    pub(crate) async fn switchover(&self, to: Option<String>) -> Result<Topology> {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || mod_api::Error::unavailable("the controller has stopped");
+        self.0.send((to, reply)).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
 
 impl Drop for Controller {
     fn drop(&mut self) {
@@ -75,13 +89,28 @@ impl Controller {
             config,
         };
         tracing::info!(voter = voter.config.voter, listen = %addr, group = %voter.config.group, "controller started");
-        let run = tokio::spawn(voter.run());
+        let commands = Commands(requests);
+        let mut tasks = vec![publish];
+        let mut admin = None;
+        if let Some(listen) = &voter.config.admin {
+            let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+                mod_api::Error::config(format!("[ha] admin: cannot listen on {listen}"))
+                    .with_source(e)
+            })?;
+            admin = Some(listener.local_addr()?);
+            tasks.push(tokio::spawn(crate::admin::serve(
+                listener,
+                commands.clone(),
+            )));
+        }
+        tasks.push(tokio::spawn(voter.run()));
         Ok(Controller {
             addr,
             alerts,
             state,
-            requests,
-            tasks: vec![publish, run],
+            commands,
+            admin,
+            tasks,
         })
     }
 
@@ -102,13 +131,12 @@ impl Controller {
     /// returns the committed topology. A target that cannot catch up
     /// within 2 s leaves everything as it was (a `Timeout` error).
     pub async fn switchover(&self, to: Option<String>) -> Result<Topology> {
-        let (reply, answer) = oneshot::channel();
-        let stopped = || mod_api::Error::unavailable("the controller has stopped");
-        self.requests
-            .send((to, reply))
-            .await
-            .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        self.commands.switchover(to).await
+    }
+
+    /// Where operator commands are taken (`[ha] admin`), if anywhere.
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin
     }
 
     /// The alerts this voter raises from now on.
@@ -138,6 +166,10 @@ struct Seen {
     /// `down-after-milliseconds` does.
     last_ok: Option<Instant>,
     unreachable_since: Option<Instant>,
+    /// When the first failed probe of the current outage ended: the node
+    /// was cut off (or frozen) before it, so it heard its replicas last
+    /// before it too (what the fencing window counts from).
+    silent_since: Option<Instant>,
     refused: bool,
     reported_down: bool,
 }
@@ -234,11 +266,13 @@ impl Voter {
                     seen.last = Some(replication);
                     seen.last_ok = Some(now);
                     seen.unreachable_since = None;
+                    seen.silent_since = None;
                     seen.refused = false;
                 }
                 Probe::Refused | Probe::Silent => {
                     seen.unreachable_since
                         .get_or_insert(seen.last_ok.unwrap_or(now));
+                    seen.silent_since.get_or_insert(now);
                     seen.refused = probe == Probe::Refused;
                 }
             }

@@ -111,15 +111,12 @@ impl Voter {
         target: &str,
         epoch: u64,
     ) -> Result<Topology> {
-        let pause = redis::cmd("CLIENT")
-            .arg("PAUSE")
-            .arg(super::failover::PAUSE_MS)
-            .arg("WRITE")
-            .clone();
+        if !self.pause(old).await {
+            return Err(Error::unavailable(format!("cannot pause {old}'s writes")));
+        }
         let node = self
             .node(old)
             .ok_or_else(|| Error::internal("no such node"))?;
-        node.query::<()>(&pause).await?;
         let Probe::Up(paused) = node.probe().await else {
             return Err(Error::unavailable(format!("{old} stopped answering")));
         };
