@@ -9,17 +9,9 @@ use std::time::{Duration, Instant};
 
 use mod_distribute::redis_server::redis_server_binary;
 use mod_distribute::RedisServer;
-use mod_resilience::{Controller, GroupState, HaConfig, NodeAgent, Solo};
+use mod_resilience::{Controller, GroupState, NodeAgent, Solo};
 
-async fn info(addr: &str) -> Option<String> {
-    let client = redis::Client::open(format!("redis://{addr}")).ok()?;
-    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-    redis::cmd("INFO")
-        .arg("replication")
-        .query_async(&mut conn)
-        .await
-        .ok()
-}
+mod common;
 
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -55,11 +47,7 @@ async fn a_killed_primary_comes_back_only_as_a_replica() {
 
     // The agent's first start uses the command as given (a primary here);
     // the other two nodes are its replicas.
-    let config = HaConfig {
-        nodes: vec![a.clone(), b.clone(), c.clone()],
-        listen: "127.0.0.1:0".into(),
-        ..HaConfig::default()
-    };
+    let config = common::ha(vec![a.clone(), b.clone(), c.clone()]);
     let controller = Controller::start(config, Arc::new(Solo::new(1, GroupState::default())))
         .await
         .unwrap();
@@ -81,7 +69,7 @@ async fn a_killed_primary_comes_back_only_as_a_replica() {
 
     // Killed only once both replicas are on its history.
     let synced = Instant::now();
-    while info(&a)
+    while common::info(&a)
         .await
         .is_none_or(|i| i.matches("state=online").count() != 2)
     {
@@ -118,7 +106,7 @@ async fn a_killed_primary_comes_back_only_as_a_replica() {
 
     // From its first answer on, the restarted node is a replica of it.
     let first_answer = loop {
-        if let Some(info) = info(&a).await {
+        if let Some(info) = common::info(&a).await {
             break info;
         }
         assert!(killed_at.elapsed() < Duration::from_secs(15));

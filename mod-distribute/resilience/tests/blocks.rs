@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 use mod_api::config::{InvokeConfig, RegistryConfig};
 use mod_api::{async_trait, service, Backend, CachePolicy, Config, Consumer, Error, Instance};
 use mod_api::{QueueConfig, RegistryExt, SessionId};
-use mod_distribute::topology::Topology;
-use mod_distribute::{Distributed, RedisConfig, RedisServer};
-use mod_resilience::{Controller, GroupState, HaConfig, Solo};
+use mod_distribute::{Distributed, RedisConfig};
+use mod_resilience::HaConfig;
+
+mod common;
 
 #[service(crate = mod_api, name = "blocks.Echo")]
 pub trait Echo {
@@ -105,15 +106,6 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-/// The committed topology once its epoch reaches `epoch`.
-async fn epoch(controller: &Controller, epoch: u64) -> Topology {
-    let mut state = controller.state();
-    let reached = state.wait_for(|s| s.topology.epoch >= epoch);
-    let state = tokio::time::timeout(ms(15_000), reached).await;
-    let state = state.expect("no such epoch");
-    state.map(|s| s.topology.clone()).unwrap()
-}
-
 /// Polls `check` every 20 ms until it holds (true) or `limit` passes (false).
 async fn within<F: Future<Output = bool>>(limit: Duration, mut check: impl FnMut() -> F) -> bool {
     let start = Instant::now();
@@ -175,21 +167,12 @@ async fn node(id: &str, controller: &str, host: &[&str]) -> Distributed {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_building_blocks_survive_a_failover() {
     let started = Instant::now();
-    // No 5 s delay before each replica's full sync.
-    let mut a = RedisServer::start().unwrap();
-    let b = RedisServer::start_replica_of(a.port()).unwrap();
-    let c = RedisServer::start_replica_of(a.port()).unwrap();
-    let nodes = vec![a.addr(), b.addr(), c.addr()];
-    let config = HaConfig {
-        nodes,
-        listen: "127.0.0.1:0".into(),
+    let mut nodes = common::group(2);
+    let controller = common::solo(HaConfig {
         wait_replicas: 1,
-        ..HaConfig::default()
-    };
-    let controller = Controller::start(config, Arc::new(Solo::new(1, GroupState::default())))
-        .await
-        .unwrap();
-    epoch(&controller, 1).await;
+        ..common::ha_over(&nodes)
+    })
+    .await;
     let at = controller.local_addr().to_string();
     let server = node("server", &at, &["blocks.Echo"]).await;
     let provided = server.container().provide::<dyn Echo>(Arc::new(Echoer));
@@ -300,11 +283,16 @@ async fn the_building_blocks_survive_a_failover() {
     // Traffic on the first primary, then kill -9 of it.
     tokio::time::sleep(ms(1500)).await;
     let killed = Instant::now();
-    a.kill();
-    let after = epoch(&controller, 2).await;
+    nodes[0].kill();
+    let after = common::wait_state(&controller, "the failover", |s| s.topology.epoch >= 2)
+        .await
+        .topology;
     let committed = Instant::now();
     let primary = after.primary.clone().unwrap_or_default();
-    assert!(primary == b.addr() || primary == c.addr(), "{primary}");
+    assert!(
+        primary == nodes[1].addr() || primary == nodes[2].addr(),
+        "{primary}"
+    );
 
     // Registry: two lease TTLs after the commit the leased instance is still
     // listed, and one registered now reaches the watch opened before it.

@@ -9,8 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mod_distribute::{Redis, RedisConfig, RedisServer};
-use mod_resilience::consensus::{Command, Solo};
-use mod_resilience::{Controller, GroupState, HaConfig};
+use mod_resilience::consensus::Command;
+use mod_resilience::HaConfig;
+
+mod common;
 
 /// One write: its key, whether `WAIT 1` acknowledged it, and where it went.
 #[derive(Debug, Clone)]
@@ -47,39 +49,13 @@ async fn keys_on(server_addr: &str) -> Vec<u64> {
     keys.iter().filter_map(|k| k[2..].parse().ok()).collect()
 }
 
-async fn wait_state(
-    controller: &Controller,
-    what: &str,
-    f: impl Fn(&GroupState) -> bool,
-) -> GroupState {
-    let mut state = controller.state();
-    let got = tokio::time::timeout(Duration::from_secs(15), async {
-        state.wait_for(|s| f(s)).await.map(|s| s.clone())
-    })
-    .await;
-    got.unwrap_or_else(|_| {
-        panic!(
-            "timed out waiting for {what}: {:?}",
-            controller.state().borrow()
-        )
-    })
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_of_the_primary_fails_over_without_losing_acknowledged_writes() {
-    let mut a = RedisServer::start().unwrap();
-    let b = RedisServer::start_replica_of(a.port()).unwrap();
-    let c = RedisServer::start_replica_of(a.port()).unwrap();
-    let config = HaConfig {
-        nodes: vec![a.addr(), b.addr(), c.addr()],
-        listen: "127.0.0.1:0".into(),
-        ..HaConfig::default()
-    };
-    let controller = Controller::start(config, Arc::new(Solo::new(1, GroupState::default())))
-        .await
-        .unwrap();
-    let first = wait_state(&controller, "epoch 1", |s| s.topology.epoch == 1).await;
+    let mut nodes = common::group(2);
+    let controller = common::solo(common::ha_over(&nodes)).await;
+    let first = controller.state().borrow().clone();
+    let (b, c) = (nodes[1].addr(), nodes[2].addr());
+    let a = &mut nodes[0];
     assert_eq!(first.topology.primary, Some(a.addr()));
 
     let redis = Redis::connect_with(&RedisConfig {
@@ -110,12 +86,9 @@ async fn kill9_of_the_primary_fails_over_without_losing_acknowledged_writes() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let killed_at = Instant::now();
     a.kill();
-    let after = wait_state(&controller, "epoch 2", |s| s.topology.epoch >= 2).await;
+    let after = common::wait_state(&controller, "epoch 2", |s| s.topology.epoch >= 2).await;
     let new_primary = after.topology.primary.clone().unwrap();
-    assert!(
-        new_primary == b.addr() || new_primary == c.addr(),
-        "{new_primary}"
-    );
+    assert!(new_primary == b || new_primary == c, "{new_primary}");
     assert_eq!(after.topology.fenced, vec![a.addr()]);
 
     // The first acknowledged write on the new primary.
@@ -143,7 +116,7 @@ async fn kill9_of_the_primary_fails_over_without_losing_acknowledged_writes() {
     // The old primary comes back (empty, as after a crash without
     // persistence) on its address: it must rejoin as a replica.
     let a = RedisServer::start_on_port(a.port(), &[]).unwrap();
-    let rejoined = wait_state(&controller, "the old primary rejoining", |s| {
+    let rejoined = common::wait_state(&controller, "the old primary rejoining", |s| {
         s.topology.fenced.is_empty() && s.topology.epoch >= 3
     })
     .await;
@@ -202,19 +175,13 @@ async fn kill9_of_the_primary_fails_over_without_losing_acknowledged_writes() {
 /// moves it on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_switchover_loses_no_write_and_the_old_primary_follows() {
-    let a = RedisServer::start().unwrap();
-    let b = RedisServer::start_replica_of(a.port()).unwrap();
-    let c = RedisServer::start_replica_of(a.port()).unwrap();
-    let config = HaConfig {
-        nodes: vec![a.addr(), b.addr(), c.addr()],
-        listen: "127.0.0.1:0".into(),
+    let nodes = common::group(2);
+    let controller = common::solo(HaConfig {
         admin: Some("127.0.0.1:0".into()),
-        ..HaConfig::default()
-    };
-    let controller = Controller::start(config, Arc::new(Solo::new(1, GroupState::default())))
-        .await
-        .unwrap();
-    wait_state(&controller, "epoch 1", |s| s.topology.epoch == 1).await;
+        ..common::ha_over(&nodes)
+    })
+    .await;
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
     let redis = Redis::connect_with(&RedisConfig {
         prefix: "ha".into(),
         controllers: vec![controller.local_addr().to_string()],

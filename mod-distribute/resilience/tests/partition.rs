@@ -16,9 +16,11 @@ use std::time::{Duration, Instant};
 
 use mod_distribute::topology::Alert;
 use mod_distribute::{Redis, RedisConfig, RedisServer};
-use mod_resilience::{Controller, GroupState, HaConfig, Solo};
+use mod_resilience::HaConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+mod common;
 
 /// Forwards `127.0.0.1:<port>` to a node; [`FaultProxy::cut`] makes it
 /// silent (bytes are held, nothing is refused: what a partition looks like).
@@ -154,24 +156,17 @@ async fn an_isolated_primary_takes_no_write_and_rejoins_with_its_divergence_repo
         FaultProxy::start(c.port()).await,
     );
     let config = HaConfig {
-        nodes: vec![pa.addr.clone(), pb.addr.clone(), pc.addr.clone()],
-        listen: "127.0.0.1:0".into(),
         wait_replicas: 1,
-        ..HaConfig::default()
+        ..common::ha(vec![pa.addr.clone(), pb.addr.clone(), pc.addr.clone()])
     };
     let max_lag = config.min_replicas_max_lag;
-    let controller = Controller::start(config, Arc::new(Solo::new(1, GroupState::default())))
-        .await
-        .unwrap();
+    let controller = common::solo(config).await;
+    assert_eq!(
+        controller.state().borrow().topology.primary,
+        Some(pa.addr.clone())
+    );
     let mut alerts = controller.alerts();
     let mut state = controller.state();
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        state.wait_for(|s| s.topology.epoch == 1 && s.topology.primary.as_ref() == Some(&pa.addr)),
-    )
-    .await
-    .unwrap()
-    .unwrap();
     let redis = Redis::connect_with(&RedisConfig {
         prefix: "part".into(),
         controllers: vec![controller.local_addr().to_string()],
@@ -181,25 +176,7 @@ async fn an_isolated_primary_takes_no_write_and_rejoins_with_its_divergence_repo
     .unwrap();
     // Before the cut: replication through the proxies is up, and the
     // controller keeps `min-replicas-to-write 1` on the primary.
-    let armed = Instant::now();
-    loop {
-        let client = redis::Client::open(a.url()).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        let pair: Vec<String> = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg("min-replicas-to-write")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        if pair.get(1).map(String::as_str) == Some("1") {
-            break;
-        }
-        assert!(
-            armed.elapsed() < Duration::from_secs(10),
-            "min-replicas never set"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_config(&a.addr(), "min-replicas-to-write", "1").await;
 
     let (majority, minority): (History, History) = Default::default();
     let follower_writer = {

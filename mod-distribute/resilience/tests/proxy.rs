@@ -3,14 +3,14 @@
 //! failover commits a new epoch, lands on the new primary when it
 //! reconnects, and is refused once no controller is heard.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mod_distribute::topology::Follower;
-use mod_distribute::RedisServer;
-use mod_resilience::{Controller, GroupState, HaConfig, Proxy, Solo};
+use mod_resilience::Proxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+mod common;
 
 /// One inline command over a raw connection; the reply's first line, or
 /// `None` when the connection is closed.
@@ -49,17 +49,10 @@ async fn port_via(proxy: &Proxy) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proxy_follows_the_primary_and_stops_without_controllers() {
-    let mut a = RedisServer::start().unwrap();
-    let b = RedisServer::start_replica_of(a.port()).unwrap();
-    let nodes = vec![a.addr(), b.addr()];
-    let config = HaConfig {
-        nodes,
-        listen: "127.0.0.1:0".into(),
-        ..HaConfig::default()
-    };
-    let controller = Controller::start(config, Arc::new(Solo::new(1, GroupState::default())))
-        .await
-        .unwrap();
+    let mut nodes = common::group(1);
+    let controller = common::solo(common::ha_over(&nodes)).await;
+    let (a, b) = nodes.split_at_mut(1);
+    let (a, b) = (&mut a[0], &b[0]);
     let controllers = vec![controller.local_addr().to_string()];
     let follower = Follower::subscribe(&controllers, Duration::from_secs(10))
         .await

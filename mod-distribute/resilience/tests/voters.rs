@@ -9,47 +9,28 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mod_distribute::{Redis, RedisConfig, RedisServer};
+use mod_distribute::{Redis, RedisConfig};
 use mod_resilience::raft::RaftVoter;
 use mod_resilience::{Consensus, Controller, GroupState, HaConfig};
+
+mod common;
 
 fn free_addr() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().to_string()
 }
 
-async fn until(controller: &Controller, what: &str, f: impl Fn(&GroupState) -> bool) -> GroupState {
-    let mut state = controller.state();
-    let got = tokio::time::timeout(Duration::from_secs(20), async {
-        state.wait_for(|s| f(s)).await.map(|s| s.clone())
-    })
-    .await;
-    got.unwrap_or_else(|_| {
-        panic!(
-            "timed out waiting for {what}: {:?}",
-            controller.state().borrow().topology
-        )
-    })
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_majority_of_voters_fails_over_and_survives_its_leader() {
-    let mut nodes = vec![RedisServer::start().unwrap()];
-    for _ in 0..2 {
-        let replica = RedisServer::start_replica_of(nodes[0].port()).unwrap();
-        nodes.push(replica);
-    }
+    let mut nodes = common::group(2);
     let raft: Vec<String> = (0..3).map(|_| free_addr()).collect();
     let mut voters: Vec<Arc<RaftVoter>> = Vec::new();
     let mut controllers: Vec<Option<Controller>> = Vec::new();
     for id in 1..=3u64 {
         let config = HaConfig {
-            nodes: nodes.iter().map(RedisServer::addr).collect(),
-            listen: "127.0.0.1:0".into(),
             voter: id,
             voters: raft.clone(),
-            ..HaConfig::default()
+            ..common::ha_over(&nodes)
         };
         let voter = Arc::new(
             RaftVoter::start(id, &raft[id as usize - 1], config.voter_ids())
@@ -61,7 +42,7 @@ async fn a_majority_of_voters_fails_over_and_survives_its_leader() {
         voters.push(voter);
     }
     for c in controllers.iter().flatten() {
-        until(c, "epoch 1", |s| s.topology.epoch >= 1).await;
+        common::wait_state(c, "epoch 1", |s| s.topology.epoch >= 1).await;
     }
     let redis = Redis::connect_with(&RedisConfig {
         prefix: "voters".into(),
@@ -80,7 +61,7 @@ async fn a_majority_of_voters_fails_over_and_survives_its_leader() {
     let after: Vec<GroupState> = {
         let mut states = Vec::new();
         for c in controllers.iter().flatten() {
-            states.push(until(c, "the failover", |s| s.topology.epoch >= 2).await);
+            states.push(common::wait_state(c, "the failover", |s| s.topology.epoch >= 2).await);
         }
         states
     };
@@ -115,7 +96,7 @@ async fn a_majority_of_voters_fails_over_and_survives_its_leader() {
     let killed = nodes.iter().position(|n| n.addr() == first).unwrap();
     nodes[killed].kill();
     let left = controllers.iter().flatten().next().unwrap();
-    let again = until(left, "a failover without the old leader", |s| {
+    let again = common::wait_state(left, "a failover without the old leader", |s| {
         s.topology
             .primary
             .as_deref()

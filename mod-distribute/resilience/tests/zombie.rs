@@ -4,66 +4,26 @@
 //! `min-replicas-to-write` (kept by the controller) refuses them, until the
 //! controller demotes it.
 
-use std::process::Command as Process;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mod_distribute::RedisServer;
-use mod_resilience::{Controller, GroupState, HaConfig, Solo};
+use mod_resilience::HaConfig;
 
-fn signal(server: &RedisServer, sig: &str) {
-    let pid = server.pid().expect("running").to_string();
-    assert!(Process::new("kill")
-        .args([sig, &pid])
-        .status()
-        .unwrap()
-        .success());
-}
-
-async fn config_get(server: &RedisServer, key: &str) -> Option<String> {
-    let client = redis::Client::open(server.url()).ok()?;
-    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-    let pair: Vec<String> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg(key)
-        .query_async(&mut conn)
-        .await
-        .ok()?;
-    pair.get(1).cloned()
-}
+mod common;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_woken_zombie_primary_accepts_no_write() {
-    let a = RedisServer::start().unwrap();
-    let b = RedisServer::start_replica_of(a.port()).unwrap();
-    let c = RedisServer::start_replica_of(a.port()).unwrap();
-    let config = HaConfig {
-        nodes: vec![a.addr(), b.addr(), c.addr()],
-        listen: "127.0.0.1:0".into(),
+    let nodes = common::group(2);
+    let a = &nodes[0];
+    let controller = common::solo(HaConfig {
         wait_replicas: 1,
-        ..HaConfig::default()
-    };
-    let controller = Controller::start(config, Arc::new(Solo::new(1, GroupState::default())))
-        .await
-        .unwrap();
+        ..common::ha_over(&nodes)
+    })
+    .await;
     let mut state = controller.state();
-    let _ = tokio::time::timeout(
-        Duration::from_secs(10),
-        state.wait_for(|s| s.topology.epoch == 1),
-    )
-    .await
-    .unwrap();
     // The controller keeps min-replicas-to-write on the primary.
-    let start = Instant::now();
-    while config_get(&a, "min-replicas-to-write").await.as_deref() != Some("1") {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "min-replicas-to-write never set"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_config(&a.addr(), "min-replicas-to-write", "1").await;
 
-    signal(&a, "-STOP");
+    common::signal(a.pid().unwrap(), "-STOP");
     let stopped = Instant::now();
     let committed = tokio::time::timeout(
         Duration::from_secs(15),
@@ -82,7 +42,7 @@ async fn a_woken_zombie_primary_accepts_no_write() {
         "promoted after {took:?}, inside the fencing window"
     );
 
-    signal(&a, "-CONT");
+    common::signal(a.pid().unwrap(), "-CONT");
     // Writes straight to the woken node, as a client that missed the
     // failover would send them.
     let client = redis::Client::open(a.url()).unwrap();

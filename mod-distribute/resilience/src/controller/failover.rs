@@ -62,13 +62,7 @@ impl Voter {
                 node: old.clone(),
                 voters_down,
             });
-            self.consensus
-                .propose(Command::Intent {
-                    epoch,
-                    from: old.clone(),
-                    by: self.consensus.id(),
-                })
-                .await?;
+            self.propose_intent(epoch, &old).await?;
             self.alerts.raise(Alert::FailoverStarted {
                 group: group.clone(),
                 epoch,
@@ -254,6 +248,17 @@ impl Voter {
         tracing::warn!(node = %old, wait = ?until.saturating_duration_since(Instant::now()), "old primary silent: waiting out its fencing window");
         tokio::time::sleep_until(until.into()).await;
         Ok(())
+    }
+
+    /// Commits that the leader will move the primary away from `old` to
+    /// commit `epoch` (before any node is touched).
+    pub(super) async fn propose_intent(&self, epoch: u64, old: &str) -> Result<()> {
+        let intent = Command::Intent {
+            epoch,
+            from: old.to_owned(),
+            by: self.consensus.id(),
+        };
+        self.consensus.propose(intent).await
     }
 
     /// `CLIENT PAUSE WRITE` on `addr`; whether it took.

@@ -43,13 +43,7 @@ impl Voter {
         }
         let target = self.switchover_target(&topology, &old, to)?;
         let epoch = topology.epoch + 1;
-        self.consensus
-            .propose(Command::Intent {
-                epoch,
-                from: old.clone(),
-                by: self.consensus.id(),
-            })
-            .await?;
+        self.propose_intent(epoch, &old).await?;
         let paused_at = Instant::now();
         let result = self.hand_over(&topology, &old, &target, epoch).await;
         // Whatever happened, the old primary does not stay paused.
