@@ -11,7 +11,7 @@
 //! node agent's rule). Prints
 //!
 //! ```text
-//! failover kill9 cycles=N p50_ms=… p99_ms=… lost_acked=… spurious=… dual_primary_ms=… sentinel_p50_ms=… sentinel_p99_ms=… sentinel_lost_acked=… sentinel_spurious=… sentinel_dual_primary_ms=… ratio_p50=…
+//! failover kill9 cycles=N p50_ms=… p99_ms=… lost_acked=… spurious=… dual_primary_ms=… sentinel_p50_ms=… sentinel_p99_ms=… sentinel_lost_acked=… sentinel_spurious=… sentinel_dual_primary_ms=… sentinel_unsettled=… ratio_p50=… lost_unwaited=…
 //! failover converge cycles=N client_switch_p50_ms=… client_switch_p99_ms=…
 //! failover switchover cycles=N write_gap_p50_ms=… write_gap_p99_ms=… lost_acked=… spurious=… dual_primary_ms=…
 //! failover zombie cycles=M p50_ms=… p99_ms=… accepted_after_fence=… lost_acked=…
@@ -27,6 +27,9 @@
 //! primary — which must be 0.
 //!
 //! `lost_acked`: `WAIT`-acknowledged writes missing on the new primary;
+//! `lost_unwaited`: writes of a second modkit writer, plain `SET` every 2 ms
+//! without `WAIT`, acknowledged and missing after (what asynchronous
+//! replication loses);
 //! `spurious`: failovers of a primary that was not killed; `dual_primary_ms`:
 //! sampled time (20 ms steps) with two nodes answering as writable primaries;
 //! `sentinel_unsettled`: Sentinel cycles skipped because its group did not
@@ -45,6 +48,8 @@ use workload::percentile;
 pub struct Cycle {
     pub took_ms: f64,
     pub lost: usize,
+    /// Plain `SET`s (no `WAIT`) acknowledged and missing after (modkit).
+    pub lost_unwaited: Option<usize>,
     pub spurious: usize,
     pub dual_ms: u64,
     /// From the topology commit to the handle on the new primary (modkit).
@@ -116,6 +121,7 @@ pub fn report_lost(
 struct Totals {
     took: Vec<f64>,
     lost: usize,
+    lost_unwaited: usize,
     spurious: usize,
     dual_ms: u64,
     switch: Vec<f64>,
@@ -126,6 +132,7 @@ impl Totals {
         Totals {
             took: Vec::new(),
             lost: 0,
+            lost_unwaited: 0,
             spurious: 0,
             dual_ms: 0,
             switch: Vec::new(),
@@ -135,6 +142,7 @@ impl Totals {
     fn add(&mut self, c: Cycle) {
         self.took.push(c.took_ms);
         self.lost += c.lost;
+        self.lost_unwaited += c.lost_unwaited.unwrap_or(0);
         self.spurious += c.spurious;
         self.dual_ms += c.dual_ms;
         self.switch.extend(c.switch_ms);
@@ -196,8 +204,8 @@ fn main() {
         let (p50, p99) = (percentile(&mut ours.took, 50.0), percentile(&mut ours.took, 99.0));
         let (s50, s99) = (percentile(&mut theirs.took, 50.0), percentile(&mut theirs.took, 99.0));
         println!(
-            "failover kill9 cycles={cycles} p50_ms={p50:.0} p99_ms={p99:.0} lost_acked={} spurious={} dual_primary_ms={} sentinel_p50_ms={s50:.0} sentinel_p99_ms={s99:.0} sentinel_lost_acked={} sentinel_spurious={} sentinel_dual_primary_ms={} sentinel_unsettled={resets} ratio_p50={:.2}",
-            ours.lost, ours.spurious, ours.dual_ms, theirs.lost, theirs.spurious, theirs.dual_ms, p50 / s50
+            "failover kill9 cycles={cycles} p50_ms={p50:.0} p99_ms={p99:.0} lost_acked={} spurious={} dual_primary_ms={} sentinel_p50_ms={s50:.0} sentinel_p99_ms={s99:.0} sentinel_lost_acked={} sentinel_spurious={} sentinel_dual_primary_ms={} sentinel_unsettled={resets} ratio_p50={:.2} lost_unwaited={}",
+            ours.lost, ours.spurious, ours.dual_ms, theirs.lost, theirs.spurious, theirs.dual_ms, p50 / s50, ours.lost_unwaited
         );
         println!(
             "failover converge cycles={cycles} client_switch_p50_ms={:.1} client_switch_p99_ms={:.1}",

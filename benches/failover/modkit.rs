@@ -11,7 +11,7 @@ use mod_distribute::{Redis, RedisConfig, RedisServer};
 use mod_resilience::consensus::Command;
 use mod_resilience::{Controller, GroupState, HaConfig, Solo};
 
-use crate::workload::{keys_on, node, write_pipe, DualSampler, History, Reply};
+use crate::workload::{keys_on, keys_with, node, write_pipe, DualSampler, History, Reply};
 use crate::{wait_online, Cycle};
 
 pub struct ModkitGroup {
@@ -19,16 +19,27 @@ pub struct ModkitGroup {
     controller: Controller,
     redis: Redis,
     history: History,
+    /// Plain `SET`s without `WAIT`, beside the main writer: what a failover
+    /// loses of writes nobody waited for.
+    unwaited: History,
     sampler: DualSampler,
     /// Log index and dual-primary time up to the end of the last cycle.
     mark: (u64, u64),
-    writer: tokio::task::JoinHandle<()>,
+    writers: [tokio::task::JoinHandle<()>; 2],
 }
 
 impl Drop for ModkitGroup {
     fn drop(&mut self) {
-        self.writer.abort();
+        self.writers.iter().for_each(|w| w.abort());
     }
+}
+
+/// What [`ModkitGroup::finish`] judged of a cycle.
+pub struct Judged {
+    pub lost: usize,
+    pub lost_unwaited: usize,
+    pub spurious: usize,
+    pub dual_ms: u64,
 }
 
 impl ModkitGroup {
@@ -56,16 +67,25 @@ impl ModkitGroup {
         .await
         .expect("following handle");
         let history = History::default();
-        let writer = tokio::spawn(write_loop(redis.clone(), history.clone()));
+        let unwaited = History::default();
+        let writers = [
+            tokio::spawn(write_loop(redis.clone(), history.clone())),
+            tokio::spawn(unwaited_loop(
+                redis.clone(),
+                unwaited.clone(),
+                history.clone(),
+            )),
+        ];
         let sampler = DualSampler::start(addrs);
         ModkitGroup {
             nodes,
             controller,
             redis,
             history,
+            unwaited,
             sampler,
             mark: (0, 0),
-            writer,
+            writers,
         }
     }
 
@@ -149,7 +169,7 @@ impl ModkitGroup {
         from: &str,
         judge: Option<String>,
         since: Instant,
-    ) -> (usize, usize, u64) {
+    ) -> Judged {
         let (log_start, dual_start) = self.mark;
         let log = self.state().log;
         let spurious = log
@@ -157,19 +177,30 @@ impl ModkitGroup {
             .filter(|d| d.index > log_start)
             .filter(|d| matches!(&d.command, Command::Intent { from: f, .. } if f != from))
             .count();
-        let acked_keys = self.history.acked(n);
         let judge = judge.or_else(|| self.state().topology.primary);
-        let on_new = match &judge {
-            Some(p) => keys_on(p, n).await,
-            None => Vec::new(),
+        let (on_new, unwaited_on_new) = match &judge {
+            Some(p) => (keys_on(p, n).await, keys_with(p, 'u', n).await),
+            None => Default::default(),
         };
+        let acked_keys = self.history.acked(n);
         let lost = crate::report_lost("modkit", &self.history, n, &acked_keys, &on_new, since);
+        let lost_unwaited = self
+            .unwaited
+            .acked(n)
+            .iter()
+            .filter(|k| !unwaited_on_new.contains(k))
+            .count();
         let dual_now = self
             .sampler
             .dual_ms
             .load(std::sync::atomic::Ordering::Relaxed);
         self.mark = (self.state().applied, dual_now);
-        (lost, spurious, dual_now - dual_start)
+        Judged {
+            lost,
+            lost_unwaited,
+            spurious,
+            dual_ms: dual_now - dual_start,
+        }
     }
 
     /// One kill -9 of the primary, measured.
@@ -201,14 +232,31 @@ impl ModkitGroup {
             .as_deref()
             .and_then(|p| p.rsplit_once(':')?.1.parse().ok());
         self.nodes[idx] = node(Some(port), primary_port);
-        let (lost, spurious, dual_ms) = self.finish(n, &killed, new_primary, killed_at).await;
+        let judged = self.finish(n, &killed, new_primary, killed_at).await;
         Cycle {
             took_ms,
-            lost,
-            spurious,
-            dual_ms,
+            lost: judged.lost,
+            lost_unwaited: Some(judged.lost_unwaited),
+            spurious: judged.spurious,
+            dual_ms: judged.dual_ms,
             switch_ms,
         }
+    }
+}
+
+/// Plain `SET u<cycle>:<key>` in a loop (the cycle the main writer names).
+async fn unwaited_loop(redis: Redis, history: History, cycles: History) {
+    for key in 0.. {
+        let node = redis.url().trim_start_matches("redis://").to_owned();
+        let cycle = cycles.cycle.load(std::sync::atomic::Ordering::Relaxed);
+        let ok = redis::cmd("SET")
+            .arg(format!("u{cycle}:{key}"))
+            .arg(key)
+            .query_async::<()>(&mut redis.conn())
+            .await
+            .is_ok();
+        history.record_set(cycle, key, ok, node);
+        tokio::time::sleep(crate::workload::PACE).await;
     }
 }
 

@@ -194,6 +194,7 @@ impl SentinelGroup {
             lost,
             spurious,
             dual_ms: dual_now - dual_start,
+            lost_unwaited: None,
             switch_ms: None,
         })
     }

@@ -53,6 +53,17 @@ impl History {
             .map(|w| w.at)
     }
 
+    /// Records a plain `SET` (no `WAIT`): acknowledged when it returned OK.
+    pub fn record_set(&self, cycle: u64, key: u64, ok: bool, node: String) {
+        self.writes.lock().unwrap().push(Write {
+            cycle,
+            key,
+            acked: ok,
+            node,
+            at: Instant::now(),
+        });
+    }
+
     /// The longest time between two acknowledged writes of `cycle`.
     pub fn longest_gap(&self, cycle: u64) -> Duration {
         let writes = self.writes.lock().unwrap();
@@ -96,11 +107,16 @@ pub type Reply = redis::RedisResult<((), i64)>;
 
 /// The keys of `cycle` on the node at `addr`.
 pub async fn keys_on(addr: &str, cycle: u64) -> Vec<u64> {
+    keys_with(addr, 'c', cycle).await
+}
+
+/// The keys `<prefix><cycle>:*` on the node at `addr`, by number.
+pub async fn keys_with(addr: &str, prefix: char, cycle: u64) -> Vec<u64> {
     let Ok(mut conn) = connect(addr).await else {
         return Vec::new();
     };
     let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("c{cycle}:*"))
+        .arg(format!("{prefix}{cycle}:*"))
         .query_async(&mut conn)
         .await
         .unwrap_or_default();

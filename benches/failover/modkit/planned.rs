@@ -43,12 +43,12 @@ impl ModkitGroup {
         // Writes on both sides of the gap.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let gap_ms = self.history.longest_gap(n).as_secs_f64() * 1000.0;
-        let (lost, spurious, dual_ms) = self.finish(n, &from, to, started).await;
+        let judged = self.finish(n, &from, to, started).await;
         Switchover {
             gap_ms,
-            lost,
-            spurious,
-            dual_ms,
+            lost: judged.lost,
+            spurious: judged.spurious,
+            dual_ms: judged.dual_ms,
         }
     }
 
@@ -90,7 +90,7 @@ impl ModkitGroup {
             );
         }
         eprintln!("cycle {n} zombie commit_ms={commit_ms:.0}");
-        let (lost, _, _) = self.finish(n, &frozen, primary, frozen_at).await;
+        let lost = self.finish(n, &frozen, primary, frozen_at).await.lost;
         Zombie {
             took_ms,
             accepted,
