@@ -1,15 +1,18 @@
 //! Operator commands to a running voter, one JSON line each way on the
-//! `[ha] admin` address: today the planned switchover.
+//! `[ha] admin` address: the planned switchover, and a voter's status.
 //!
 //! ```text
 //! → {"switchover":{"to":null}}
 //! ← {"ok":{"group":"main","epoch":4,"primary":"10.0.0.2:6379",...}}
 //! ← {"error":{"kind":"unavailable","message":"this voter does not lead ..."}}
+//! → "status"
+//! ← {"status":{"voter":2,"leading":true,"topology":{...}}}
 //! ```
 //!
 //! `modkit-ha switchover --admin a,b,c [--to host:port]` asks each voter in
 //! turn until the leader answers.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use mod_api::{Error, ErrorKind, Result};
@@ -18,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::consensus::{Consensus, VoterId};
 use crate::controller::Commands;
 
 /// The longest request line taken.
@@ -34,6 +38,8 @@ pub enum Request {
         /// The replica to hand over to (`None`: the best in sync).
         to: Option<String>,
     },
+    /// This voter's view: whether it leads, and the topology it holds.
+    Status,
 }
 
 /// A voter's answer.
@@ -42,6 +48,15 @@ pub enum Request {
 pub enum Response {
     /// Done: the committed topology.
     Ok(Topology),
+    /// The answer to [`Request::Status`].
+    Status {
+        /// The voter's id.
+        voter: VoterId,
+        /// Whether it leads the controller group now.
+        leading: bool,
+        /// The topology it holds.
+        topology: Topology,
+    },
     /// Refused or failed.
     Error {
         /// The error's kind.
@@ -52,22 +67,26 @@ pub enum Response {
 }
 
 /// Serves `listener` for the voter behind `commands` until aborted.
-pub(crate) async fn serve(listener: TcpListener, commands: Commands) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    commands: Commands,
+    consensus: Arc<dyn Consensus>,
+) {
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let commands = commands.clone();
+        let (commands, consensus) = (commands.clone(), consensus.clone());
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, &commands).await {
+            if let Err(e) = answer(stream, &commands, &*consensus).await {
                 tracing::warn!(%peer, error = %e, "admin command failed");
             }
         });
     }
 }
 
-async fn answer(stream: TcpStream, commands: &Commands) -> Result<()> {
+async fn answer(stream: TcpStream, commands: &Commands, consensus: &dyn Consensus) -> Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     BufReader::new(read.take(MAX_REQUEST))
@@ -75,6 +94,11 @@ async fn answer(stream: TcpStream, commands: &Commands) -> Result<()> {
         .await?;
     let response = match serde_json::from_str::<Request>(&line) {
         Err(e) => error(&Error::invalid_input(format!("not an admin request: {e}"))),
+        Ok(Request::Status) => Response::Status {
+            voter: consensus.id(),
+            leading: consensus.is_leader(),
+            topology: consensus.state().borrow().topology.clone(),
+        },
         Ok(Request::Switchover { to }) => {
             tracing::info!(?to, "admin: switchover requested");
             match commands.switchover(to).await {
@@ -97,6 +121,21 @@ fn error(e: &Error) -> Response {
     }
 }
 
+/// The [`Request::Status`] answer of the voter at `admin`:
+/// `(voter, leading, topology)`.
+pub async fn status(admin: &str) -> Result<(VoterId, bool, Topology)> {
+    let answer = tokio::time::timeout(COMMAND_TIMEOUT, exchange(admin, &Request::Status)).await;
+    match answer.map_err(|_| Error::timeout(format!("{admin} did not answer")))?? {
+        Response::Status {
+            voter,
+            leading,
+            topology,
+        } => Ok((voter, leading, topology)),
+        Response::Error { kind, message } => Err(Error::new(kind, message)),
+        Response::Ok(_) => Err(Error::invalid_input(format!("{admin}: not a status"))),
+    }
+}
+
 /// Sends `request` to each of `admins` in turn until one that leads
 /// answers; returns the committed topology.
 pub async fn send(admins: &[String], request: &Request) -> Result<Topology> {
@@ -105,7 +144,9 @@ pub async fn send(admins: &[String], request: &Request) -> Result<Topology> {
         match tokio::time::timeout(COMMAND_TIMEOUT, exchange(addr, request)).await {
             Err(_) => last = Error::timeout(format!("{addr} did not answer")),
             Ok(Err(e)) => last = e,
-            Ok(Ok(Response::Ok(topology))) => return Ok(topology),
+            Ok(Ok(Response::Ok(topology) | Response::Status { topology, .. })) => {
+                return Ok(topology)
+            }
             Ok(Ok(Response::Error { kind, message })) => {
                 let e = Error::new(kind, format!("{addr}: {message}"));
                 if kind != ErrorKind::Unavailable {

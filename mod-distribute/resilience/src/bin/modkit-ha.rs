@@ -5,6 +5,7 @@
 //! modkit-ha proxy --listen 127.0.0.1:6380 --controllers h1:7070,h2:7070
 //! modkit-ha agent --node 127.0.0.1:7001 --controllers h1:7070,h2:7070 -- redis-server --port 7001
 //! modkit-ha switchover --admin h1:7071,h2:7071 [--to 10.0.0.2:6379]
+//! modkit-ha status --admin h1:7071,h2:7071
 //! ```
 //!
 //! `agent` runs the `redis-server` command after `--` and restarts it,
@@ -18,7 +19,8 @@ use mod_resilience::{Controller, HaConfig, NodeAgent, Proxy};
 const USAGE: &str = "usage: modkit-ha controller --config <file.toml>\n       \
     modkit-ha proxy --listen <host:port> --controllers <host:port,...>\n       \
     modkit-ha agent --node <host:port> --controllers <host:port,...> -- <redis-server command>\n       \
-    modkit-ha switchover --admin <host:port,...> [--to <host:port>]";
+    modkit-ha switchover --admin <host:port,...> [--to <host:port>]\n       \
+    modkit-ha status --admin <host:port,...>";
 
 #[tokio::main]
 async fn main() {
@@ -79,12 +81,24 @@ async fn run(args: &[String]) -> Result<()> {
             shutdown().await;
             Ok(())
         }
+        Some("status") => {
+            for admin in list(args, "--admin")? {
+                match mod_resilience::admin::status(&admin).await {
+                    Ok((voter, leading, t)) => println!(
+                        "{admin}: voter {voter}{} epoch {} primary {} replicas {:?} fenced {:?}",
+                        if leading { " (leader)" } else { "" },
+                        t.epoch,
+                        t.primary.unwrap_or_default(),
+                        t.replicas,
+                        t.fenced
+                    ),
+                    Err(e) => println!("{admin}: {e}"),
+                }
+            }
+            Ok(())
+        }
         Some("switchover") => {
-            let admins: Vec<String> = flag(args, "--admin")
-                .ok_or_else(|| missing("--admin"))?
-                .split(',')
-                .map(str::to_owned)
-                .collect();
+            let admins = list(args, "--admin")?;
             let to = flag(args, "--to").map(str::to_owned);
             let request = mod_resilience::admin::Request::Switchover { to };
             let topology = mod_resilience::admin::send(&admins, &request).await?;
@@ -99,13 +113,18 @@ async fn run(args: &[String]) -> Result<()> {
     }
 }
 
-/// The addresses `--controllers` names.
-fn controllers(args: &[String]) -> Result<Vec<String>> {
-    Ok(flag(args, "--controllers")
-        .ok_or_else(|| mod_api::Error::config("missing --controllers"))?
+/// The comma-separated addresses after `name`.
+fn list(args: &[String], name: &str) -> Result<Vec<String>> {
+    Ok(flag(args, name)
+        .ok_or_else(|| mod_api::Error::config(format!("missing {name}")))?
         .split(',')
         .map(str::to_owned)
         .collect())
+}
+
+/// The addresses `--controllers` names.
+fn controllers(args: &[String]) -> Result<Vec<String>> {
+    list(args, "--controllers")
 }
 
 async fn shutdown() {

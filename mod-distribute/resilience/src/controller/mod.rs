@@ -98,10 +98,8 @@ impl Controller {
                     .with_source(e)
             })?;
             admin = Some(listener.local_addr()?);
-            tasks.push(tokio::spawn(crate::admin::serve(
-                listener,
-                commands.clone(),
-            )));
+            let serve = crate::admin::serve(listener, commands.clone(), voter.consensus.clone());
+            tasks.push(tokio::spawn(serve));
         }
         tasks.push(tokio::spawn(voter.run()));
         Ok(Controller {
