@@ -269,3 +269,49 @@ async fn a_switchover_loses_no_write_and_the_old_primary_follows() {
         assert!(info.contains("role:slave"), "{addr}: {info}");
     }
 }
+
+/// The primary and one replica killed together. Without `WAIT` the last
+/// replica is promoted; with `WAIT 1` it is not (the acknowledged writes
+/// may be on the dead replica only): the group stays without a primary and
+/// says why, rather than losing them silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_and_replica_killed_together() {
+    for wait_replicas in [0, 1] {
+        let mut nodes = common::group(2);
+        let controller = common::solo(HaConfig {
+            wait_replicas,
+            ..common::ha_over(&nodes)
+        })
+        .await;
+        let mut alerts = controller.alerts();
+        nodes[0].kill();
+        nodes[1].kill();
+        let survivor = nodes[2].addr();
+        if wait_replicas == 0 {
+            let after = common::wait_state(&controller, "the last replica promoted", |s| {
+                s.topology.epoch >= 2
+            })
+            .await;
+            assert_eq!(after.topology.primary, Some(survivor));
+            continue;
+        }
+        let reason = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Ok(mod_distribute::topology::Alert::NoPromotableReplica { reason, .. }) =
+                    alerts.recv().await
+                {
+                    return reason;
+                }
+            }
+        })
+        .await
+        .expect("a no_promotable_replica alert");
+        assert!(reason.contains("1 of 2"), "{reason}");
+        // And it holds: still nothing promoted a while later.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let state = controller.state().borrow().clone();
+        assert_eq!(state.topology.epoch, 1, "{state:?}");
+        let info = common::info(&survivor).await.unwrap();
+        assert!(info.contains("role:slave"), "{info}");
+    }
+}

@@ -104,27 +104,32 @@ async fn serve(
     mut alerts: broadcast::Receiver<Alert>,
 ) -> Result<()> {
     stream.set_nodelay(true)?;
+    // The topology goes out first, on every change and as the heartbeat;
+    // an alert goes out alone.
+    let mut topology_due = true;
     loop {
-        let update = {
+        if topology_due {
             let current = changes.borrow_and_update().clone();
             send(&mut stream, &Update::Topology(current)).await?;
-            tokio::select! {
-                changed = changes.changed() => match changed {
-                    Ok(()) => continue,
-                    Err(_) => return Ok(()),
-                },
-                alert = alerts.recv() => match alert {
-                    Ok(alert) => Update::Alert(alert),
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "topology subscriber too slow for the alerts");
-                        continue;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
-                },
-                _ = tokio::time::sleep(HEARTBEAT) => continue,
-            }
+        }
+        topology_due = tokio::select! {
+            changed = changes.changed() => match changed {
+                Ok(()) => true,
+                Err(_) => return Ok(()),
+            },
+            alert = alerts.recv() => match alert {
+                Ok(alert) => {
+                    send(&mut stream, &Update::Alert(alert)).await?;
+                    false
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "topology subscriber too slow for the alerts");
+                    false
+                }
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            },
+            _ = tokio::time::sleep(HEARTBEAT) => true,
         };
-        send(&mut stream, &update).await?;
     }
 }
 
