@@ -5,9 +5,9 @@
 //! The order of a failover, and why:
 //! 1. Commit the intent (no node is touched without a majority decision).
 //! 2. Fence the old primary. Refused connection: the process is gone.
-//!    Answering: `CLIENT PAUSE WRITE`. Silent (frozen, cut off): its
-//!    replicas are detached from it (pointed at a closed port, so their
-//!    offsets freeze and it loses their acknowledgements), then the window
+//!    Otherwise every other node is detached from it (pointed at a closed
+//!    port, so their offsets freeze and it loses their acknowledgements);
+//!    answering: `CLIENT PAUSE WRITE` too; silent (frozen, cut off): the window
 //!    `min_replicas_max_lag` + 2.1 s from its first failed probe is waited
 //!    out, after which Redis itself refuses its writes (`NOREPLICAS`).
 //! 3. Choose among the replicas on the old primary's history the highest
@@ -75,7 +75,7 @@ impl Voter {
             .get(&old)
             .and_then(|s| s.last.as_ref())
             .map(|r| r.replid.clone());
-        self.fence(&old).await?;
+        let gone = self.fence(&old).await?;
 
         // Fresh offsets of every replica (frozen now: nothing feeds them).
         self.probe_all().await;
@@ -85,6 +85,23 @@ impl Voter {
             // follow it, so nothing is promoted until it is paused.
             return Err(Error::unavailable(format!(
                 "{old} answers again but cannot be paused; not promoting"
+            )));
+        }
+        let following: Vec<&String> = self
+            .config
+            .nodes
+            .iter()
+            .filter(|a| {
+                self.up(a)
+                    .is_some_and(|r| r.following.as_deref() == Some(old.as_str()))
+            })
+            .collect();
+        if !gone && !following.is_empty() {
+            // Their detach failed (this voter was cut off from them): they
+            // may acknowledge the old primary's writes (it may still run). Fence again at the
+            // next probe, when they can be reached.
+            return Err(Error::unavailable(format!(
+                "{following:?} still follow {old}: not promoting"
             )));
         }
         let replicas: Vec<&String> = self.config.nodes.iter().filter(|a| **a != old).collect();
@@ -203,38 +220,39 @@ impl Voter {
     }
 
     /// Step 2 of the failover (module docs).
-    async fn fence(&mut self, old: &str) -> Result<()> {
+    /// Returns whether the old primary's process is gone (nothing to fence).
+    async fn fence(&mut self, old: &str) -> Result<bool> {
         let refused = self
             .seen
             .get(old)
             .is_some_and(|s| s.refused && s.unreachable_since.is_some());
         if refused {
             tracing::info!(node = %old, "old primary refuses connections: its process is gone");
-            return Ok(());
+            return Ok(true);
         }
-        if self.pause(old).await {
-            tracing::info!(node = %old, "old primary answers: its writes are paused");
-            return Ok(());
-        }
+        let paused = self.pause(old).await;
+        // Every other node stops following it (a fenced node that rejoined
+        // may follow it without being listed as a replica yet): no replica
+        // can acknowledge its writes after the offsets below are read, even
+        // one that lags behind the node chosen. Where this fails, the check
+        // after the fence fails the step if that node still follows it.
         let nowhere = redis::cmd("REPLICAOF")
             .arg(NOWHERE.0)
             .arg(NOWHERE.1)
             .clone();
-        // Every node but the old primary: a fenced node that rejoined may
-        // follow it without being listed as a replica yet.
         for replica in self.config.nodes.clone() {
             if replica == old {
                 continue;
             }
             if let Some(node) = self.node(&replica) {
                 if let Err(e) = node.query::<()>(&nowhere).await {
-                    // A replica still following it can acknowledge its
-                    // writes: it must not be counted out (the R−k+1 rule
-                    // sees it as not answering, unless it answers later —
-                    // then the old primary is paused first, see failover).
                     tracing::warn!(node = %replica, error = %e, "cannot detach a replica");
                 }
             }
+        }
+        if paused {
+            tracing::info!(node = %old, "old primary answers: its writes are paused");
+            return Ok(false);
         }
         // Redis counts a replica good while (now − its last ack, in whole
         // seconds) ≤ max lag, and recounts once a second: a primary cut off
@@ -247,7 +265,7 @@ impl Voter {
             + FENCE_MARGIN;
         tracing::warn!(node = %old, wait = ?until.saturating_duration_since(Instant::now()), "old primary silent: waiting out its fencing window");
         tokio::time::sleep_until(until.into()).await;
-        Ok(())
+        Ok(false)
     }
 
     /// Commits that the leader will move the primary away from `old` to
