@@ -34,7 +34,9 @@
 //! sampled time (20 ms steps) with two nodes answering as writable primaries;
 //! `sentinel_unsettled`: Sentinel cycles skipped because its group did not
 //! settle within 30 s (a fresh Sentinel group is started for the next).
-//! `--quick`: 5 cycles each (about a minute); default 200 each.
+//! `--quick`: 5 cycles each (about a minute); default 200 each. `--only
+//! kill9|switchover|zombie` runs one scenario (kill9 prints the converge
+//! line too).
 
 mod modkit;
 mod sentinel;
@@ -182,60 +184,103 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1).cloned());
+    let runs = |name: &str| only.as_deref().is_none_or(|o| o == name);
     runtime.block_on(async {
         let mut modkit_group = modkit::ModkitGroup::start().await;
-        let mut sentinel_group = sentinel::SentinelGroup::start().await;
-        let (mut ours, mut theirs) = (Totals::new(), Totals::new());
-        let mut resets = 0;
-        for n in 0..cycles {
-            let c = modkit_group.cycle(n).await;
-            eprintln!("cycle {n} modkit took_ms={:.0} lost={} spurious={} dual_ms={}", c.took_ms, c.lost, c.spurious, c.dual_ms);
-            ours.add(c);
-            let Some(c) = sentinel_group.cycle(n).await else {
-                eprintln!("cycle {n} sentinel: the group did not settle in 30 s; starting a fresh one");
-                resets += 1;
-                drop(sentinel_group);
-                sentinel_group = sentinel::SentinelGroup::start().await;
-                continue;
-            };
-            eprintln!("cycle {n} sentinel took_ms={:.0} lost={} spurious={} dual_ms={}", c.took_ms, c.lost, c.spurious, c.dual_ms);
-            theirs.add(c);
+        if runs("kill9") {
+            kill9(&mut modkit_group, cycles).await;
         }
-        let (p50, p99) = (percentile(&mut ours.took, 50.0), percentile(&mut ours.took, 99.0));
-        let (s50, s99) = (percentile(&mut theirs.took, 50.0), percentile(&mut theirs.took, 99.0));
-        println!(
+        if runs("switchover") {
+            switchover(&mut modkit_group, cycles).await;
+        }
+        if runs("zombie") {
+            zombie(&mut modkit_group, zombie_cycles(cycles)).await;
+        }
+    });
+}
+
+/// The kill -9 cycles, alternating with Sentinel's; the kill9 and converge lines.
+async fn kill9(modkit_group: &mut modkit::ModkitGroup, cycles: u64) {
+    let mut sentinel_group = sentinel::SentinelGroup::start().await;
+    let (mut ours, mut theirs) = (Totals::new(), Totals::new());
+    let mut resets = 0;
+    for n in 0..cycles {
+        let c = modkit_group.cycle(n).await;
+        eprintln!(
+            "cycle {n} modkit took_ms={:.0} lost={} spurious={} dual_ms={}",
+            c.took_ms, c.lost, c.spurious, c.dual_ms
+        );
+        ours.add(c);
+        let Some(c) = sentinel_group.cycle(n).await else {
+            eprintln!("cycle {n} sentinel: the group did not settle in 30 s; starting a fresh one");
+            resets += 1;
+            drop(sentinel_group);
+            sentinel_group = sentinel::SentinelGroup::start().await;
+            continue;
+        };
+        eprintln!(
+            "cycle {n} sentinel took_ms={:.0} lost={} spurious={} dual_ms={}",
+            c.took_ms, c.lost, c.spurious, c.dual_ms
+        );
+        theirs.add(c);
+    }
+    let (p50, p99) = (
+        percentile(&mut ours.took, 50.0),
+        percentile(&mut ours.took, 99.0),
+    );
+    let (s50, s99) = (
+        percentile(&mut theirs.took, 50.0),
+        percentile(&mut theirs.took, 99.0),
+    );
+    println!(
             "failover kill9 cycles={cycles} p50_ms={p50:.0} p99_ms={p99:.0} lost_acked={} spurious={} dual_primary_ms={} sentinel_p50_ms={s50:.0} sentinel_p99_ms={s99:.0} sentinel_lost_acked={} sentinel_spurious={} sentinel_dual_primary_ms={} sentinel_unsettled={resets} ratio_p50={:.2} lost_unwaited={}",
             ours.lost, ours.spurious, ours.dual_ms, theirs.lost, theirs.spurious, theirs.dual_ms, p50 / s50, ours.lost_unwaited
         );
-        println!(
-            "failover converge cycles={cycles} client_switch_p50_ms={:.1} client_switch_p99_ms={:.1}",
-            percentile(&mut ours.switch, 50.0),
-            percentile(&mut ours.switch, 99.0)
+    println!(
+        "failover converge cycles={cycles} client_switch_p50_ms={:.1} client_switch_p99_ms={:.1}",
+        percentile(&mut ours.switch, 50.0),
+        percentile(&mut ours.switch, 99.0)
+    );
+}
+
+/// Planned switchovers on modkit's group; the switchover line.
+async fn switchover(modkit_group: &mut modkit::ModkitGroup, cycles: u64) {
+    let (mut gaps, mut lost, mut spurious, mut dual) = (Vec::new(), 0, 0, 0);
+    for n in 0..cycles {
+        let c = modkit_group.switchover_cycle(1_000_000 + n).await;
+        eprintln!(
+            "cycle {n} switchover gap_ms={:.1} lost={} spurious={} dual_ms={}",
+            c.gap_ms, c.lost, c.spurious, c.dual_ms
         );
-        let (mut gaps, mut lost, mut spurious, mut dual) = (Vec::new(), 0, 0, 0);
-        for n in 0..cycles {
-            let c = modkit_group.switchover_cycle(cycles + n).await;
-            eprintln!("cycle {n} switchover gap_ms={:.1} lost={} spurious={} dual_ms={}", c.gap_ms, c.lost, c.spurious, c.dual_ms);
-            gaps.push(c.gap_ms);
-            (lost, spurious, dual) = (lost + c.lost, spurious + c.spurious, dual + c.dual_ms);
-        }
-        println!(
+        gaps.push(c.gap_ms);
+        (lost, spurious, dual) = (lost + c.lost, spurious + c.spurious, dual + c.dual_ms);
+    }
+    println!(
             "failover switchover cycles={cycles} write_gap_p50_ms={:.1} write_gap_p99_ms={:.1} lost_acked={lost} spurious={spurious} dual_primary_ms={dual}",
             percentile(&mut gaps, 50.0),
             percentile(&mut gaps, 99.0)
         );
-        let zombies = zombie_cycles(cycles);
-        let (mut took, mut accepted, mut lost) = (Vec::new(), 0, 0);
-        for n in 0..zombies {
-            let c = modkit_group.zombie_cycle(2 * cycles + n).await;
-            eprintln!("cycle {n} zombie took_ms={:.0} accepted={} lost={}", c.took_ms, c.accepted, c.lost);
-            took.push(c.took_ms);
-            (accepted, lost) = (accepted + c.accepted, lost + c.lost);
-        }
-        println!(
+}
+
+/// Frozen-primary failovers on modkit's group; the zombie line.
+async fn zombie(modkit_group: &mut modkit::ModkitGroup, zombies: u64) {
+    let (mut took, mut accepted, mut lost) = (Vec::new(), 0, 0);
+    for n in 0..zombies {
+        let c = modkit_group.zombie_cycle(2_000_000 + n).await;
+        eprintln!(
+            "cycle {n} zombie took_ms={:.0} accepted={} lost={}",
+            c.took_ms, c.accepted, c.lost
+        );
+        took.push(c.took_ms);
+        (accepted, lost) = (accepted + c.accepted, lost + c.lost);
+    }
+    println!(
             "failover zombie cycles={zombies} p50_ms={:.0} p99_ms={:.0} accepted_after_fence={accepted} lost_acked={lost}",
             percentile(&mut took, 50.0),
             percentile(&mut took, 99.0)
         );
-    });
 }

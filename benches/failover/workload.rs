@@ -171,31 +171,25 @@ impl DualSampler {
     }
 }
 
-/// A node that says `role:master` and is not paused for writes.
+/// A node that takes a write now: a primary, not paused (modkit's fence
+/// and switchover; Redis 7.0's `INFO` does not show a pause, and a paused
+/// write blocks, so it times out here) and not refusing writes
+/// (`NOREPLICAS`). The probe key is outside the workload's keys.
 async fn writable_primary(addr: &str) -> bool {
     let probe = async {
         let mut conn = connect(addr).await.ok()?;
-        let info: String = redis::cmd("INFO")
-            .arg("replication")
-            .query_async(&mut conn)
+        redis::cmd("SET")
+            .arg("dual-probe")
+            .arg(1)
+            .query_async::<()>(&mut conn)
             .await
-            .ok()?;
-        if !info.contains("role:master") {
-            return Some(false);
-        }
-        // A paused primary (modkit's fence) does not take writes.
-        let clients: String = redis::cmd("INFO")
-            .arg("clients")
-            .query_async(&mut conn)
-            .await
-            .ok()?;
-        Some(!clients.contains("paused_reason:client_pause"))
+            .ok()
     };
     tokio::time::timeout(Duration::from_millis(100), probe)
         .await
         .ok()
         .flatten()
-        .unwrap_or(false)
+        .is_some()
 }
 
 /// Starts a node; `--repl-diskless-sync-delay 0` so a returning node
