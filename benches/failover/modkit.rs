@@ -177,16 +177,17 @@ impl ModkitGroup {
             .filter(|d| d.index > log_start)
             .filter(|d| matches!(&d.command, Command::Intent { from: f, .. } if f != from))
             .count();
+        // The acknowledged writes first: the writers go on, and one that is
+        // acknowledged after the keys are read is not lost.
+        let acked_keys = self.history.acked(n);
+        let acked_unwaited = self.unwaited.acked(n);
         let judge = judge.or_else(|| self.state().topology.primary);
         let (on_new, unwaited_on_new) = match &judge {
             Some(p) => (keys_on(p, n).await, keys_with(p, 'u', n).await),
             None => Default::default(),
         };
-        let acked_keys = self.history.acked(n);
         let lost = crate::report_lost("modkit", &self.history, n, &acked_keys, &on_new, since);
-        let lost_unwaited = self
-            .unwaited
-            .acked(n)
+        let lost_unwaited = acked_unwaited
             .iter()
             .filter(|k| !unwaited_on_new.contains(k))
             .count();
