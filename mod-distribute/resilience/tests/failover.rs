@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mod_distribute::{Redis, RedisConfig, RedisServer};
+use mod_distribute::{Redis, RedisServer};
 use mod_resilience::consensus::Command;
 use mod_resilience::HaConfig;
 
@@ -58,13 +58,7 @@ async fn kill9_of_the_primary_fails_over_without_losing_acknowledged_writes() {
     let a = &mut nodes[0];
     assert_eq!(first.topology.primary, Some(a.addr()));
 
-    let redis = Redis::connect_with(&RedisConfig {
-        prefix: "ha".into(),
-        controllers: vec![controller.local_addr().to_string()],
-        ..RedisConfig::default()
-    })
-    .await
-    .unwrap();
+    let redis = common::following(&controller, "ha").await;
 
     let history = Arc::new(Mutex::new(Vec::<Write>::new()));
     let writer = {
@@ -182,13 +176,7 @@ async fn a_switchover_loses_no_write_and_the_old_primary_follows() {
     })
     .await;
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
-    let redis = Redis::connect_with(&RedisConfig {
-        prefix: "ha".into(),
-        controllers: vec![controller.local_addr().to_string()],
-        ..RedisConfig::default()
-    })
-    .await
-    .unwrap();
+    let redis = common::following(&controller, "ha").await;
 
     let err = controller
         .switchover(Some("127.0.0.1:1".into()))

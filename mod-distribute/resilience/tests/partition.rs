@@ -6,8 +6,8 @@
 //!
 //! Checked on the recorded history of both writers: the isolated primary
 //! takes no write once its `min-replicas-max-lag` (+ 2 s) passed, before
-//! the new primary is promoted (Redis refuses them: `NOREPLICAS`), no `WAIT`-acknowledged write is lost, and when the
-//! partition heals the old primary rejoins as a replica and the writes it
+//! the new primary is promoted (Redis refuses them: `NOREPLICAS`), no
+//! `WAIT`-acknowledged write is lost, and when the partition heals the old primary rejoins as a replica and the writes it
 //! took that the new primary never saw are reported (`Alert::Divergence`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mod_distribute::topology::Alert;
-use mod_distribute::{Redis, RedisConfig, RedisServer};
+use mod_distribute::RedisServer;
 use mod_resilience::HaConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -167,13 +167,7 @@ async fn an_isolated_primary_takes_no_write_and_rejoins_with_its_divergence_repo
     );
     let mut alerts = controller.alerts();
     let mut state = controller.state();
-    let redis = Redis::connect_with(&RedisConfig {
-        prefix: "part".into(),
-        controllers: vec![controller.local_addr().to_string()],
-        ..RedisConfig::default()
-    })
-    .await
-    .unwrap();
+    let redis = common::following(&controller, "part").await;
     // Before the cut: replication through the proxies is up, and the
     // controller keeps `min-replicas-to-write 1` on the primary.
     common::wait_config(&a.addr(), "min-replicas-to-write", "1").await;

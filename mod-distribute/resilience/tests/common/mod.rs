@@ -105,3 +105,14 @@ pub async fn wait_config(addr: &str, key: &str, value: &str) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A modkit handle that follows `controller` (keys under `prefix`).
+pub async fn following(controller: &Controller, prefix: &str) -> mod_distribute::Redis {
+    mod_distribute::Redis::connect_with(&mod_distribute::RedisConfig {
+        prefix: prefix.into(),
+        controllers: vec![controller.local_addr().to_string()],
+        ..mod_distribute::RedisConfig::default()
+    })
+    .await
+    .unwrap()
+}
