@@ -143,6 +143,14 @@ pub trait Consensus: Send + Sync + 'static {
     /// Whether this voter leads now (only the leader acts on nodes).
     fn is_leader(&self) -> bool;
 
+    /// Whether this voter is part of a majority now (it leads one, or
+    /// follows a leader). A voter outside one stops serving subscriptions:
+    /// its topology may be stale, and a client or proxy that hears only it
+    /// must see the controllers as lost.
+    fn in_quorum(&self) -> bool {
+        true
+    }
+
     /// The state as this voter has applied it (changes on every apply).
     fn state(&self) -> watch::Receiver<GroupState>;
 

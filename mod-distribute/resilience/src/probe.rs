@@ -20,6 +20,9 @@ pub enum Probe {
     Silent,
 }
 
+/// Redis's default `replica-priority`.
+pub const DEFAULT_PRIORITY: u32 = 100;
+
 /// The fields of `INFO replication` a failover needs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Replication {
@@ -40,12 +43,18 @@ pub struct Replication {
     pub link_up: bool,
     /// A primary's replicas that are `state=online`, with their lag (s).
     pub online_replicas: Vec<(String, u64)>,
+    /// A replica's `slave_priority` (`replica-priority`: lower is preferred,
+    /// 0 never promoted; 100, Redis's default, when not reported).
+    pub priority: u32,
 }
 
 impl Replication {
     /// Parses the text of `INFO replication`.
     pub fn parse(info: &str) -> Replication {
-        let mut r = Replication::default();
+        let mut r = Replication {
+            priority: DEFAULT_PRIORITY,
+            ..Replication::default()
+        };
         let (mut host, mut port) = (None, None);
         for line in info.lines() {
             let Some((key, value)) = line.trim().split_once(':') else {
@@ -60,6 +69,7 @@ impl Replication {
                 "master_host" => host = Some(value.to_owned()),
                 "master_port" => port = Some(value.to_owned()),
                 "master_link_status" => r.link_up = value == "up",
+                "slave_priority" => r.priority = value.parse().unwrap_or(DEFAULT_PRIORITY),
                 k if k.starts_with("slave") && k[5..].bytes().all(|b| b.is_ascii_digit()) => {
                     // slave0:ip=127.0.0.1,port=7002,state=online,offset=42,lag=0
                     let field = |name: &str| {
@@ -170,10 +180,11 @@ mod tests {
         );
         assert_eq!(p.online_replicas, vec![("127.0.0.1:7002".to_owned(), 0)]);
         let replica = "role:slave\r\nmaster_host:127.0.0.1\r\nmaster_port:7001\r\n\
-            master_link_status:down\r\nmaster_replid:abc\r\nmaster_repl_offset:400\r\nsecond_repl_offset:101\r\n";
+            master_link_status:down\r\nslave_priority:10\r\nmaster_replid:abc\r\nmaster_repl_offset:400\r\nsecond_repl_offset:101\r\n";
         let r = Replication::parse(replica);
         assert!(!r.master && !r.link_up);
         assert_eq!(r.following.as_deref(), Some("127.0.0.1:7001"));
         assert_eq!((r.offset, r.second_offset), (400, Some(101)));
+        assert_eq!((r.priority, p.priority), (10, DEFAULT_PRIORITY));
     }
 }

@@ -44,15 +44,20 @@ pub struct Candidate {
     pub addr: String,
     /// Its replication offset.
     pub offset: u64,
-    /// Its position in the configured nodes (earlier wins a tie).
+    /// Its `replica-priority` (lower wins a tie of offsets; 0: never).
+    pub priority: u32,
+    /// Its position in the configured nodes (earlier wins the last tie).
     pub position: usize,
 }
 
 /// Chooses the replica to promote among `answered` (those on the old
-/// history) of `replicas`: the highest offset, then the earlier position.
-/// Too few answered for `WAIT wait_replicas`: the reason, to alert with.
+/// history) of `replicas`: the highest offset, then the lower
+/// `replica-priority`, then the earlier position. Too few answered for
+/// `WAIT wait_replicas`, or only a priority-0 replica holds the highest
+/// offset (promoting another could lose what only it holds): the reason,
+/// to alert with.
 pub fn choose(
-    mut answered: Vec<Candidate>,
+    answered: Vec<Candidate>,
     replicas: usize,
     wait_replicas: usize,
 ) -> Result<Candidate, String> {
@@ -63,8 +68,14 @@ pub fn choose(
             answered.len()
         ));
     }
-    answered.sort_by_key(|c| (std::cmp::Reverse(c.offset), c.position));
-    Ok(answered.swap_remove(0))
+    let highest = answered.iter().map(|c| c.offset).max().unwrap_or(0);
+    answered
+        .into_iter()
+        .filter(|c| c.offset == highest && c.priority > 0)
+        .min_by_key(|c| (c.priority, c.position))
+        .ok_or_else(|| {
+            format!("only replicas with replica-priority 0 (never promoted) hold offset {highest}")
+        })
 }
 
 #[cfg(test)]
@@ -75,6 +86,7 @@ mod tests {
         Candidate {
             addr: addr.into(),
             offset,
+            priority: 100,
             position,
         }
     }
@@ -83,6 +95,26 @@ mod tests {
     fn highest_offset_first_then_position() {
         let chosen = choose(vec![c("b", 10, 1), c("c", 12, 2), c("d", 12, 3)], 3, 0);
         assert_eq!(chosen.unwrap().addr, "c");
+    }
+
+    #[test]
+    fn priority_breaks_ties_of_offsets_and_zero_is_never_promoted() {
+        let p = |addr: &str, offset, priority, position| Candidate {
+            priority,
+            ..c(addr, offset, position)
+        };
+        let chosen = choose(
+            vec![p("b", 12, 100, 1), p("c", 12, 10, 2), p("d", 11, 1, 3)],
+            3,
+            0,
+        );
+        assert_eq!(chosen.unwrap().addr, "c", "offset first, then priority");
+        let chosen = choose(vec![p("b", 12, 0, 1), p("c", 12, 50, 2)], 2, 0);
+        assert_eq!(chosen.unwrap().addr, "c");
+        assert!(
+            choose(vec![p("b", 12, 0, 1), p("c", 11, 50, 2)], 2, 0).is_err(),
+            "only a never-promote replica holds the newest writes"
+        );
     }
 
     #[test]

@@ -109,4 +109,26 @@ async fn a_majority_of_voters_fails_over_and_survives_its_leader() {
         nodes[0].addr(),
         "the dead first primary was promoted"
     );
+
+    // One more voter goes: the last is outside a majority and stops serving
+    // its topology (it may be stale by now), so a follower that hears only
+    // it sees the controllers as lost — the proxy stops forwarding on that.
+    let alive: Vec<usize> = (0..3).filter(|&i| controllers[i].is_some()).collect();
+    let (last, gone) = (alive[0], alive[1]);
+    let only = vec![controllers[last].as_ref().unwrap().local_addr().to_string()];
+    let follower = mod_distribute::topology::Follower::subscribe(&only, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(follower.in_contact());
+    controllers[gone] = None;
+    voters[gone].shutdown().await;
+    let start = std::time::Instant::now();
+    while follower.in_contact() {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "a voter alone still serves its topology"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("a lone voter stopped serving after {:?}", start.elapsed());
 }

@@ -20,6 +20,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Serves a topology and alerts on a TCP port; stops when dropped.
 pub struct Publisher {
     topology: watch::Sender<Topology>,
+    serving: watch::Sender<bool>,
     alerts: broadcast::Sender<Alert>,
     addr: std::net::SocketAddr,
     accept: JoinHandle<()>,
@@ -39,10 +40,17 @@ impl Publisher {
             .map_err(|e| Error::config(format!("cannot listen on {addr}")).with_source(e))?;
         let addr = listener.local_addr()?;
         let topology = watch::channel(Topology::default()).0;
+        let serving = watch::channel(true).0;
         let alerts = broadcast::channel(256).0;
-        let accept = tokio::spawn(accept(listener, topology.clone(), alerts.clone()));
+        let accept = tokio::spawn(accept(
+            listener,
+            topology.clone(),
+            serving.clone(),
+            alerts.clone(),
+        ));
         Ok(Publisher {
             topology,
+            serving,
             alerts,
             addr,
             accept,
@@ -59,6 +67,17 @@ impl Publisher {
         self.topology.send_replace(topology);
     }
 
+    /// Serves subscribers (the default) or not: off, every subscription is
+    /// closed and new ones are turned away — what a controller that lost
+    /// its majority does, so that nobody takes its topology for current.
+    pub fn set_serving(&self, on: bool) {
+        self.serving.send_if_modified(|serving| {
+            let changed = *serving != on;
+            *serving = on;
+            changed
+        });
+    }
+
     /// Sends `alert` to every subscriber connected now.
     pub fn alert(&self, alert: Alert) {
         let _ = self.alerts.send(alert);
@@ -68,6 +87,7 @@ impl Publisher {
 async fn accept(
     listener: TcpListener,
     topology: watch::Sender<Topology>,
+    serving: watch::Sender<bool>,
     alerts: broadcast::Sender<Alert>,
 ) {
     let open = Arc::new(AtomicUsize::new(0));
@@ -80,6 +100,10 @@ async fn accept(
                 continue;
             }
         };
+        if !*serving.borrow() {
+            tracing::debug!("topology subscriber turned away: not serving");
+            continue;
+        }
         if open.fetch_add(1, Ordering::AcqRel) >= MAX_SUBSCRIBERS {
             open.fetch_sub(1, Ordering::AcqRel);
             tracing::warn!(
@@ -89,8 +113,9 @@ async fn accept(
             continue;
         }
         let (changes, alerts, open) = (topology.subscribe(), alerts.subscribe(), open.clone());
+        let serving = serving.subscribe();
         tokio::spawn(async move {
-            if let Err(e) = serve(stream, changes, alerts).await {
+            if let Err(e) = serve(stream, changes, serving, alerts).await {
                 tracing::debug!(error = %e, "topology subscriber gone");
             }
             open.fetch_sub(1, Ordering::AcqRel);
@@ -101,6 +126,7 @@ async fn accept(
 async fn serve(
     mut stream: TcpStream,
     mut changes: watch::Receiver<Topology>,
+    mut serving: watch::Receiver<bool>,
     mut alerts: broadcast::Receiver<Alert>,
 ) -> Result<()> {
     stream.set_nodelay(true)?;
@@ -128,6 +154,13 @@ async fn serve(
                 }
                 Err(broadcast::error::RecvError::Closed) => return Ok(()),
             },
+            changed = serving.changed() => {
+                let on = changed.is_ok() && *serving.borrow_and_update();
+                if !on {
+                    return Ok(());
+                }
+                false
+            }
             _ = tokio::time::sleep(HEARTBEAT) => true,
         };
     }

@@ -11,7 +11,8 @@
 //!    `min_replicas_max_lag` + 2.1 s from its first failed probe is waited
 //!    out, after which Redis itself refuses its writes (`NOREPLICAS`).
 //! 3. Choose among the replicas on the old primary's history the highest
-//!    offset, then the earlier in `nodes`; with writers that use `WAIT k`,
+//!    offset, then the lower `replica-priority` (0: never), then the
+//!    earlier in `nodes`; with writers that use `WAIT k`,
 //!    only when at least R−k+1 of the R replicas answered (else one of the
 //!    silent ones may hold an acknowledged write: alert, do not promote).
 //! 4. Promote it, re-point the others at it, commit the new topology
@@ -113,6 +114,7 @@ impl Voter {
                 rules::on_history(old_replid.as_deref(), &r.replid, &r.replid2).then(|| Candidate {
                     addr: (*addr).clone(),
                     offset: r.offset,
+                    priority: r.priority,
                     position,
                 })
             })

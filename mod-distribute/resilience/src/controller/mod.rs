@@ -69,7 +69,12 @@ impl Controller {
         let addr = publisher.local_addr();
         let alerts = Alerts::new(publisher.clone(), config.alert_command.clone());
         let state = consensus.state();
-        let publish = tokio::spawn(publish(state.clone(), publisher));
+        let publish = tokio::spawn(publish(state.clone(), publisher.clone()));
+        let quorum = tokio::spawn(serve_in_quorum(
+            consensus.clone(),
+            publisher,
+            config.probe_every,
+        ));
         let nodes = config
             .nodes
             .iter()
@@ -90,7 +95,7 @@ impl Controller {
         };
         tracing::info!(voter = voter.config.voter, listen = %addr, group = %voter.config.group, "controller started");
         let commands = Commands(requests);
-        let mut tasks = vec![publish];
+        let mut tasks = vec![publish, quorum];
         let mut admin = None;
         if let Some(listen) = &voter.config.admin {
             let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
@@ -153,6 +158,28 @@ async fn publish(mut state: watch::Receiver<GroupState>, publisher: Arc<Publishe
         if state.changed().await.is_err() {
             return;
         }
+    }
+}
+
+/// Serves subscriptions only while this voter is part of a majority.
+async fn serve_in_quorum(
+    consensus: Arc<dyn Consensus>,
+    publisher: Arc<Publisher>,
+    every: std::time::Duration,
+) {
+    let mut serving = true;
+    loop {
+        let in_quorum = consensus.in_quorum();
+        if in_quorum != serving {
+            if in_quorum {
+                tracing::info!("back in a majority: serving topology subscriptions again");
+            } else {
+                tracing::warn!("outside a majority: closing topology subscriptions");
+            }
+            serving = in_quorum;
+            publisher.set_serving(serving);
+        }
+        tokio::time::sleep(every).await;
     }
 }
 

@@ -81,6 +81,7 @@ impl Voter {
                 (r.following.as_deref() == Some(old) && r.link_up).then(|| Candidate {
                     addr: addr.clone(),
                     offset: r.offset,
+                    priority: r.priority,
                     position,
                 })
             })

@@ -251,6 +251,21 @@ impl Consensus for RaftVoter {
                 .is_some_and(|ms| u128::from(ms) < TIMING.election_max.as_millis())
     }
 
+    /// A leader acknowledged by a majority within the election timeout, or a
+    /// follower that knows a leader (a follower cut off from the others
+    /// starts elections and knows none until it rejoins a majority).
+    fn in_quorum(&self) -> bool {
+        let leads = {
+            let metrics = self.inner.raft.metrics();
+            let metrics = metrics.borrow();
+            match metrics.current_leader {
+                None => return false,
+                Some(leader) => leader == self.inner.id,
+            }
+        };
+        !leads || self.is_leader()
+    }
+
     fn state(&self) -> watch::Receiver<GroupState> {
         self.inner.state.subscribe()
     }

@@ -181,6 +181,7 @@ impl World {
             following: (!node.primary)
                 .then(|| node.master.map_or("127.0.0.1:1".into(), |m| self.addr(m))),
             link_up: node.link_up,
+            priority: mod_resilience::probe::DEFAULT_PRIORITY,
             online_replicas: node
                 .slaves
                 .iter()

@@ -225,6 +225,7 @@ impl World {
                 rules::on_history(old_replid.as_deref(), &r.replid, &r.replid2).then(|| Candidate {
                     addr: self.addr(n),
                     offset: r.offset,
+                    priority: r.priority,
                     position,
                 })
             })
