@@ -3,8 +3,8 @@
 //! 500 ms, and asked again at once after an error or a timeout), and writes
 //! one new key at a time with `SET` + `WAIT 1`.
 
-use crate::world::{Ev, Party, Reply, World};
-use crate::Time;
+use super::world::{Ev, Party, Reply, World};
+use super::Time;
 
 const POLL: Time = 500;
 

@@ -12,8 +12,8 @@
 use mod_resilience::consensus::Command;
 use mod_resilience::rules;
 
-use crate::world::{Ev, Party, World};
-use crate::Time;
+use super::world::{Ev, Party, World};
+use super::Time;
 
 /// `TIMING.propose` of the raft engine.
 const PROPOSE_TIMEOUT: Time = 2000;

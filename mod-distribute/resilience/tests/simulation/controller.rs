@@ -20,9 +20,9 @@ use mod_resilience::consensus::{Command, GroupState};
 use mod_resilience::probe::Replication;
 use mod_resilience::rules::{self, Candidate};
 
-use crate::redis_model::Admin;
-use crate::world::{Ev, Party, World};
-use crate::Time;
+use super::redis_model::Admin;
+use super::world::{Ev, Party, World};
+use super::Time;
 
 /// The leader's pluggable decisions.
 #[derive(Clone, Copy)]
@@ -204,7 +204,7 @@ impl World {
         if node.stopped {
             self.nodes[n]
                 .inbox
-                .push(crate::redis_model::Msg::Admin(cmd));
+                .push(super::redis_model::Msg::Admin(cmd));
             return (self.cfg.probe_every, false);
         }
         self.admin(n, cmd);

@@ -26,10 +26,10 @@ use mod_distribute::topology::Topology;
 use mod_resilience::consensus::Command;
 use mod_resilience::rules::{self, Candidate};
 
-use crate::controller::Op;
-use crate::redis_model::Admin;
-use crate::world::World;
-use crate::Time;
+use super::controller::Op;
+use super::redis_model::Admin;
+use super::world::World;
+use super::Time;
 
 /// `FENCE_MARGIN` of `failover.rs`: beyond `min_replicas_max_lag`, Redis's
 /// whole-second lag and once-a-second recount, and a margin for its timer.

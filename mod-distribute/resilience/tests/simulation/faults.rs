@@ -7,8 +7,8 @@
 //! of the primary of the highest committed epoch it can read from the
 //! voters it reaches, and not before that primary is another node.
 
-use crate::world::{Ev, Party, World};
-use crate::Time;
+use super::world::{Ev, Party, World};
+use super::Time;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

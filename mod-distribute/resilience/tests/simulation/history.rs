@@ -4,9 +4,9 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use crate::redis_model::Node;
-use crate::world::{Ev, World};
-use crate::Time;
+use super::redis_model::Node;
+use super::world::{Ev, World};
+use super::Time;
 
 /// One write's life.
 #[derive(Debug, Clone, Default)]

@@ -22,7 +22,10 @@
 //!   every copy (kills restart nodes empty), and after healing the final
 //!   primary holds every acknowledged write still held anywhere.
 //!
-//! `MODKIT_SIM_SEEDS` sets the number of seeds (default 300).
+//! The test command runs 300 seeds (`MODKIT_SIM_SEEDS` sets another count,
+//! `MODKIT_SIM_SEED=n` replays one with its trace); the long run is the
+//! bench runner over the same files: `cargo bench -p mod-resilience --bench
+//! simulation [-- --quick | --seeds N]`.
 
 mod clients;
 mod consensus_model;
@@ -261,21 +264,12 @@ fn print(name: &str, sum: &Summary, took: std::time::Duration) {
     );
 }
 
-#[test]
-fn seeds() {
+/// Runs `seeds` seeds with the real rules, prints the summary (and the
+/// first failures); whether no seed broke an invariant.
+pub fn run(seeds: u64) -> bool {
     let started = Instant::now();
     let mut sum = Summary::default();
-    if let Some(seed) = std::env::var("MODKIT_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        // One seed, with its trace (to study a failure or a stuck group).
-        let mut world = World::new(seed, Policy::real());
-        let result = world.run();
-        eprintln!("{}", world.describe(&format!("{result:?}")));
-        return;
-    }
-    for seed in 0..seed_count() {
+    for seed in 0..seeds {
         run_seed(seed, Policy::real(), &mut sum);
     }
     print("simulation", &sum, started.elapsed());
@@ -291,11 +285,22 @@ fn seeds() {
     for f in sum.failures.iter().take(3) {
         eprintln!("{f}\n");
     }
-    assert!(
-        sum.failures.is_empty(),
-        "{} seeds broke an invariant (first above)",
-        sum.failures.len()
-    );
+    sum.failures.is_empty()
+}
+
+#[test]
+fn seeds() {
+    if let Some(seed) = std::env::var("MODKIT_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        // One seed, with its trace (to study a failure or a stuck group).
+        let mut world = World::new(seed, Policy::real());
+        let result = world.run();
+        eprintln!("{}", world.describe(&format!("{result:?}")));
+        return;
+    }
+    assert!(run(seed_count()), "a seed broke an invariant (first above)");
 }
 
 fn lowest_offset(answered: Vec<Candidate>, replicas: usize, k: usize) -> Result<Candidate, String> {

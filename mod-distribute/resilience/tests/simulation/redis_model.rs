@@ -22,7 +22,7 @@
 //!   and the bytes sent to it, and executes them in order when it wakes.
 //! - A killed node loses its data (restarted empty, with a new `replid`).
 
-use crate::Time;
+use super::Time;
 
 /// The replication id "none" (Redis prints forty zeros).
 pub const NO_REPLID: u64 = 0;

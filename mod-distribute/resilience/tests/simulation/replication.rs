@@ -3,9 +3,9 @@
 //! acknowledgements, `PSYNC` handshakes, full resyncs, the controller's
 //! commands, kills, SIGSTOP/SIGCONT (rules: `redis_model.rs`).
 
-use crate::redis_model::{Admin, Msg, Node, Slave, Waiter, NO_REPLID};
-use crate::world::{Ev, Party, Reply, World};
-use crate::Time;
+use super::redis_model::{Admin, Msg, Node, Slave, Waiter, NO_REPLID};
+use super::world::{Ev, Party, Reply, World};
+use super::Time;
 
 const RECONNECT: Time = 1000;
 const FULL_SYNC: Time = 100;

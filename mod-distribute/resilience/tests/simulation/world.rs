@@ -11,11 +11,11 @@ use std::collections::{BTreeMap, BinaryHeap};
 
 use mod_resilience::consensus::Command;
 
-use crate::controller::{Policy, Voter};
-use crate::history::{History, Trace};
-use crate::redis_model::Node;
-use crate::rng::Rng;
-use crate::Time;
+use super::controller::{Policy, Voter};
+use super::history::{History, Trace};
+use super::redis_model::Node;
+use super::rng::Rng;
+use super::Time;
 
 /// A party of the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -87,7 +87,7 @@ pub struct World {
     pub addrs: Vec<String>,
     pub nodes: Vec<Node>,
     pub voters: Vec<Voter>,
-    pub clients: Vec<crate::clients::Client>,
+    pub clients: Vec<super::clients::Client>,
     /// The committed log, in order (the consensus model: one log).
     pub log: Vec<Command>,
     /// The primary of every committed epoch.
@@ -98,7 +98,7 @@ pub struct World {
     pub base_delay: Time,
     pub next_replid: u64,
     pub next_sync: u64,
-    pub faults: Vec<crate::faults::Fault>,
+    pub faults: Vec<super::faults::Fault>,
     pub policy: Policy,
     pub hist: History,
     pub trace: Trace,
@@ -267,12 +267,12 @@ impl World {
             Ev::ClientReply(c, key, r) => self.client_done(c, key, Some(r)),
             Ev::ClientLearn(c, epoch) => self.client_learn(c, epoch),
             Ev::Write(n, c, key) => {
-                self.deliver(n, crate::redis_model::Msg::Write { client: c, key })
+                self.deliver(n, super::redis_model::Msg::Write { client: c, key })
             }
             Ev::Pump(r) => self.pump(r),
             Ev::Ack(p, r, off) => self.deliver(
                 p,
-                crate::redis_model::Msg::Ack {
+                super::redis_model::Msg::Ack {
                     replica: r,
                     offset: off,
                 },
