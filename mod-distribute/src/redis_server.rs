@@ -11,10 +11,12 @@
 
 mod launch;
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use mod_api::{Error, ErrorKind, Result};
@@ -260,19 +262,18 @@ impl Drop for RedisServer {
 /// How many live servers use each data folder: a server restarted on the
 /// port of a killed one shares its folder (so persistence survives the
 /// restart), and the old handle's drop must not delete it under the new one.
-fn dirs_in_use() -> &'static std::sync::Mutex<std::collections::HashMap<PathBuf, usize>> {
-    static DIRS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<PathBuf, usize>>> =
-        std::sync::OnceLock::new();
+fn dirs_in_use() -> &'static Mutex<HashMap<PathBuf, usize>> {
+    static DIRS: OnceLock<Mutex<HashMap<PathBuf, usize>>> = OnceLock::new();
     DIRS.get_or_init(Default::default)
 }
 
-fn hold_dir(dir: &std::path::Path) {
+fn hold_dir(dir: &Path) {
     let mut dirs = dirs_in_use().lock().unwrap_or_else(|e| e.into_inner());
     *dirs.entry(dir.to_owned()).or_default() += 1;
 }
 
 /// Whether `dir` is now unused (its last server gone).
-fn release_dir(dir: &std::path::Path) -> bool {
+fn release_dir(dir: &Path) -> bool {
     let mut dirs = dirs_in_use().lock().unwrap_or_else(|e| e.into_inner());
     match dirs.get_mut(dir) {
         Some(n) if *n > 1 => {

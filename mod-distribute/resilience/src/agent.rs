@@ -133,22 +133,18 @@ impl Supervisor {
     /// Waits for a committed primary that is not this node (while this node
     /// is the committed one, the controller is failing it over).
     async fn primary_elsewhere(&mut self) -> String {
+        let node = self.node.clone();
         let mut topology = self.follower().await.watch();
-        let elsewhere = |t: &Topology| t.primary.as_ref().is_some_and(|p| *p != self.node);
-        let mut warned = false;
+        let elsewhere = |t: &Topology| t.primary.clone().filter(|p| *p != node);
+        if topology.borrow().primary.as_ref() == Some(&node) {
+            tracing::info!(%node, "waiting for the controller to commit another primary");
+        }
         loop {
-            if let Some(p) = topology.borrow_and_update().primary.clone() {
-                if p != self.node {
-                    return p;
-                }
-            }
-            if !warned {
-                tracing::info!(node = %self.node, "waiting for the controller to commit another primary");
-                warned = true;
-            }
-            if topology.wait_for(elsewhere).await.is_err() {
-                // The follower is gone: nothing will change; look again later.
-                tokio::time::sleep(Duration::from_secs(1)).await;
+            let seen = topology.wait_for(|t| elsewhere(t).is_some()).await;
+            match seen.map(|t| elsewhere(&t)) {
+                Ok(Some(primary)) => return primary,
+                // Only if the follower went, which it does not while held.
+                _ => tokio::time::sleep(Duration::from_secs(1)).await,
             }
         }
     }

@@ -4,9 +4,9 @@
 //! - Connection trouble (I/O, dropped, refused) is `Unavailable`, a reply that
 //!   did not come in time `Timeout`: both retryable.
 //! - A server that cannot answer *now* (`LOADING` after a restart, `READONLY`
-//!   during a failover, `MASTERDOWN`, `TRYAGAIN`, `CLUSTERDOWN`, `BUSY` script, `NOREPLICAS`
-//!   from a primary short of replicas)
-//!   is `Unavailable`, retryable.
+//!   during a failover, `MASTERDOWN`, `TRYAGAIN`, `CLUSTERDOWN`, `BUSY` script,
+//!   `NOREPLICAS` from a primary short of replicas) is `Unavailable`,
+//!   retryable.
 //! - A reply saying the request itself is bad never becomes retryable: the same
 //!   request fails the same way. Too big (`Protocol error: invalid bulk length`,
 //!   `string exceeds maximum allowed size`, a value above the server's

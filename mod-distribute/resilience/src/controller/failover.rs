@@ -38,6 +38,17 @@ const FENCE_MARGIN: Duration = Duration::from_millis(2100);
 /// well within it; the pause only ends if the controller dies midway).
 const PAUSE_MS: &str = "30000";
 
+/// How the old primary was fenced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fenced {
+    /// Its process is gone (connection refused): nothing to fence.
+    Gone,
+    /// It answered: its writes are paused, the others detached.
+    Paused,
+    /// It was silent: the others detached, its window waited out.
+    Silent,
+}
+
 impl Voter {
     pub(super) async fn failover(&mut self, topology: &Topology) -> Result<()> {
         let Some(old) = topology.primary.clone() else {
@@ -76,11 +87,11 @@ impl Voter {
             .get(&old)
             .and_then(|s| s.last.as_ref())
             .map(|r| r.replid.clone());
-        let gone = self.fence(&old).await?;
+        let fenced = self.fence(&old).await?;
 
         // Fresh offsets of every replica (frozen now: nothing feeds them).
         self.probe_all().await;
-        if self.up(&old).is_some() && !self.pause(&old).await {
+        if fenced == Fenced::Silent && self.up(&old).is_some() && !self.pause(&old).await {
             // Silent during the fence, answering now (the link healed, or
             // it was this voter that was cut off): its replicas may still
             // follow it, so nothing is promoted until it is paused.
@@ -88,22 +99,24 @@ impl Voter {
                 "{old} answers again but cannot be paused; not promoting"
             )));
         }
-        let following: Vec<&String> = self
-            .config
-            .nodes
-            .iter()
-            .filter(|a| {
-                self.up(a)
-                    .is_some_and(|r| r.following.as_deref() == Some(old.as_str()))
-            })
-            .collect();
-        if !gone && !following.is_empty() {
-            // Their detach failed (this voter was cut off from them): they
-            // may acknowledge the old primary's writes (it may still run). Fence again at the
-            // next probe, when they can be reached.
-            return Err(Error::unavailable(format!(
-                "{following:?} still follow {old}: not promoting"
-            )));
+        if fenced != Fenced::Gone {
+            let following: Vec<&String> = self
+                .config
+                .nodes
+                .iter()
+                .filter(|a| {
+                    self.up(a)
+                        .is_some_and(|r| r.following.as_deref() == Some(old.as_str()))
+                })
+                .collect();
+            if !following.is_empty() {
+                // Their detach failed (this voter was cut off from them):
+                // they may acknowledge the old primary's writes (it may
+                // still run). Fence again at the next probe.
+                return Err(Error::unavailable(format!(
+                    "{following:?} still follow {old}: not promoting"
+                )));
+            }
         }
         let replicas: Vec<&String> = self.config.nodes.iter().filter(|a| **a != old).collect();
         let answered: Vec<Candidate> = replicas
@@ -222,15 +235,14 @@ impl Voter {
     }
 
     /// Step 2 of the failover (module docs).
-    /// Returns whether the old primary's process is gone (nothing to fence).
-    async fn fence(&mut self, old: &str) -> Result<bool> {
+    async fn fence(&mut self, old: &str) -> Result<Fenced> {
         let refused = self
             .seen
             .get(old)
             .is_some_and(|s| s.refused && s.unreachable_since.is_some());
         if refused {
             tracing::info!(node = %old, "old primary refuses connections: its process is gone");
-            return Ok(true);
+            return Ok(Fenced::Gone);
         }
         let paused = self.pause(old).await;
         // Every other node stops following it (a fenced node that rejoined
@@ -254,7 +266,7 @@ impl Voter {
         }
         if paused {
             tracing::info!(node = %old, "old primary answers: its writes are paused");
-            return Ok(false);
+            return Ok(Fenced::Paused);
         }
         // Redis counts a replica good while (now − its last ack, in whole
         // seconds) ≤ max lag, and recounts once a second: a primary cut off
@@ -267,7 +279,7 @@ impl Voter {
             + FENCE_MARGIN;
         tracing::warn!(node = %old, wait = ?until.saturating_duration_since(Instant::now()), "old primary silent: waiting out its fencing window");
         tokio::time::sleep_until(until.into()).await;
-        Ok(false)
+        Ok(Fenced::Silent)
     }
 
     /// Commits that the leader will move the primary away from `old` to

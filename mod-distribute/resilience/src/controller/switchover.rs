@@ -47,11 +47,7 @@ impl Voter {
         let paused_at = Instant::now();
         let result = self.hand_over(&topology, &old, &target, epoch).await;
         // Whatever happened, the old primary does not stay paused.
-        if let Some(node) = self.node(&old) {
-            let _ = node
-                .query::<()>(&redis::cmd("CLIENT").arg("UNPAUSE").clone())
-                .await;
-        }
+        self.unpause(&old).await;
         let committed = result?;
         let paused_ms = paused_at.elapsed().as_millis() as u64;
         tracing::info!(from = %old, to = %target, epoch, paused_ms, "switchover committed");

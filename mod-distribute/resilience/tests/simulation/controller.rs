@@ -113,6 +113,8 @@ pub struct Voter {
     pub step_failed: bool,
     /// The current failover's fence found the old primary gone.
     pub fence_gone: bool,
+    /// … or silent (not gone, and the pause did not take).
+    pub fence_silent: bool,
 }
 
 pub fn replid(id: u64) -> String {

@@ -96,7 +96,7 @@ impl World {
                 wait
             }
             Op::Repause(old) => {
-                if !self.policy.fence || self.up(v, old).is_none() {
+                if !self.voters[v].fence_silent || self.up(v, old).is_none() {
                     return 0;
                 }
                 let (cost, ok) = self.query(v, old, Admin::Pause);
@@ -187,17 +187,19 @@ impl World {
         }
     }
 
-    /// `Voter::fence`; sets `fence_gone` (its result: the old primary's
-    /// process is gone, nothing to fence). The broken policy without a
+    /// `Voter::fence`; sets `fence_gone` / `fence_silent` (its result:
+    /// the old primary's process is gone, nothing to fence / it was silent). The broken policy without a
     /// fence counts every old primary as gone.
     fn fence(&mut self, v: usize, old: usize) -> Time {
         let seen = &self.voters[v].seen[old];
         let gone = !self.policy.fence || seen.refused && seen.unreachable_since.is_some();
         self.voters[v].fence_gone = gone;
+        self.voters[v].fence_silent = false;
         if gone {
             return 0;
         }
         let (cost, paused) = self.query(v, old, Admin::Pause);
+        self.voters[v].fence_silent = !paused;
         // Every configured node but the old primary, paused or not.
         let detach: Vec<usize> = (0..self.nodes.len()).filter(|&n| n != old).collect();
         let what = if paused { "answers: paused" } else { "silent" };

@@ -82,6 +82,7 @@ impl World {
                 last_epoch: 0,
                 step_failed: false,
                 fence_gone: false,
+                fence_silent: false,
             });
         }
         for c in 0..self.cfg.clients {
