@@ -63,7 +63,7 @@ mod invoke;
 mod metrics;
 mod sections;
 
-pub use invoke::{Balance, InvokeConfig, HOST_ALL};
+pub use invoke::{Balance, InvokeConfig, OutlierConfig, HOST_ALL};
 pub use metrics::MetricsConfig;
 pub use sections::{Section, Sections};
 

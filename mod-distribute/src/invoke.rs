@@ -6,8 +6,10 @@
 //!   call) and registers an instance of the service under a lease.
 //! - `transport` returns a [`ServiceProxy`]: it follows the registry watch of the
 //!   service, balances calls over `Up` instances (round robin or least in flight),
-//!   skips `Draining`/`Down` ones, and retries on another instance when the call
-//!   is idempotent or provably never left this process. A call's deadline is
+//!   skips `Draining`/`Down` ones, ejects outliers (an instance whose calls
+//!   keep failing is left out for a growing while, `[invoke.outlier]`), and
+//!   retries on another instance when the call is idempotent or provably
+//!   never left this process. A call's deadline is
 //!   the caller's (`handle.with_timeout(d)`) or `invoke.timeout`; it travels in
 //!   the request frame and the server drops the call past it.
 
@@ -22,6 +24,7 @@ use mod_api::{DispatchTable, Hosting, Instance, Lease, Registry, RegistryExt, Re
 
 use crate::rpc::{RpcConnections, RpcServer};
 
+mod outlier;
 mod proxy;
 
 pub use proxy::ServiceProxy;

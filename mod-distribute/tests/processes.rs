@@ -216,3 +216,86 @@ fn graceful_shutdown_deregisters_before_exit() {
             .is_empty());
     });
 }
+
+/// Calls `whoami` `n` times in a row; the answering nodes, `None` for a call
+/// that timed out (any other failure fails the test).
+async fn answers(client: &Arc<dyn Whoami>, n: u64) -> Vec<Option<String>> {
+    let mut out = Vec::new();
+    for seq in 0..n {
+        match client.whoami(seq).await {
+            Ok((node, _)) => out.push(Some(node)),
+            Err(e) if e.kind() == mod_api::ErrorKind::Timeout => out.push(None),
+            Err(e) => panic!("call {seq}: {e}"),
+        }
+    }
+    out
+}
+
+/// A replica frozen with SIGSTOP answers nothing: its calls time out. With
+/// outlier ejection (the default) a caller stops choosing it after
+/// `consecutive_failures` timeouts; with it off, every other call times out.
+#[test]
+fn a_frozen_replica_is_ejected_after_a_few_timeouts() {
+    if std::env::var(ROLE).is_ok() {
+        return;
+    }
+    let redis = RedisServer::start().expect("redis-server");
+    let a = spawn_replica(&redis.url(), "replica-a");
+    let mut b = spawn_replica(&redis.url(), "replica-b");
+    let signal = |sig: &str| {
+        let status = Command::new("kill")
+            .args([sig, &a.0.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let caller = |outlier: mod_api::config::OutlierConfig| {
+            let mut config = config(&redis.url(), "caller", &[]);
+            config.invoke.timeout = Duration::from_millis(200);
+            config.invoke.outlier = outlier;
+            Distributed::start(config)
+        };
+        let on = caller(Default::default()).await.expect("caller");
+        let off = caller(mod_api::config::OutlierConfig {
+            consecutive_failures: 0,
+            ..Default::default()
+        })
+        .await
+        .expect("caller");
+        let on = on.container().get::<dyn Whoami>().expect("proxy");
+        let off = off.container().get::<dyn Whoami>().expect("proxy");
+        // Both callers know both replicas before one freezes.
+        for client in [&on, &off] {
+            let seen = answers(client, 20).await;
+            assert!(seen.contains(&Some("replica-a".into())), "{seen:?}");
+        }
+
+        // Side by side, before the frozen replica's 2 s lease runs out.
+        signal("-STOP");
+        let (with, without) = tokio::join!(answers(&on, 30), answers(&off, 30));
+        signal("-CONT");
+
+        let timeouts = |seen: &[Option<String>]| seen.iter().filter(|s| s.is_none()).count();
+        let consecutive = mod_api::config::OutlierConfig::default().consecutive_failures as usize;
+        assert_eq!(
+            timeouts(&with),
+            consecutive,
+            "with ejection the frozen replica costs exactly {consecutive} calls: {with:?}"
+        );
+        assert!(
+            with[consecutive * 2..]
+                .iter()
+                .all(|s| s.as_deref() == Some("replica-b")),
+            "after its ejection nothing goes to the frozen replica: {with:?}"
+        );
+        // Until its lease expires, every other call goes to the frozen replica.
+        assert!(
+            timeouts(&without) >= 2 * consecutive,
+            "without ejection the frozen replica keeps costing calls: {without:?}"
+        );
+    });
+    drop(a);
+    assert!(b.stop().success());
+}

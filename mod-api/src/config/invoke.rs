@@ -1,4 +1,5 @@
-//! `[invoke]`: deadlines, retries, balancing, and which services a process hosts.
+//! `[invoke]`: deadlines, retries, balancing, outlier ejection, and which
+//! services a process hosts.
 
 use std::time::Duration;
 
@@ -30,6 +31,68 @@ pub struct InvokeConfig {
     /// How many other instances an idempotent call (or one that never left the
     /// client) is retried on after a transport failure.
     pub retries: u32,
+    /// When a client stops sending calls to an instance that keeps failing
+    /// (`[invoke.outlier]`).
+    pub outlier: OutlierConfig,
+}
+
+/// Outlier ejection (`[invoke.outlier]`), Envoy-style: an instance whose
+/// calls keep failing is left out of balancing for a while, so a killed or
+/// frozen instance stops costing callers before its lease runs out or the
+/// registry marks it.
+///
+/// A refused or failed connection ejects at once (the process is not there);
+/// other transport failures (a connection lost mid-call) and timeouts eject
+/// after `consecutive_failures` in a row with no success between. An ejection
+/// lasts `base_ejection` times the number of times the instance was ejected
+/// in a row (capped at `max_ejection`); an instance that then serves without
+/// an ejection for `max_ejection` starts again from one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutlierConfig {
+    /// Failures in a row (transport failures or timeouts) that eject an
+    /// instance; 0 turns ejection off (a failed instance stays in balancing).
+    pub consecutive_failures: u32,
+    /// How long the first ejection lasts.
+    #[serde(with = "super::duration")]
+    pub base_ejection: Duration,
+    /// The longest an ejection lasts.
+    #[serde(with = "super::duration")]
+    pub max_ejection: Duration,
+    /// The most instances of a service ejected at once, in percent of its
+    /// `Up` instances (at least one, never the last one left).
+    pub max_ejected_percent: u8,
+}
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        OutlierConfig {
+            consecutive_failures: 3,
+            base_ejection: Duration::from_secs(2),
+            max_ejection: Duration::from_secs(30),
+            max_ejected_percent: 50,
+        }
+    }
+}
+
+impl OutlierConfig {
+    /// Whether outlier ejection is on.
+    pub fn enabled(&self) -> bool {
+        self.consecutive_failures > 0
+    }
+
+    /// How many of `up` instances may be ejected at once.
+    pub fn max_ejected(&self, up: usize) -> usize {
+        let share = up * usize::from(self.max_ejected_percent.min(100)) / 100;
+        share.max(1).min(up.saturating_sub(1))
+    }
+
+    /// How long the `nth` ejection in a row (from 1) lasts.
+    pub fn ejection(&self, nth: u32) -> Duration {
+        self.base_ejection
+            .saturating_mul(nth.max(1))
+            .min(self.max_ejection)
+    }
 }
 
 /// Load-balancing policy of remote calls.
@@ -51,6 +114,7 @@ impl Default for InvokeConfig {
             colocate: true,
             balance: Balance::RoundRobin,
             retries: 2,
+            outlier: OutlierConfig::default(),
         }
     }
 }
@@ -116,6 +180,32 @@ fn looks_like(name: &str, full: &str) -> bool {
 mod tests {
     use super::*;
     use crate::Config;
+
+    #[test]
+    fn outlier_shares_and_durations() {
+        let o = OutlierConfig::default();
+        // 50 %: one of two may go, never the last one, at least one of many.
+        assert_eq!([1, 2, 3, 4, 5].map(|n| o.max_ejected(n)), [0, 1, 1, 2, 2]);
+        let ten = OutlierConfig {
+            max_ejected_percent: 10,
+            ..o.clone()
+        };
+        assert_eq!([2, 5, 30].map(|n| ten.max_ejected(n)), [1, 1, 3]);
+        assert_eq!(o.ejection(1), Duration::from_secs(2));
+        assert_eq!(o.ejection(3), Duration::from_secs(6));
+        assert_eq!(o.ejection(100), Duration::from_secs(30));
+        assert!(!OutlierConfig {
+            consecutive_failures: 0,
+            ..o
+        }
+        .enabled());
+        let parsed: InvokeConfig =
+            toml::from_str("[outlier]\nconsecutive_failures = 5\nbase_ejection = \"500ms\"")
+                .unwrap();
+        assert_eq!(parsed.outlier.consecutive_failures, 5);
+        assert_eq!(parsed.outlier.base_ejection, Duration::from_millis(500));
+        assert_eq!(parsed.outlier.max_ejected_percent, 50);
+    }
 
     #[test]
     fn host_list_meanings_and_check() {

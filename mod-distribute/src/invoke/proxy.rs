@@ -3,11 +3,11 @@
 //! The registry watch is turned into a [`Targets`] list by the follow task, once
 //! per snapshot, so a call only reads an `Arc`: no instance is cloned, no
 //! address looked up and nothing allocated to choose where a call goes. Each
-//! target keeps its in-flight count, its failure mark and its connection across
+//! target keeps its in-flight count, its health (outlier.rs) and its connection across
 //! snapshots, as long as its address stays in the registry.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,37 +16,28 @@ use mod_api::config::{Balance, InvokeConfig};
 use mod_api::{Call, Error, ErrorKind, Instance, Registry, Result, Status, Transport};
 use tokio::sync::watch;
 
+use super::outlier::{Ejections, Failure, Health};
 use crate::rpc::{not_sent, RpcClient, RpcConnections};
-
-/// How long an instance whose connection failed is skipped.
-const FAILED_BACKOFF: Duration = Duration::from_secs(2);
 
 /// One address of the service, as the proxy sees it.
 struct Target {
     address: String,
     /// Calls of this proxy running on it (for [`Balance::LeastInFlight`]).
     in_flight: AtomicUsize,
-    /// Skipped until this many ms after the proxy's epoch; 0: never failed.
-    failed_until: AtomicU64,
+    /// Its failures and ejections (outlier ejection).
+    health: Health,
     /// The connection last used, so that a call need not ask the pool.
     client: Mutex<Option<RpcClient>>,
 }
 
 impl Target {
-    fn new(address: &str) -> Target {
+    fn new(address: &str, ejections: &Ejections) -> Target {
         Target {
             address: address.to_owned(),
             in_flight: AtomicUsize::new(0),
-            failed_until: AtomicU64::new(0),
+            health: Health::new(ejections),
             client: Mutex::new(None),
         }
-    }
-
-    /// Whether it failed less than [`FAILED_BACKOFF`] ago; reads the clock
-    /// only for a target that ever failed.
-    fn backing_off(&self, epoch: Instant) -> bool {
-        let until = self.failed_until.load(Ordering::Relaxed);
-        until != 0 && millis_since(epoch) < until
     }
 
     /// A live connection: the cached one, else one from the pool.
@@ -63,10 +54,6 @@ impl Target {
     }
 }
 
-fn millis_since(epoch: Instant) -> u64 {
-    epoch.elapsed().as_millis() as u64
-}
-
 /// The service's addresses from one registry snapshot.
 #[derive(Default)]
 struct Targets {
@@ -78,7 +65,7 @@ struct Targets {
 
 impl Targets {
     /// The targets of `instances`, reusing those of `prev` by address.
-    fn build(instances: &[Instance], prev: &Targets) -> Targets {
+    fn build(instances: &[Instance], prev: &Targets, ejections: &Ejections) -> Targets {
         let mut next = Targets::default();
         for i in instances {
             let known = next.all.iter().find(|t| t.address == i.address).cloned();
@@ -90,7 +77,7 @@ impl Targets {
                         .iter()
                         .find(|t| t.address == i.address)
                         .cloned()
-                        .unwrap_or_else(|| Arc::new(Target::new(&i.address)));
+                        .unwrap_or_else(|| Arc::new(Target::new(&i.address, ejections)));
                     next.all.push(t.clone());
                     t
                 }
@@ -110,8 +97,7 @@ pub struct ServiceProxy {
     targets: watch::Receiver<Option<Arc<Targets>>>,
     connections: Arc<RpcConnections>,
     next: AtomicUsize,
-    /// The origin of [`Target::failed_until`].
-    epoch: Instant,
+    ejections: Arc<Ejections>,
 }
 
 impl ServiceProxy {
@@ -123,37 +109,70 @@ impl ServiceProxy {
         config: InvokeConfig,
     ) -> Arc<ServiceProxy> {
         let (tx, rx) = watch::channel(None);
+        let ejections = Arc::new(Ejections::new());
         let proxy = Arc::new(ServiceProxy {
             service,
             config,
             targets: rx,
             connections,
             next: AtomicUsize::new(0),
-            epoch: Instant::now(),
+            ejections: ejections.clone(),
         });
-        tokio::spawn(follow(service, registry, tx));
+        tokio::spawn(follow(service, registry, tx, ejections));
         proxy
     }
 
-    /// The `Up` targets not backing off (all `Up` ones if every one is).
+    /// The `Up` targets that admit a call (all `Up` ones if none does).
     fn candidates<'a>(&self, targets: &'a Targets) -> Cow<'a, [Arc<Target>]> {
-        if targets
-            .up
-            .iter()
-            .all(|t| t.failed_until.load(Ordering::Relaxed) == 0)
-        {
+        let Some(now) = self.ejections.running() else {
             return Cow::Borrowed(&targets.up);
-        }
+        };
         let healthy: Vec<_> = targets
             .up
             .iter()
-            .filter(|t| !t.backing_off(self.epoch))
+            .filter(|t| t.health.admits(now, t.in_flight.load(Ordering::Relaxed)))
             .cloned()
             .collect();
         if healthy.is_empty() {
             Cow::Borrowed(&targets.up)
         } else {
             Cow::Owned(healthy)
+        }
+    }
+
+    /// Records a failed attempt on `target` (one of `targets.up`), and ejects
+    /// it when the failures call for it and the share of ejected ones allows.
+    fn on_failure(&self, target: &Target, e: &Error, targets: &Targets) {
+        let config = &self.config.outlier;
+        if !config.enabled() || !target.health.failed(Failure::of(e), config) {
+            return;
+        }
+        let now = self.ejections.now();
+        let up = &targets.up;
+        let ejected = up.iter().filter(|t| t.health.ejected(now)).count();
+        if ejected >= config.max_ejected(up.len()) {
+            tracing::warn!(
+                service = self.service,
+                address = %target.address,
+                ejected,
+                up = up.len(),
+                "instance keeps failing but is not ejected: max_ejected_percent holds it back"
+            );
+            return;
+        }
+        if let Some((nth, end)) = target.health.eject(now, config) {
+            tracing::warn!(
+                service = self.service,
+                address = %target.address,
+                error = %e,
+                nth,
+                for_ms = end - now,
+                "instance ejected from balancing"
+            );
+            if mod_api::layer::metrics_enabled() {
+                metrics::counter!("modkit_outlier_ejections_total", "service" => self.service)
+                    .increment(1);
+            }
         }
     }
 
@@ -251,15 +270,15 @@ impl Transport for ServiceProxy {
                 return Err(in_call(Error::timeout("deadline passed")));
             }
             let e = match self.attempt(target, &call, deadline, budget).await {
-                Ok(reply) => return Ok(reply),
+                Ok(reply) => {
+                    target.health.succeeded();
+                    return Ok(reply);
+                }
                 Err(e) => e,
             };
             let address = &target.address;
+            self.on_failure(target, &e, &targets);
             let transport_failure = matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Closed);
-            if transport_failure {
-                let until = millis_since(self.epoch) + FAILED_BACKOFF.as_millis() as u64 + 1;
-                target.failed_until.store(until, Ordering::Relaxed);
-            }
             let may_retry = transport_failure && (call.idempotent || not_sent(&e));
             let e = in_call(e).with_context("address", address);
             tracing::warn!(error = %e, may_retry, "remote call failed");
@@ -280,6 +299,7 @@ async fn follow(
     service: &'static str,
     registry: Arc<dyn Registry>,
     tx: watch::Sender<Option<Arc<Targets>>>,
+    ejections: Arc<Ejections>,
 ) {
     let mut current = Arc::new(Targets::default());
     loop {
@@ -290,7 +310,7 @@ async fn follow(
                     next = watch.next() => match next {
                         Some(snapshot) => {
                             tracing::debug!(service, version = snapshot.version, n = snapshot.instances.len(), "instances changed");
-                            current = Arc::new(Targets::build(&snapshot.instances, &current));
+                            current = Arc::new(Targets::build(&snapshot.instances, &current, &ejections));
                             tx.send_replace(Some(current.clone()));
                         }
                         None => break,
