@@ -494,3 +494,53 @@ async fn connections_are_cached_and_replaced_when_closed() {
     assert_eq!(lab(&c, SECOND).echo("again".into()).await.unwrap(), "again");
     drop(server);
 }
+
+#[tokio::test]
+async fn every_server_answers_the_health_probe() {
+    let (server, _) = serve(&config()).await;
+    let pool = RpcConnections::new(config());
+    let timeout = Duration::from_millis(500);
+    let held = lab(&pool.get(&addr(&server)).await.unwrap(), timeout);
+    let holding = tokio::spawn(async move { held.hold().await });
+    eventually("the held call runs", || server.inflight() == 1).await;
+
+    let report = mod_distribute::rpc::probe(&pool, &addr(&server), timeout)
+        .await
+        .expect("probe");
+    assert_eq!(report.services, ["test.Lab"]);
+    assert_eq!((report.in_flight, report.shutting_down), (1, false));
+    assert!(report.connections >= 1, "{report:?}");
+    holding.abort();
+
+    // Nobody at the address: an Unavailable error naming it, within the deadline.
+    let gone = addr(&server);
+    drop(server);
+    let start = Instant::now();
+    let err = mod_distribute::rpc::probe(&RpcConnections::new(config()), &gone, timeout)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(start.elapsed() < timeout + Duration::from_millis(200));
+}
+
+#[tokio::test]
+async fn a_server_that_accepts_but_never_answers_fails_the_probe_in_time() {
+    // A listener that takes the connection and never speaks: what a frozen process looks like.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = silent.local_addr().unwrap().to_string();
+    let start = Instant::now();
+    let err = mod_distribute::rpc::probe(
+        &RpcConnections::new(config()),
+        &at,
+        Duration::from_millis(200),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(200) && took < Duration::from_secs(1),
+        "{took:?}"
+    );
+    drop(silent);
+}

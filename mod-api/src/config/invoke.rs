@@ -45,8 +45,10 @@ pub struct InvokeConfig {
 /// other transport failures (a connection lost mid-call) and timeouts eject
 /// after `consecutive_failures` in a row with no success between. An ejection
 /// lasts `base_ejection` times the number of times the instance was ejected
-/// in a row (capped at `max_ejection`); an instance that then serves without
-/// an ejection for `max_ejection` starts again from one.
+/// in a row (capped at `max_ejection`); then the client sends it the RPC
+/// server's built-in health probe (deadline `probe_timeout`): an answer
+/// brings it back into balancing, none ejects it again. An instance that
+/// serves without an ejection for `max_ejection` starts again from one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutlierConfig {
@@ -62,6 +64,9 @@ pub struct OutlierConfig {
     /// The most instances of a service ejected at once, in percent of its
     /// `Up` instances (at least one, never the last one left).
     pub max_ejected_percent: u8,
+    /// Deadline of the health probe that ends an ejection.
+    #[serde(with = "super::duration")]
+    pub probe_timeout: Duration,
 }
 
 impl Default for OutlierConfig {
@@ -71,6 +76,7 @@ impl Default for OutlierConfig {
             base_ejection: Duration::from_secs(2),
             max_ejection: Duration::from_secs(30),
             max_ejected_percent: 50,
+            probe_timeout: Duration::from_millis(500),
         }
     }
 }

@@ -1,13 +1,14 @@
 //! Outlier ejection ([`OutlierConfig`]): per instance, the failures in a row
 //! and the ejection it is serving, read by the proxy on every call.
 //!
-//! An ejected instance is on probation until a call succeeds on it: when its
-//! ejection ends it gets one call at a time, and a failure ejects it again
-//! at once (for longer), so a frozen instance costs one call per ejection,
-//! not a burst of them.
+//! An ejected instance is on probation until it answers again: when its
+//! ejection ends the proxy sends it the built-in health probe
+//! ([`probe`](crate::rpc::probe)), not a caller's call; an answer brings it
+//! back, silence ejects it again for longer. So a frozen instance costs the
+//! calls that were on it when it froze, and no more.
 //!
 //! Times are milliseconds since the proxy's epoch, so that the state is a few
-//! atomics, and a call reads no clock while no instance is on probation.
+//! atomics, and a call reads one counter while no instance is on probation.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -51,6 +52,8 @@ pub(super) struct Health {
     ejections: AtomicU32,
     /// Ejected, and no call succeeded on it since.
     probation: AtomicBool,
+    /// A task is probing it (one at a time).
+    probing: AtomicBool,
     /// The proxy's count of instances on probation.
     on_probation: Arc<AtomicUsize>,
 }
@@ -63,22 +66,32 @@ impl Health {
             ejected_until: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
             probation: AtomicBool::new(false),
+            probing: AtomicBool::new(false),
             on_probation: ejections.on_probation.clone(),
         }
     }
 
-    /// Whether it is ejected at `now`.
-    pub(super) fn ejected(&self, now: u64) -> bool {
-        now < self.ejected_until.load(Ordering::Relaxed)
+    /// When its last ejection ends (ms after the epoch).
+    pub(super) fn ejected_until(&self) -> u64 {
+        self.ejected_until.load(Ordering::Relaxed)
     }
 
-    /// Whether a new call may go to it at `now`, with `in_flight` calls of
-    /// this proxy running on it: yes unless ejected, and one at a time on probation.
-    pub(super) fn admits(&self, now: u64, in_flight: usize) -> bool {
-        !self.probation.load(Ordering::Relaxed) || (!self.ejected(now) && in_flight == 0)
+    /// Claims the probing of it; `false` when a task already probes it.
+    pub(super) fn start_probing(&self) -> bool {
+        !self.probing.swap(true, Ordering::AcqRel)
     }
 
-    /// A call succeeded on it.
+    /// The probing task ends.
+    pub(super) fn stop_probing(&self) {
+        self.probing.store(false, Ordering::Release);
+    }
+
+    /// Whether a new call may go to it: not while it is on probation.
+    pub(super) fn admits(&self) -> bool {
+        !self.probation.load(Ordering::Relaxed)
+    }
+
+    /// A call (or a probe) succeeded on it.
     pub(super) fn succeeded(&self) {
         // Read first: a healthy instance's line stays shared between cores.
         if self.failures.load(Ordering::Relaxed) != 0 {
@@ -158,9 +171,9 @@ impl Ejections {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// `Some(now)` while an instance is on probation; `None` when none is.
-    pub(super) fn running(&self) -> Option<u64> {
-        (self.on_probation.load(Ordering::Relaxed) > 0).then(|| self.now())
+    /// Whether an instance is on probation.
+    pub(super) fn any(&self) -> bool {
+        self.on_probation.load(Ordering::Relaxed) > 0
     }
 }
 
@@ -175,6 +188,7 @@ mod tests {
             base_ejection: Duration::from_millis(100),
             max_ejection: Duration::from_millis(1_000),
             max_ejected_percent: 50,
+            probe_timeout: Duration::from_millis(100),
         }
     }
 
@@ -193,25 +207,20 @@ mod tests {
     }
 
     #[test]
-    fn probation_admits_one_call_until_a_success() {
+    fn probation_lasts_until_a_success() {
         let e = Ejections::new();
         let (h, c) = (Health::new(&e), config());
-        assert!(e.running().is_none() && h.admits(0, 5));
+        assert!(!e.any() && h.admits());
         h.eject(0, &c).unwrap();
-        assert!(e.running().is_some());
-        assert!(!h.admits(50, 0), "ejected");
-        assert!(
-            h.admits(150, 0) && !h.admits(150, 1),
-            "one trial call at a time"
-        );
-        // A trial call that fails ejects again at once.
+        assert!(e.any() && !h.admits());
+        // A failure on probation ejects again at once.
         assert!(h.failed(Failure::Counted, &c));
         h.succeeded();
-        assert!(e.running().is_none() && h.admits(150, 7));
+        assert!(!e.any() && h.admits());
         // Dropped on probation (gone from the registry): no longer counted.
         h.eject(200, &c).unwrap();
         drop(h);
-        assert!(e.running().is_none());
+        assert!(!e.any());
     }
 
     #[test]
@@ -219,7 +228,7 @@ mod tests {
         let e = Ejections::new();
         let (h, c) = (Health::new(&e), config());
         assert_eq!(h.eject(0, &c), Some((1, 100)));
-        assert!(h.ejected(50) && !h.ejected(100));
+        assert_eq!(h.ejected_until(), 100);
         // Ejected already: a second failing call does not eject it again.
         assert_eq!(h.eject(60, &c), None);
         assert_eq!(h.eject(150, &c), Some((2, 350)));

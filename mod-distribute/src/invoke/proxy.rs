@@ -8,16 +8,16 @@
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use mod_api::config::{Balance, InvokeConfig};
+use mod_api::config::{Balance, InvokeConfig, OutlierConfig};
 use mod_api::{Call, Error, ErrorKind, Instance, Registry, Result, Status, Transport};
 use tokio::sync::watch;
 
 use super::outlier::{Ejections, Failure, Health};
-use crate::rpc::{not_sent, RpcClient, RpcConnections};
+use crate::rpc::{not_sent, probe, RpcClient, RpcConnections};
 
 /// One address of the service, as the proxy sees it.
 struct Target {
@@ -124,13 +124,13 @@ impl ServiceProxy {
 
     /// The `Up` targets that admit a call (all `Up` ones if none does).
     fn candidates<'a>(&self, targets: &'a Targets) -> Cow<'a, [Arc<Target>]> {
-        let Some(now) = self.ejections.running() else {
+        if !self.ejections.any() {
             return Cow::Borrowed(&targets.up);
-        };
+        }
         let healthy: Vec<_> = targets
             .up
             .iter()
-            .filter(|t| t.health.admits(now, t.in_flight.load(Ordering::Relaxed)))
+            .filter(|t| t.health.admits())
             .cloned()
             .collect();
         if healthy.is_empty() {
@@ -142,36 +142,35 @@ impl ServiceProxy {
 
     /// Records a failed attempt on `target` (one of `targets.up`), and ejects
     /// it when the failures call for it and the share of ejected ones allows.
-    fn on_failure(&self, target: &Target, e: &Error, targets: &Targets) {
+    fn on_failure(&self, target: &Arc<Target>, e: &Error, targets: &Targets) {
         let config = &self.config.outlier;
         if !config.enabled() || !target.health.failed(Failure::of(e), config) {
             return;
         }
         let now = self.ejections.now();
         let up = &targets.up;
-        let ejected = up.iter().filter(|t| t.health.ejected(now)).count();
-        if ejected >= config.max_ejected(up.len()) {
+        let others = up.iter().filter(|t| !Arc::ptr_eq(t, target));
+        let out = others.filter(|t| !t.health.admits()).count();
+        if out >= config.max_ejected(up.len()) {
             tracing::warn!(
                 service = self.service,
                 address = %target.address,
-                ejected,
+                ejected = out,
                 up = up.len(),
                 "instance keeps failing but is not ejected: max_ejected_percent holds it back"
             );
             return;
         }
         if let Some((nth, end)) = target.health.eject(now, config) {
-            tracing::warn!(
-                service = self.service,
-                address = %target.address,
-                error = %e,
-                nth,
-                for_ms = end - now,
-                "instance ejected from balancing"
-            );
-            if mod_api::layer::metrics_enabled() {
-                metrics::counter!("modkit_outlier_ejections_total", "service" => self.service)
-                    .increment(1);
+            ejected(self.service, &target.address, e, nth, end - now);
+            if target.health.start_probing() {
+                tokio::spawn(readmit(
+                    self.service,
+                    Arc::downgrade(target),
+                    self.connections.clone(),
+                    config.clone(),
+                    self.ejections.clone(),
+                ));
             }
         }
     }
@@ -290,6 +289,55 @@ impl Transport for ServiceProxy {
         }
         Err(last_error
             .unwrap_or_else(|| in_call(Error::unavailable("no Up instance of the service"))))
+    }
+}
+
+/// Reports an ejection (WARN, `modkit_outlier_ejections_total`).
+fn ejected(service: &'static str, address: &str, e: &Error, nth: u32, for_ms: u64) {
+    tracing::warn!(service, address, error = %e, nth, for_ms, "instance ejected from balancing");
+    if mod_api::layer::metrics_enabled() {
+        metrics::counter!("modkit_outlier_ejections_total", "service" => service).increment(1);
+    }
+}
+
+/// Brings an ejected target back: when its ejection ends, probes it
+/// (the RPC server's built-in health probe); an answer ends its probation,
+/// none ejects it again. Ends when it is back (a call may also bring it
+/// back) or gone from the registry.
+async fn readmit(
+    service: &'static str,
+    target: Weak<Target>,
+    connections: Arc<RpcConnections>,
+    config: OutlierConfig,
+    ejections: Arc<Ejections>,
+) {
+    loop {
+        let Some(wait) = target.upgrade().map(|t| t.health.ejected_until()) else {
+            return;
+        };
+        let wait = wait.saturating_sub(ejections.now());
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        let Some(t) = target.upgrade() else {
+            return;
+        };
+        if t.health.admits() {
+            t.health.stop_probing();
+            return;
+        }
+        match probe(&connections, &t.address, config.probe_timeout).await {
+            Ok(_) => {
+                t.health.succeeded();
+                t.health.stop_probing();
+                tracing::info!(service, address = %t.address, "instance answers its health probe; back in balancing");
+                return;
+            }
+            Err(e) => {
+                let now = ejections.now();
+                if let Some((nth, end)) = t.health.eject(now, &config) {
+                    ejected(service, &t.address, &e, nth, end - now);
+                }
+            }
+        }
     }
 }
 

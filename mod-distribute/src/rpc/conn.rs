@@ -346,7 +346,7 @@ fn start_call(
             .push(|s| frame::encode_response(&mut s.buf, id, Status::Refused, &encode_error(&e)));
         return;
     }
-    let Some(dispatcher) = server.services.get(service) else {
+    let Some(dispatcher) = server.dispatcher(service) else {
         tracing::warn!(service, "rpc call of a service not served here");
         let e = Error::not_found(format!("service {service} is not served at this address"));
         conn.respond(id, Err(e), server.max_frame);

@@ -5,6 +5,8 @@
 //! - [`RpcClient`] is one connection to a server carrying many concurrent calls;
 //!   [`RpcConnections`] keeps one per address; [`RpcTransport`] adapts a client to
 //!   [`mod_api::Transport`] with a default deadline.
+//! - Every server also answers the built-in health probe ([`health`],
+//!   [`probe`]), whatever services it hosts.
 //!
 //! Length-prefixed frames ([`frame`] documents the format), many calls
 //! multiplexed on one connection, write coalescing (one `write` per batch of
@@ -58,6 +60,7 @@ mod conn;
 mod counted;
 pub mod frame;
 mod handshake;
+pub mod health;
 mod limits;
 mod outbox;
 mod pending;
@@ -68,6 +71,7 @@ mod stream;
 mod tls;
 
 pub use client::RpcClient;
+pub use health::{probe, HealthReport};
 pub use pool::RpcConnections;
 pub use server::RpcServer;
 

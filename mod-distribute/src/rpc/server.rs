@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::config::RpcConfig;
 use mod_api::layer::Side;
-use mod_api::{DispatchTable, Error, ErrorKind, Result};
+use mod_api::{Dispatch, DispatchTable, Error, ErrorKind, Result};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
@@ -25,7 +25,7 @@ use super::conn::{self, ConnState};
 use super::counted::counted;
 use super::frame;
 use super::limits::Limits;
-use super::{stream, tls, HANDSHAKE_TIMEOUT};
+use super::{health, stream, tls, HANDSHAKE_TIMEOUT};
 
 /// How long [`RpcServer::shutdown`] lets writers flush after the grace period.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
@@ -34,6 +34,8 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 pub(crate) struct ServerShared {
     /// The services served, looked up per call (the container's table).
     pub(crate) services: DispatchTable,
+    /// The built-in health service ([`health`](super::health)), served beside them.
+    pub(crate) health: Arc<dyn Dispatch>,
     pub(crate) secret: Option<Vec<u8>>,
     pub(crate) max_frame: usize,
     pub(crate) limits: Limits,
@@ -54,6 +56,19 @@ struct ConnEntry {
 }
 
 impl ServerShared {
+    /// The dispatcher of `service`: a hosted one, or the health probe's.
+    pub(crate) fn dispatcher(&self, service: &str) -> Option<Arc<dyn Dispatch>> {
+        match service {
+            health::HEALTH_SERVICE => Some(self.health.clone()),
+            _ => self.services.get(service),
+        }
+    }
+
+    /// Connections open now.
+    pub(crate) fn connections(&self) -> usize {
+        self.conns().len()
+    }
+
     fn conns(&self) -> MutexGuard<'_, HashMap<u64, ConnEntry>> {
         self.conns.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -152,8 +167,9 @@ impl RpcServer {
             .advertise
             .clone()
             .unwrap_or_else(|| local_addr.to_string());
-        let shared = Arc::new(ServerShared {
+        let shared = Arc::new_cyclic(|me| ServerShared {
             services,
+            health: health::dispatcher(me.clone()),
             secret: config.secret.as_ref().map(|s| s.as_bytes().to_vec()),
             max_frame: config.max_frame_bytes as usize,
             limits: Limits::new(config),
@@ -194,7 +210,7 @@ impl RpcServer {
 
     /// Number of connections held now (including those in their handshake).
     pub fn connections(&self) -> usize {
-        self.shared.conns().len()
+        self.shared.connections()
     }
 
     /// Number of calls running now.
