@@ -225,6 +225,39 @@ impl App {
         }
     }
 
+    /// Serves until this process gets SIGINT or SIGTERM (elsewhere than Unix:
+    /// Ctrl-C), then shuts down gracefully: deregisters the services it
+    /// hosts and lets in-flight calls finish, for up to [`SHUTDOWN_GRACE`]
+    /// (5 s; [`App::shutdown`] for another grace period).
+    ///
+    /// The serving role of a distributed deployment is three lines (the
+    /// deployer, `modkit::distribute::deploy`, stops its processes with
+    /// SIGTERM); in the monolith it simply waits for the signal.
+    ///
+    /// ```no_run
+    /// # use std::sync::Arc;
+    /// # use modkit::prelude::*;
+    /// # #[service]
+    /// # pub trait Notes { async fn count(&self) -> Result<u64, Error>; }
+    /// # struct NoNotes;
+    /// # #[async_trait]
+    /// # impl Notes for NoNotes { async fn count(&self) -> Result<u64, Error> { Ok(0) } }
+    /// # #[tokio::main]
+    /// # async fn main() -> modkit::Result<()> {
+    /// let app = App::from_env().await?;
+    /// app.provide::<dyn Notes>(Arc::new(NoNotes)).await?;
+    /// app.serve_until_signal().await
+    /// # }
+    /// ```
+    ///
+    /// Fails only when the signal handlers cannot be installed.
+    pub async fn serve_until_signal(&self) -> Result<()> {
+        let signal = shutdown_signal().await?;
+        tracing::info!(node = %self.node_id(), signal, "shutting down on signal");
+        self.shutdown(SHUTDOWN_GRACE).await;
+        Ok(())
+    }
+
     /// Provides the implementation of service `S` (see [`Container::provide`]).
     pub async fn provide<S: Service + ?Sized>(&self, service: Arc<S>) -> Result<()> {
         self.container().provide(service).await
@@ -305,6 +338,33 @@ impl App {
             #[cfg(feature = "distribute")]
             AppBackend::Distribute(_) => BackendKind::Distribute,
         }
+    }
+}
+
+/// How long [`App::serve_until_signal`] lets in-flight calls finish after
+/// the signal: 5 s.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits for SIGINT or SIGTERM (elsewhere than Unix: Ctrl-C); the signal's name.
+async fn shutdown_signal() -> Result<&'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        // (No `tokio::select!`: the facade does without tokio's macros.)
+        let signal = std::future::poll_fn(|cx| {
+            if term.poll_recv(cx).is_ready() {
+                return std::task::Poll::Ready("SIGTERM");
+            }
+            int.poll_recv(cx).map(|_| "SIGINT")
+        });
+        Ok(signal.await)
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await?;
+        Ok("Ctrl-C")
     }
 }
 

@@ -10,13 +10,17 @@
 //! It plays a fixed scenario and prints a transcript; ids that vary between runs
 //! are masked, so two runs print the same text. `RUST_LOG=debug` shows the spans.
 //!
-//! Built with `--features distribute,prometheus`, the deployment's first
+//! On the distributed package (`--no-default-features --features distribute`)
+//! it runs the processes of `deploy.toml` through the library's deployer
+//! (`modkit::distribute::deploy`): this binary is the launcher, which plays
+//! the scenario, and each process it starts is this binary again in a serving
+//! role. Built with `--features distribute,prometheus`, the deployment's first
 //! process serves `/metrics` and `/status`, and the scenario ends by checking
 //! that process's per-method counters and latency histograms.
 
-#[cfg(feature = "distribute")]
-mod deploy;
 mod impls;
+#[cfg(all(feature = "distribute", feature = "prometheus"))]
+mod metrics;
 #[cfg(all(feature = "distribute", feature = "prometheus"))]
 mod scrape;
 mod services;
@@ -24,6 +28,8 @@ mod services;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "distribute")]
+use modkit::distribute::deploy;
 use modkit::prelude::*;
 
 use impls::*;
@@ -40,14 +46,16 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
 
     #[allow(unused_mut)]
     let mut config = Config::load(None)?;
-    if std::env::var("MODKIT_SHOP_ROLE").as_deref() == Ok("serve") {
+    // A process the deployer started: serve its services until it says stop.
+    #[cfg(feature = "distribute")]
+    if deploy::role().is_some() {
         return serve(config).await;
     }
     // The distributed package: launch the processes of the deployment file first.
     #[cfg(feature = "distribute")]
-    let deployment = match deploy::wanted(&config) {
-        true => Some(deploy::Deployment::launch(&mut config)?),
-        false => None,
+    let deployment = match modkit::BackendKind::of(&config) {
+        Ok(modkit::BackendKind::Distribute) => Some(launch(&mut config)?),
+        _ => None,
     };
 
     let app = App::start(config.clone()).await?;
@@ -55,15 +63,18 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     provide_all(&app).await?;
     let worker = start_worker(&app)?;
     #[cfg(feature = "distribute")]
-    if let Some(deployment) = &deployment {
-        deployment.wait_ready(&app).await?;
+    if let Some((deployment, _)) = &deployment {
+        let registry = app.registry();
+        deployment
+            .wait_ready(&*registry, Duration::from_secs(30))
+            .await?;
     }
 
     #[allow(unused_mut)]
     let mut played = play(&app).await;
     #[cfg(all(feature = "distribute", feature = "prometheus"))]
-    if let (Ok(()), Some(deployment)) = (&played, &deployment) {
-        played = deployment.check_metrics().await.map_err(Into::into);
+    if let (Ok(()), Some((_, Some((node, addr))))) = (&played, &deployment) {
+        played = metrics::check_metrics(node, addr).await.map_err(Into::into);
     }
 
     if let Some(worker) = worker {
@@ -75,10 +86,37 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     drop(app);
     tokio::time::sleep(Duration::from_millis(50)).await;
     #[cfg(feature = "distribute")]
-    if let Some(deployment) = deployment {
-        deployment.stop();
+    if let Some((deployment, _)) = deployment {
+        deployment.stop(Duration::from_secs(10)).await;
     }
     played
+}
+
+/// Starts the processes of the deployment file (`MODKIT_SHOP_DEPLOY`, else
+/// `examples/shop/deploy.toml`) and its Redis; points `config` at that Redis,
+/// hosting nothing. With feature `prometheus`, also the node and address of
+/// the process that serves `/metrics`.
+#[cfg(feature = "distribute")]
+fn launch(config: &mut Config) -> Result<(deploy::Deployment, Option<(String, String)>)> {
+    let path = std::env::var("MODKIT_SHOP_DEPLOY").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/shop/deploy.toml").into()
+    });
+    let file = deploy::DeploymentFile::load(&path)?;
+    let launcher = deploy::Launcher::new(&file);
+    #[cfg(feature = "prometheus")]
+    let (launcher, metrics) = metrics::metrics_on_first(launcher, &file)?;
+    #[cfg(not(feature = "prometheus"))]
+    let metrics = None;
+    let deployment = launcher.launch(config)?;
+    for p in deployment.processes() {
+        eprintln!(
+            "shop: started process {} (pid {}) hosting {:?}",
+            p.role.node,
+            p.pid.unwrap_or_default(),
+            p.role.services
+        );
+    }
+    Ok((deployment, metrics))
 }
 
 /// Provides every service; the configuration decides which ones this process hosts.
@@ -104,22 +142,17 @@ fn start_worker(app: &App) -> Result<Option<tokio::task::JoinHandle<Result<()>>>
     Ok(Some(tokio::spawn(billing.run_worker(app.clone()))))
 }
 
-/// A process of a distributed deployment: serves its services until its
-/// standard input closes (the launcher closes it), then shuts down gracefully.
+/// A process of a distributed deployment: serves its services until
+/// SIGTERM (the deployer sends it) or SIGINT, then deregisters and drains.
+#[cfg(feature = "distribute")]
 async fn serve(config: Config) -> std::result::Result<(), Box<dyn std::error::Error>> {
-    let app = App::start(config.clone()).await?;
+    let app = App::start(config).await?;
     provide_all(&app).await?;
     let worker = start_worker(&app)?;
-    tracing::info!(node = app.node_id(), "serving");
-    tokio::task::spawn_blocking(|| {
-        let mut sink = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
-    })
-    .await?;
+    app.serve_until_signal().await?;
     if let Some(worker) = worker {
         worker.abort();
     }
-    app.shutdown(Duration::from_secs(2)).await;
     Ok(())
 }
 

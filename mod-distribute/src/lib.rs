@@ -9,6 +9,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod deploy;
 pub mod invoke;
 pub mod near;
 pub mod queue;
