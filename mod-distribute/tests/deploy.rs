@@ -70,6 +70,10 @@ fn deploy_child() {
     }
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
+        // The signal handlers first: a SIGTERM once it is registered (or
+        // READY) must find them (their first poll installs them).
+        let mut signal = std::pin::pin!(deploy::shutdown_signal());
+        assert!(futures_util::FutureExt::now_or_never(signal.as_mut()).is_none());
         let app = Distributed::start(Config::load(None).expect("config"))
             .await
             .expect("start");
@@ -90,7 +94,7 @@ fn deploy_child() {
         println!("READY {}", role.node);
         eprintln!("{} on stderr", role.node);
         println!("{}", "x".repeat(deploy::MAX_LINE_BYTES + 100));
-        let signal = deploy::shutdown_signal().await.expect("signal");
+        let signal = signal.await.expect("signal");
         app.shutdown(Duration::from_secs(2)).await;
         println!("BYE {} on {signal}", role.node);
     });
@@ -631,7 +635,13 @@ fn a_launcher_stops_its_replicas_on_sigterm_and_takes_them_along_on_sigkill() {
             std::thread::sleep(Duration::from_millis(20));
         }
         let errors = errors.join().unwrap();
-        let rest: Vec<String> = lines.try_iter().collect();
+        // Every line the launcher printed (its reader ends at end of file).
+        let mut rest: Vec<String> = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            rest.push(line);
+        }
         if signal == libc::SIGTERM {
             // Forwarded as SIGTERM: each replica shut down gracefully.
             assert!(status.success(), "{status}");
@@ -646,5 +656,200 @@ fn a_launcher_stops_its_replicas_on_sigterm_and_takes_them_along_on_sigkill() {
                 Some(libc::SIGKILL)
             );
         }
+    }
+}
+
+/// Whether some instance of `service` in `registry` is replica `node`, `Up`,
+/// and (if given) not at `old_address`.
+async fn up_at(
+    registry: &dyn mod_api::Registry,
+    service: &str,
+    node: &str,
+    old_address: Option<&str>,
+) -> bool {
+    let instances = registry.lookup(service).await.unwrap_or_default();
+    instances
+        .iter()
+        .any(|i| i.id == node && i.status == Status::Up && Some(i.address.as_str()) != old_address)
+}
+
+/// Polls `check` every 50 ms until it holds; panics naming `what` after 20 s.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < deadline, "not within 20 s: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_host_restart_stop_and_start_replicas() {
+    let file = DeploymentFile::parse(
+        r#"
+        [[process]]
+        name = "alpha"
+        services = ["test.Alpha"]
+        replicas = 2
+        host = "h1"
+
+        [[process]]
+        name = "beta"
+        services = ["test.Beta"]
+        host = "h2"
+        restart = "never"
+        "#,
+    )
+    .unwrap();
+    let server = RedisServer::start().expect("redis-server");
+    let mut config = Config::default();
+    config
+        .edit_section(|r: &mut RedisConfig| r.url = server.url())
+        .unwrap();
+    let logs = Logs::default();
+    // Only host h1's processes.
+    let deployment = launcher(&file)
+        .host("h1")
+        .log_writer(logs.clone())
+        .launch(&mut config)
+        .expect("launch");
+    assert_eq!(deployment.host(), Some("h1"));
+    let nodes: Vec<String> = deployment
+        .processes()
+        .into_iter()
+        .map(|p| p.role.node)
+        .collect();
+    assert_eq!(nodes, ["alpha-0", "alpha-1"]);
+    assert_eq!(
+        deployment.services().keys().collect::<Vec<_>>(),
+        ["test.Alpha"]
+    );
+    let caller = Distributed::start(config.clone()).await.expect("caller");
+    let registry = caller.registry();
+    deployment
+        .wait_ready(&*registry, Duration::from_secs(30))
+        .await
+        .expect("ready");
+    let mut events = deployment.events();
+
+    // restart: killed and started again at once, counted.
+    let old = deployment.process("alpha-0").unwrap().pid.unwrap();
+    let asked = Instant::now();
+    deployment.restart("alpha-0").expect("restart");
+    let info = deployment.process("alpha-0").unwrap();
+    let new = info.pid.expect("running again at once");
+    assert!(asked.elapsed() < Duration::from_secs(5));
+    assert_ne!(new, old);
+    assert_eq!(info.restarts, 1);
+    assert!(gone(old) && alive(new));
+    let exited = next_event(&mut events, |e| matches!(e, Event::Exited { .. })).await;
+    assert!(
+        matches!(&exited, Event::Exited { node, restart_in: Some(d), .. } if node == "alpha-0" && d.is_zero()),
+        "{exited:?}"
+    );
+    let started = next_event(&mut events, |e| matches!(e, Event::Started { .. })).await;
+    assert_eq!(
+        started,
+        Event::Started {
+            node: "alpha-0".into(),
+            pid: new,
+            restarts: 1
+        }
+    );
+    logs.wait_for(&["[alpha-0] READY alpha-0"]).await;
+
+    // stop_replica: SIGTERM (it says goodbye), and it stays stopped.
+    let one = deployment.process("alpha-1").unwrap().pid.unwrap();
+    deployment
+        .stop_replica("alpha-1", Duration::from_secs(10))
+        .await
+        .expect("stop_replica");
+    logs.wait_for(&["[alpha-1] BYE alpha-1 on SIGTERM"]).await;
+    assert!(gone(one));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let info = deployment.process("alpha-1").unwrap();
+    assert!(info.stopped && info.pid.is_none(), "{info:?}");
+    assert_eq!(info.restarts, 0);
+    assert_eq!(deployment.services()["test.Alpha"], ["alpha-0"]);
+    // wait_ready does not wait for it.
+    deployment
+        .wait_ready(&*registry, Duration::from_secs(30))
+        .await
+        .expect("ready without alpha-1");
+
+    // start_replica: a replica of host h2's process, here, supervised.
+    deployment.start_replica("beta", "beta-7").expect("start");
+    let beta = deployment.process("beta-7").unwrap();
+    assert_eq!((beta.role.replica, beta.role.host.as_str()), (7, "h1"));
+    eventually("beta-7 up", || {
+        up_at(&*registry, "test.Beta", "beta-7", None)
+    })
+    .await;
+    let hello = caller
+        .container()
+        .get::<dyn Beta>()
+        .unwrap()
+        .hello()
+        .await
+        .unwrap();
+    assert_eq!(
+        (hello.0.as_str(), hello.1.as_str(), hello.2.as_str()),
+        ("beta-7", "beta", "h1")
+    );
+    deployment
+        .wait_ready(&*registry, Duration::from_secs(30))
+        .await
+        .expect("ready with beta-7");
+
+    // Errors: unknown node or process, a taken node, a bad id.
+    let e = deployment.restart("gamma-0").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert!(e.to_string().contains("gamma-0"), "{e}");
+    let e = deployment
+        .stop_replica("gamma-0", Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    let e = deployment.start_replica("gamma", "gamma-0").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert!(e.to_string().contains("no process `gamma`"), "{e}");
+    let e = deployment.start_replica("beta", "beta-7").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    let e = deployment.start_replica("beta", "alpha-0").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    let e = deployment.start_replica("beta", "no way").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+
+    // A stopped replica started again is supervised again: a kill -9 of it
+    // is restarted by the supervisor.
+    deployment
+        .start_replica("alpha", "alpha-1")
+        .expect("start again");
+    let info = deployment.process("alpha-1").unwrap();
+    assert!(!info.stopped && info.restarts == 1, "{info:?}");
+    let pid = info.pid.unwrap();
+    // SAFETY: SIGKILL to our own child.
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) }, 0);
+    eventually("alpha-1 restarted by its supervisor", || {
+        let info = deployment.process("alpha-1").unwrap();
+        async move { info.restarts == 2 && info.pid.is_some_and(|p| p != pid) }
+    })
+    .await;
+
+    // Everything stops with the deployment, the added replica too.
+    let pids: Vec<u32> = deployment
+        .processes()
+        .iter()
+        .filter_map(|p| p.pid)
+        .collect();
+    assert_eq!(pids.len(), 3);
+    caller.shutdown(Duration::from_secs(1)).await;
+    drop((caller, registry));
+    deployment.stop(Duration::from_secs(10)).await;
+    for pid in pids {
+        assert!(gone(pid), "{pid} outlived stop");
     }
 }

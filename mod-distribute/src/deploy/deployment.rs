@@ -2,13 +2,14 @@
 
 use std::collections::BTreeMap;
 use std::process::ExitStatus;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use mod_api::{Config, Error, Registry, Result, Status};
 use tokio::sync::broadcast;
 
 use super::file::DeploymentFile;
+use super::launch::Template;
 use super::supervise::{self, Slot};
 use super::{Event, Launcher, Role};
 use crate::RedisServer;
@@ -17,14 +18,16 @@ use crate::RedisServer;
 /// `redis-server` when it started one.
 ///
 /// Stop it with [`stop`](Deployment::stop) (graceful) or by dropping it
-/// (SIGKILL at once).
+/// (SIGKILL at once). One replica is acted on with
+/// [`restart`](Deployment::restart), [`stop_replica`](Deployment::stop_replica)
+/// and [`start_replica`](Deployment::start_replica) (what a host agent does
+/// on instructions).
 pub struct Deployment {
-    pub(super) slots: Vec<Arc<Slot>>,
-    pub(super) supervisors: Vec<std::thread::JoinHandle<()>>,
-    pub(super) services: BTreeMap<String, Vec<String>>,
+    /// One per replica, in launch order; replicas started later are added.
+    pub(super) slots: Mutex<Vec<Arc<Slot>>>,
+    pub(super) supervisors: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    pub(super) template: Template,
     pub(super) events: broadcast::Sender<Event>,
-    pub(super) redis_url: String,
-    pub(super) redis_prefix: String,
     pub(super) stopped: bool,
     // Last: dropped after the replicas are gone.
     pub(super) _redis: Option<RedisServer>,
@@ -34,7 +37,8 @@ impl std::fmt::Debug for Deployment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Deployment")
             .field("processes", &self.processes())
-            .field("redis_prefix", &self.redis_prefix)
+            .field("host", &self.template.host)
+            .field("redis_prefix", &self.template.redis_prefix)
             .finish_non_exhaustive()
     }
 }
@@ -52,6 +56,10 @@ pub struct ProcessInfo {
     pub last_exit: Option<ExitStatus>,
     /// Whether it exited and its policy leaves it stopped.
     pub given_up: bool,
+    /// Whether [`Deployment::stop_replica`] stopped it (it stays stopped
+    /// until [`restart`](Deployment::restart) or
+    /// [`start_replica`](Deployment::start_replica) starts it again).
+    pub stopped: bool,
 }
 
 impl Deployment {
@@ -69,7 +77,8 @@ impl Deployment {
         Launcher::new(file).launch(config)
     }
 
-    /// Every replica's state, in launch order.
+    /// Every replica's state, in launch order (replicas started with
+    /// [`start_replica`](Deployment::start_replica) last).
     pub fn processes(&self) -> Vec<ProcessInfo> {
         let info = |slot: &Arc<Slot>| {
             let state = slot.lock();
@@ -79,9 +88,25 @@ impl Deployment {
                 restarts: state.restarts,
                 last_exit: state.last_exit,
                 given_up: state.given_up,
+                stopped: state.held,
             }
         };
-        self.slots.iter().map(info).collect()
+        self.slots().iter().map(info).collect()
+    }
+
+    pub(super) fn slots(&self) -> MutexGuard<'_, Vec<Arc<Slot>>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The label of the host this deployment runs on ([`Launcher::host`]);
+    /// `None` when it runs every process of its file.
+    pub fn host(&self) -> Option<&str> {
+        self.template.host.as_deref()
+    }
+
+    /// The deployment file (all of it, also with [`Launcher::host`]).
+    pub fn file(&self) -> &DeploymentFile {
+        &self.template.file
     }
 
     /// The state of replica `node` (`<process>-<index>`).
@@ -98,22 +123,38 @@ impl Deployment {
 
     /// The Redis URL the replicas use.
     pub fn redis_url(&self) -> &str {
-        &self.redis_url
+        &self.template.redis_url
     }
 
     /// The Redis key prefix the replicas use.
     pub fn redis_prefix(&self) -> &str {
-        &self.redis_prefix
+        &self.template.redis_prefix
     }
 
-    /// Every service of the deployment with the node ids that host it.
-    pub fn services(&self) -> &BTreeMap<String, Vec<String>> {
-        &self.services
+    /// Every service of the deployment's replicas with the node ids that
+    /// host it; replicas [`stop_replica`](Deployment::stop_replica) stopped
+    /// are left out.
+    pub fn services(&self) -> BTreeMap<String, Vec<String>> {
+        let mut services: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for slot in self.slots().iter() {
+            if slot.lock().held {
+                continue;
+            }
+            let role = &slot.recipe.role;
+            for service in &role.services {
+                services
+                    .entry(service.clone())
+                    .or_default()
+                    .push(role.node.clone());
+            }
+        }
+        services
     }
 
     /// Waits until every replica is registered `Up` for each of its services
     /// in `registry` (the launcher's node's registry; an instance counts for
-    /// its node by its `node` metadata or id).
+    /// its node by its `node` metadata or id). Replicas stopped with
+    /// [`stop_replica`](Deployment::stop_replica) are not waited for.
     ///
     /// Fails with [`Timeout`](mod_api::ErrorKind::Timeout) after `timeout`,
     /// or with [`Unavailable`](mod_api::ErrorKind::Unavailable) at once when
@@ -123,7 +164,8 @@ impl Deployment {
         let deadline = Instant::now() + timeout;
         loop {
             let mut missing = Vec::new();
-            for (service, nodes) in &self.services {
+            let services = self.services();
+            for (service, nodes) in &services {
                 let instances = registry.lookup(service).await?;
                 let up = |node: &String| {
                     instances.iter().any(|i| {
@@ -189,7 +231,8 @@ impl Deployment {
         if std::mem::replace(&mut self.stopped, true) {
             return;
         }
-        for slot in &self.slots {
+        let slots = self.slots().clone();
+        for slot in &slots {
             let mut state = slot.stopping();
             if let Some(child) = state.child.as_mut() {
                 supervise::terminate(child);
@@ -198,7 +241,7 @@ impl Deployment {
         let deadline = Instant::now() + grace;
         loop {
             let mut running = 0;
-            for slot in &self.slots {
+            for slot in &slots {
                 let mut state = slot.lock();
                 if let Some(child) = state.child.as_mut() {
                     match child.try_wait() {
@@ -216,7 +259,7 @@ impl Deployment {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        for slot in &self.slots {
+        for slot in &slots {
             let mut state = slot.lock();
             if let Some(mut child) = state.child.take() {
                 tracing::warn!(node = %slot.recipe.role.node, ?grace, "deployment: process did not stop within the grace period; killing it");
@@ -225,10 +268,8 @@ impl Deployment {
                 state.pid = None;
             }
         }
-        for supervisor in self.supervisors.drain(..) {
-            let _ = supervisor.join();
-        }
-        tracing::info!(processes = self.slots.len(), "deployment stopped");
+        self.join_supervisors();
+        tracing::info!(processes = slots.len(), "deployment stopped");
     }
 
     /// Runs the deployment until this process gets SIGINT or SIGTERM, then
@@ -243,7 +284,8 @@ impl Deployment {
 
     /// Kills every replica at once (SIGKILL) and ends supervision.
     fn kill_all(&mut self) {
-        for slot in &self.slots {
+        let slots = self.slots().clone();
+        for slot in &slots {
             let mut state = slot.stopping();
             if let Some(mut child) = state.child.take() {
                 let _ = child.kill();
@@ -251,7 +293,15 @@ impl Deployment {
                 state.pid = None;
             }
         }
-        for supervisor in self.supervisors.drain(..) {
+        self.join_supervisors();
+    }
+
+    fn join_supervisors(&mut self) {
+        let supervisors = self
+            .supervisors
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner());
+        for supervisor in supervisors.drain(..) {
             let _ = supervisor.join();
         }
     }

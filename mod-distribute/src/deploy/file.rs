@@ -47,8 +47,9 @@ pub struct ProcessSpec {
     #[serde(default = "one")]
     pub replicas: usize,
     /// A label of the host that runs it (default `"local"`), given to the
-    /// process as `MODKIT_DEPLOY_HOST`. Every process runs on this machine
-    /// today; placing processes on remote hosts is a later step.
+    /// process as `MODKIT_DEPLOY_HOST`. The agent of that host launches it
+    /// ([`Launcher::host`](super::Launcher::host)); a deployment launched
+    /// without a host runs every process on this machine.
     #[serde(default = "local")]
     pub host: String,
     /// When an exited replica is started again (default `on-failure`).

@@ -4,14 +4,13 @@
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use mod_api::{Config, Error, Result};
 use tokio::sync::broadcast;
 
-use super::file::{self, DeploymentFile};
+use super::file::{self, DeploymentFile, ProcessSpec};
 use super::logs::Sink;
-use super::supervise::{self, Backoff, Recipe, Slot};
+use super::supervise::{Backoff, Recipe};
 use super::{Deployment, Role, HOST_ENV, PROCESS_ENV, REPLICA_ENV};
 use crate::{RedisConfig, RedisServer};
 
@@ -20,9 +19,10 @@ type ReplicaEnv = Box<dyn FnMut(&Role) -> Vec<(String, String)>>;
 
 /// Builds a [`Deployment`] with other than the defaults of
 /// [`Deployment::launch`]: another program, arguments, a log sink, extra
-/// environment per replica, restart delays.
+/// environment per replica, restart delays, one host's share of the file.
 pub struct Launcher {
     file: DeploymentFile,
+    host: Option<String>,
     program: Option<PathBuf>,
     args: Vec<OsString>,
     sink: Option<Sink>,
@@ -35,6 +35,7 @@ impl std::fmt::Debug for Launcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Launcher")
             .field("file", &self.file)
+            .field("host", &self.host)
             .field("program", &self.program)
             .field("args", &self.args)
             .field("backoff", &self.backoff)
@@ -48,6 +49,7 @@ impl Launcher {
     pub fn new(file: &DeploymentFile) -> Launcher {
         Launcher {
             file: file.clone(),
+            host: None,
             program: None,
             args: Vec::new(),
             sink: None,
@@ -91,6 +93,18 @@ impl Launcher {
         self
     }
 
+    /// Launches only the processes whose `host` is `label` (default: every
+    /// process): the share of one host agent, the others' run under the
+    /// agents of their hosts. The whole file stays known to the deployment:
+    /// [`Deployment::start_replica`] may start any of its processes here (a
+    /// migration), and every replica of this deployment gets `label` as its
+    /// `MODKIT_DEPLOY_HOST`. A label no process names launches nothing (a
+    /// spare host, a migration target).
+    pub fn host(mut self, label: impl Into<String>) -> Launcher {
+        self.host = Some(label.into());
+        self
+    }
+
     /// Restart delays (default [`Backoff::default`]).
     pub fn backoff(mut self, backoff: Backoff) -> Launcher {
         self.backoff = backoff;
@@ -128,72 +142,111 @@ impl Launcher {
                 Error::unavailable("deployment: cannot find this program's binary").with_source(e)
             })?,
         };
-        let sink = self.sink.take().unwrap_or_else(Sink::stderr);
         let (events, _) = broadcast::channel(256);
-        let mut deployment = Deployment {
-            slots: Vec::new(),
-            supervisors: Vec::new(),
-            services: self.file.services(),
+        let template = Template {
+            file: self.file,
+            host: self.host,
+            program,
+            args: self.args,
+            redis_url: redis_config.url,
+            redis_prefix: redis_config.prefix,
+            sink: self.sink.unwrap_or_else(Sink::stderr),
+            backoff: self.backoff,
+        };
+        let deployment = Deployment {
+            slots: Default::default(),
+            supervisors: Default::default(),
+            template,
             events,
-            redis_url: redis_config.url.clone(),
-            redis_prefix: redis_config.prefix.clone(),
             stopped: false,
             _redis: redis,
         };
-        for spec in &self.file.process {
+        let template = &deployment.template;
+        for spec in template.local_processes() {
             for replica in 0..spec.replicas {
-                let role = Role {
-                    process: spec.name.clone(),
-                    replica,
-                    node: file::node_id(&spec.name, replica),
-                    host: spec.host.clone(),
-                    services: spec.services.clone(),
-                };
-                let mut env: Vec<(String, String)> = vec![
-                    (PROCESS_ENV.into(), role.process.clone()),
-                    (REPLICA_ENV.into(), replica.to_string()),
-                    (HOST_ENV.into(), role.host.clone()),
-                    ("MODKIT_NODE_ID".into(), role.node.clone()),
-                    ("MODKIT_MODE".into(), "distribute".into()),
-                    ("MODKIT_HOST".into(), role.services.join(",")),
-                    ("MODKIT_REDIS_URL".into(), redis_config.url.clone()),
-                    ("MODKIT_REDIS_PREFIX".into(), redis_config.prefix.clone()),
-                ];
-                env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-                if let Some(hook) = self.replica_env.as_mut() {
-                    env.extend(hook(&role));
-                }
-                let recipe = Recipe {
-                    role,
-                    restart: spec.restart,
-                    program: program.clone(),
-                    args: self.args.clone(),
-                    env,
+                let role = template.role(spec, replica, file::node_id(&spec.name, replica));
+                let extra = match self.replica_env.as_mut() {
+                    Some(hook) => hook(&role),
+                    None => Vec::new(),
                 };
                 // On an error, dropping `deployment` kills what started so far.
-                let child = recipe.spawn(&sink)?;
-                let slot = Arc::new(Slot::new(recipe, child));
-                deployment.slots.push(slot.clone());
-                let supervisor = supervise::supervise(
-                    slot,
-                    self.backoff,
-                    sink.clone(),
-                    deployment.events.clone(),
-                )
-                .map_err(|e| {
-                    Error::unavailable("deployment: cannot start a supervisor thread")
-                        .with_source(e)
-                })?;
-                deployment.supervisors.push(supervisor);
+                deployment.add_replica(template.recipe(spec, role, extra))?;
             }
         }
         tracing::info!(
-            processes = deployment.slots.len(),
-            redis = %crate::redis::redact(&deployment.redis_url),
-            prefix = %deployment.redis_prefix,
+            processes = deployment.processes().len(),
+            host = template.host.as_deref().unwrap_or("(every host)"),
+            redis = %crate::redis::redact(&template.redis_url),
+            prefix = %template.redis_prefix,
             "deployment launched"
         );
         Ok(deployment)
+    }
+}
+
+/// What starting a replica of the deployment takes, at launch and later
+/// ([`Deployment::start_replica`]).
+pub(super) struct Template {
+    /// The whole file (its processes may be started here later).
+    pub(super) file: DeploymentFile,
+    /// [`Launcher::host`]: the label of this deployment's host.
+    pub(super) host: Option<String>,
+    pub(super) program: PathBuf,
+    pub(super) args: Vec<OsString>,
+    pub(super) redis_url: String,
+    pub(super) redis_prefix: String,
+    pub(super) sink: Sink,
+    pub(super) backoff: Backoff,
+}
+
+impl Template {
+    /// The processes launched here: those of this host, or all.
+    pub(super) fn local_processes(&self) -> impl Iterator<Item = &ProcessSpec> {
+        let host = self.host.as_deref();
+        self.file
+            .process
+            .iter()
+            .filter(move |p| host.is_none_or(|h| p.host == h))
+    }
+
+    /// The role of replica `replica` (node `node`) of `spec`, on this host.
+    pub(super) fn role(&self, spec: &ProcessSpec, replica: usize, node: String) -> Role {
+        Role {
+            process: spec.name.clone(),
+            replica,
+            node,
+            host: self.host.clone().unwrap_or_else(|| spec.host.clone()),
+            services: spec.services.clone(),
+        }
+    }
+
+    /// How `role` of `spec` is started: the deployer's variables, then the
+    /// process's `env`, then `extra`.
+    pub(super) fn recipe(
+        &self,
+        spec: &ProcessSpec,
+        role: Role,
+        extra: Vec<(String, String)>,
+    ) -> Recipe {
+        let mut env: Vec<(String, String)> = vec![
+            (PROCESS_ENV.into(), role.process.clone()),
+            (REPLICA_ENV.into(), role.replica.to_string()),
+            (HOST_ENV.into(), role.host.clone()),
+            ("MODKIT_NODE_ID".into(), role.node.clone()),
+            ("MODKIT_MODE".into(), "distribute".into()),
+            ("MODKIT_HOST".into(), role.services.join(",")),
+            ("MODKIT_REDIS_URL".into(), self.redis_url.clone()),
+            ("MODKIT_REDIS_PREFIX".into(), self.redis_prefix.clone()),
+        ];
+        env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.extend(extra);
+        Recipe {
+            role,
+            restart: spec.restart,
+            program: self.program.clone(),
+            args: self.args.clone(),
+            env,
+        }
     }
 }
 

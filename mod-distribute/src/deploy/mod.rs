@@ -76,8 +76,18 @@
 //! fresh per run, unless `MODKIT_REDIS_PREFIX` is set (or
 //! [`Launcher::fresh_prefix`]`(false)`).
 //!
-//! The `host` label is recorded only: every process runs on this machine.
-//! Placing processes on other hosts (a node agent per host) is a later step.
+//! The `host` label places a process: [`Launcher::host`] launches only the
+//! processes of one host, the share of that host's agent
+//! (`mod_resilience::host`); without it a deployment runs every process
+//! here. Several agents on one machine stand for several hosts.
+//!
+//! # Acting on one replica
+//!
+//! [`Deployment::restart`] kills a replica and starts it again at once,
+//! [`Deployment::stop_replica`] stops one for good (SIGTERM, then SIGKILL
+//! after a grace period), [`Deployment::start_replica`] starts a new replica
+//! of any process of the file here (a migration target): how a host agent
+//! carries out the fault monitor's repairs and migrations.
 //!
 //! # Logs
 //!
@@ -109,6 +119,7 @@
 //! SIGTERM by deregistering its services and draining its calls
 //! (`App::serve_until_signal` in the facade; [`shutdown_signal`] here).
 
+mod control;
 mod deployment;
 mod file;
 mod launch;
@@ -183,7 +194,8 @@ pub enum Event {
         /// When it is started again; `None`: its policy leaves it stopped.
         restart_in: Option<Duration>,
     },
-    /// A replica was started again.
+    /// A replica was started again, or a new one was started
+    /// ([`Deployment::start_replica`]: `restarts` 0).
     Started {
         /// Its node id.
         node: String,

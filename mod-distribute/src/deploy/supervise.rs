@@ -5,6 +5,12 @@
 //! lock reaps it (`try_wait`) or signals it, so a signal never reaches a
 //! reaped child's recycled pid. Stopping sets `stopping` under the same lock
 //! first: from then on the supervisor starts nothing and returns.
+//!
+//! A slot's supervisor runs for one `generation`: starting a stopped or
+//! given-up replica again (`control.rs`) bumps it and starts a new
+//! supervisor, and an old one that is still winding down returns at its next
+//! look. A replica started by someone else while its supervisor waits out a
+//! backoff (`Deployment::restart`) is taken as the restart.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -110,7 +116,12 @@ pub(super) struct State {
     pub(super) given_up: bool,
     /// Set by stop (or drop): nothing is started any more.
     pub(super) stopping: bool,
-    started: Option<Instant>,
+    /// Stopped on purpose by `Deployment::stop_replica`.
+    pub(super) held: bool,
+    /// The generation of the supervisor that may act on this slot.
+    pub(super) generation: u64,
+    /// When its current process started.
+    pub(super) started: Option<Instant>,
 }
 
 impl Slot {
@@ -139,12 +150,18 @@ impl Slot {
         state
     }
 
-    /// Sleeps up to `delay` or until stopped; `false` when stopped.
-    fn sleep(&self, delay: Duration) -> bool {
+    /// Wakes the supervisor (to look at a changed state).
+    pub(super) fn wake(&self) {
+        self.wake.notify_all();
+    }
+
+    /// Sleeps up to `delay` or until stopped; `false` when stopped (or a
+    /// supervisor of a later generation took over).
+    fn sleep(&self, delay: Duration, generation: u64) -> bool {
         let deadline = Instant::now() + delay;
         let mut state = self.lock();
         loop {
-            if state.stopping {
+            if state.stopping || state.generation != generation {
                 return false;
             }
             let now = Instant::now();
@@ -160,11 +177,13 @@ impl Slot {
     }
 
     /// Waits until the child exits (and reaps it) or the slot is stopped
-    /// (`None`). Returns the status and how long that process ran.
-    fn wait_exit(&self) -> Option<(ExitStatus, Duration)> {
+    /// (`None`). Returns the status and how long that process ran; when the
+    /// policy leaves it stopped, marks it given up (under the same lock, so
+    /// whoever starts it again sees that no supervisor runs for it).
+    fn wait_exit(&self, generation: u64) -> Option<(ExitStatus, Duration)> {
         let mut state = self.lock();
         loop {
-            if state.stopping {
+            if state.stopping || state.generation != generation {
                 return None;
             }
             let exited = match state.child.as_mut().map(Child::try_wait) {
@@ -181,6 +200,7 @@ impl Slot {
                 state.child = None;
                 state.pid = None;
                 state.last_exit = Some(status);
+                state.given_up = !self.recipe.restart.restarts(status.success());
                 let ran = state.started.map_or(Duration::ZERO, |t| t.elapsed());
                 return Some((status, ran));
             }
@@ -193,30 +213,36 @@ impl Slot {
     }
 }
 
-/// Starts the supervisor thread of `slot`.
+/// Starts the supervisor thread of `slot`, for its current generation.
 pub(super) fn supervise(
     slot: Arc<Slot>,
     backoff: Backoff,
     sink: Sink,
     events: broadcast::Sender<Event>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let generation = slot.lock().generation;
     std::thread::Builder::new()
         .name(format!("modkit-supervise-{}", slot.recipe.role.node))
-        .spawn(move || run(&slot, backoff, &sink, &events))
+        .spawn(move || run(&slot, generation, backoff, &sink, &events))
 }
 
-fn run(slot: &Slot, backoff: Backoff, sink: &Sink, events: &broadcast::Sender<Event>) {
+fn run(
+    slot: &Slot,
+    generation: u64,
+    backoff: Backoff,
+    sink: &Sink,
+    events: &broadcast::Sender<Event>,
+) {
     let node = slot.recipe.role.node.clone();
     let policy = slot.recipe.restart;
     let mut delay = backoff.initial;
-    while let Some((status, ran)) = slot.wait_exit() {
+    while let Some((status, ran)) = slot.wait_exit(generation) {
         if !policy.restarts(status.success()) {
             if status.success() {
                 tracing::info!(%node, %status, restart = policy.name(), "deployment: process exited; not restarted");
             } else {
                 tracing::warn!(%node, %status, restart = policy.name(), "deployment: process failed; not restarted");
             }
-            slot.lock().given_up = true;
             let _ = events.send(Event::Exited {
                 node: node.clone(),
                 status,
@@ -236,21 +262,30 @@ fn run(slot: &Slot, backoff: Backoff, sink: &Sink, events: &broadcast::Sender<Ev
                 status,
                 restart_in: Some(delay),
             });
-            if !slot.sleep(delay) {
+            if !slot.sleep(delay, generation) {
                 return;
             }
             delay = (delay * 2).min(backoff.max);
+            if slot.lock().child.is_some() {
+                break; // started meanwhile (Deployment::restart)
+            }
             match slot.recipe.spawn(sink) {
                 Ok(mut child) => {
                     let pid = child.id();
                     let mut state = slot.lock();
-                    state.restarts = restarts;
-                    if state.stopping {
-                        // Stopped while starting: this one is ours to end.
+                    let ours = !state.stopping && state.generation == generation;
+                    if !ours || state.child.is_some() {
+                        // Stopped, or started by someone else, while
+                        // starting: this one is ours to end.
                         let _ = child.kill();
                         let _ = child.wait();
+                        if ours {
+                            break;
+                        }
                         return;
                     }
+                    state.restarts += 1;
+                    let restarts = state.restarts;
                     state.child = Some(child);
                     state.pid = Some(pid);
                     state.started = Some(Instant::now());
@@ -264,7 +299,7 @@ fn run(slot: &Slot, backoff: Backoff, sink: &Sink, events: &broadcast::Sender<Ev
                 }
                 Err(e) => {
                     tracing::warn!(%node, error = %e, "deployment: restart failed");
-                    slot.lock().restarts = restarts;
+                    slot.lock().restarts += 1;
                 }
             }
         }
