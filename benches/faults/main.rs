@@ -1,39 +1,65 @@
-//! `cargo bench -p modkit-benches --bench faults [-- --quick] [--cycles N]`
+//! `cargo bench -p modkit-benches --bench faults [-- --quick] [--cycles N] [--only KIND]`
 //!
 //! Faults injected for real into service processes, and what callers see.
-//! Today it measures outlier ejection (`[invoke.outlier]`) against the
-//! behaviour without it (`consecutive_failures = 0`), in the same run: each
-//! cycle starts two replica processes of a service (this binary, re-executed
-//! in replica role) on one `redis-server`, runs 8 callers of a
-//! non-idempotent method through each of two client nodes (ejection on, and
-//! off), injects the fault into one replica and keeps calling for 3 s:
 //!
-//! - `kill`: `kill -9` of the replica;
-//! - `hang`: `SIGSTOP` of the replica (woken and stopped after the cycle).
+//! **Fault handling** (`mod_resilience::faults`): each injection starts a
+//! fresh deployment through the library deployer under host agents (three
+//! replicas of a service on host `h1`; for `host_loss`, one replica on `h1`
+//! and a spare on `h2`), a fault monitor with the default rules
+//! (`bench.Work` migratable) and a client calling an idempotent method every
+//! 2 ms (500 ms deadline), then injects one fault:
 //!
+//! - `service_kill`: `kill -9` of a replica; recovered = Up again on a new address;
+//! - `service_hang`: `SIGSTOP` of a replica; recovered = the monitor's
+//!   `instance_recovered` (restarted by its agent, cordon lifted);
+//! - `network_cut`: the replica's advertised address is a TCP proxy that goes
+//!   silent (its agent still reaches it); healed at detection, recovered =
+//!   `instance_recovered`;
+//! - `host_loss`: host `h1`'s agent and its replica die together; migrated =
+//!   the replica started on `h2` is Up.
+//!
+//! ```text
+//! fault service_kill injected=N classified_ok=M detect_p50_ms=… detect_p99_ms=… recovered_p50_ms=… recovered_p99_ms=… failed_calls=K failed_calls_before_detect=J
+//! fault host_loss injected=N classified_ok=M detect_p50_ms=… detect_p99_ms=… migrated_p50_ms=… migrated_p99_ms=… failed_calls=K failed_calls_before_detect=J
+//! ```
+//!
+//! `classified_ok`: injections whose first fault alert named the injected
+//! kind; `detect`: injection → that alert (the cordon is in the same step);
+//! `failed_calls`: client calls started more than 200 ms after the detection
+//! that failed (during cordon, repair and migration); `…_before_detect`:
+//! the ones before (a frozen replica costs its callers their deadline until
+//! it is ejected or cordoned). A time that never came is `inf`.
+//!
+//! **Outlier ejection** (`[invoke.outlier]`) against the behaviour without it
+//! (`consecutive_failures = 0`), in the same run: each cycle starts two
+//! replica processes (this binary, re-executed in replica role) on one
+//! `redis-server`, runs 8 callers of a non-idempotent method through each of
+//! two client nodes (ejection on, and off), injects the fault into one
+//! replica and keeps calling for 3 s (`kill`: `kill -9`; `hang`: `SIGSTOP`).
 //! Calls have a 250 ms deadline; the registry lease is the default 10 s, so
 //! without ejection a frozen replica is chosen until its lease runs out.
-//! Prints one line per fault kind:
 //!
 //! ```text
 //! fault outlier kind=kill replicas=2 cycles=N failed_calls_after_fault=… last_failure_p99_ms=… baseline_failed_calls_after_fault=… baseline_last_failure_p99_ms=…
-//! fault outlier kind=hang replicas=2 cycles=N failed_calls_after_fault=… last_failure_p99_ms=… baseline_failed_calls_after_fault=… baseline_last_failure_p99_ms=…
 //! ```
 //!
 //! `failed_calls_after_fault`: calls that failed from the fault on, summed
 //! over the cycles; `last_failure_p99_ms`: per cycle, the time from the fault
 //! to the last failed call (0 when none failed), p99 over the cycles.
-//! `baseline_…`: the same with ejection off. `--quick`: 3 cycles; default 20.
+//! `baseline_…`: the same with ejection off.
+//!
+//! `--quick`: 3 injections or cycles each (about 2 minutes); default 20.
+//! `--only service_kill|service_hang|network_cut|host_loss|outlier`.
 
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+mod handling;
+mod outlier;
 
-use modkit::config::{InvokeConfig, OutlierConfig};
-use modkit::distribute::redis_server::spawn_tied;
+use std::sync::Arc;
+use std::time::Duration;
+
+use modkit::config::InvokeConfig;
 use modkit::distribute::{Distributed, RedisConfig, RedisServer};
-use modkit::{async_trait, Backend, Config, Error, Status};
+use modkit::{async_trait, Backend, Config, Error};
 
 const ROLE: &str = "MODKIT_BENCH_FAULTS_REPLICA";
 const CALLERS: usize = 8;
@@ -45,13 +71,20 @@ const AFTER_FAULT: Duration = Duration::from_secs(3);
 pub trait Work {
     /// Echoes `seq`; not idempotent, so a call that was sent is never retried.
     async fn work(&self, seq: u64) -> Result<u64, Error>;
+    /// Echoes `seq`; idempotent (retried on another replica when it may be).
+    #[idempotent]
+    async fn who(&self, seq: u64) -> Result<u64, Error>;
 }
 
-struct Worker;
+/// The replicas' implementation of [`Work`].
+pub struct Worker;
 
 #[async_trait]
 impl Work for Worker {
     async fn work(&self, seq: u64) -> Result<u64, Error> {
+        Ok(seq)
+    }
+    async fn who(&self, seq: u64) -> Result<u64, Error> {
         Ok(seq)
     }
 }
@@ -92,141 +125,10 @@ async fn replica(spec: String) -> modkit::Result<()> {
     Ok(())
 }
 
-/// A replica process; killed (woken first) and reaped when dropped.
-struct Replica(Child);
-
-impl Replica {
-    fn spawn(url: &str, prefix: &str, node: &str) -> std::io::Result<Replica> {
-        let mut cmd = Command::new(std::env::current_exe()?);
-        cmd.env(ROLE, format!("{node}@{prefix}@{url}"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        spawn_tied(cmd).map(Replica)
-    }
-
-    fn signal(&self, sig: &str) {
-        let _ = Command::new("kill")
-            .args([sig, &self.0.id().to_string()])
-            .status();
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        self.signal("-CONT");
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// What one client node saw after the fault.
-#[derive(Default)]
-struct Seen {
-    failed: usize,
-    last_failure_ms: f64,
-}
-
-/// Runs [`CALLERS`] loops on `client` until `stop`; failures after `fault`
-/// (set when it happens) are counted.
-async fn load(
-    client: Arc<dyn Work>,
-    stop: Arc<AtomicBool>,
-    fault: Arc<Mutex<Option<Instant>>>,
-) -> Seen {
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let tasks: Vec<_> = (0..CALLERS)
-        .map(|_| {
-            let (client, stop, fault, seen) =
-                (client.clone(), stop.clone(), fault.clone(), seen.clone());
-            tokio::spawn(async move {
-                let mut seq = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    seq += 1;
-                    if client.work(seq).await.is_ok() {
-                        continue;
-                    }
-                    let Some(at) = *fault.lock().unwrap() else {
-                        continue;
-                    };
-                    let mut seen = seen.lock().unwrap();
-                    seen.failed += 1;
-                    seen.last_failure_ms = at.elapsed().as_secs_f64() * 1e3;
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        let _ = task.await;
-    }
-    Arc::try_unwrap(seen)
-        .ok()
-        .expect("tasks ended")
-        .into_inner()
-        .unwrap()
-}
-
-async fn wait_up(app: &Distributed, n: usize) -> modkit::Result<()> {
-    let registry = app.registry();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let up = registry.lookup("bench.Work").await?;
-        if up.iter().filter(|i| i.status == Status::Up).count() >= n {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(Error::timeout("replicas did not register in 20 s"));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// One cycle of fault `kind`: what the ejecting and the baseline client saw.
-async fn cycle(url: &str, kind: &str, n: usize) -> modkit::Result<(Seen, Seen)> {
-    // A namespace per cycle: no instance of an earlier cycle is in view.
-    let prefix = format!("faults-{}-{kind}-{n}", std::process::id());
-    let faulty = Replica::spawn(url, &prefix, "replica-a")?;
-    let _healthy = Replica::spawn(url, &prefix, "replica-b")?;
-    let node = |name: &str, outlier: OutlierConfig| {
-        let mut c = config(url, &prefix, name, &[]);
-        c.invoke.outlier = outlier;
-        Distributed::start(c)
-    };
-    let on = node("caller-on", OutlierConfig::default()).await?;
-    let off = node(
-        "caller-off",
-        OutlierConfig {
-            consecutive_failures: 0,
-            ..OutlierConfig::default()
-        },
-    )
-    .await?;
-    wait_up(&on, 2).await?;
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let fault = Arc::new(Mutex::new(None));
-    let run = |app: &Distributed| {
-        let client = app.container().get::<dyn Work>().expect("client");
-        tokio::spawn(load(client, stop.clone(), fault.clone()))
-    };
-    let (with, without) = (run(&on), run(&off));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    *fault.lock().unwrap() = Some(Instant::now());
-    match kind {
-        "kill" => faulty.signal("-KILL"),
-        _ => faulty.signal("-STOP"),
-    }
-    tokio::time::sleep(AFTER_FAULT).await;
-    stop.store(true, Ordering::Relaxed);
-    let seen = (with.await.expect("load"), without.await.expect("load"));
-    on.shutdown(Duration::from_millis(100)).await;
-    off.shutdown(Duration::from_millis(100)).await;
-    Ok(seen)
-}
-
-fn p99(mut values: Vec<f64>) -> f64 {
+/// The `p` quantile (0..=1) of `values` (nearest rank); 0 for none.
+fn percentile(mut values: Vec<f64>, p: f64) -> f64 {
     values.sort_by(f64::total_cmp);
-    let rank = ((0.99 * (values.len().max(1) - 1) as f64).round()) as usize;
+    let rank = ((p * (values.len().max(1) - 1) as f64).round()) as usize;
     values.get(rank).copied().unwrap_or(0.0)
 }
 
@@ -234,6 +136,9 @@ fn p99(mut values: Vec<f64>) -> f64 {
 async fn main() -> modkit::Result<()> {
     if let Ok(spec) = std::env::var(ROLE) {
         return replica(spec).await;
+    }
+    if modkit::distribute::deploy::role().is_some() {
+        return handling::serve().await;
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -251,11 +156,47 @@ async fn main() -> modkit::Result<()> {
         None if args.iter().any(|a| a == "--quick") => 3,
         None => 20,
     };
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1).cloned());
     let redis = RedisServer::start()?;
+    let kinds = ["service_kill", "service_hang", "network_cut", "host_loss"];
+    for kind in kinds
+        .iter()
+        .filter(|k| only.as_deref().is_none_or(|o| o == **k))
+    {
+        let mut seen = Vec::new();
+        for n in 0..cycles {
+            let prefix = format!("faults-{}-{kind}-{n}", std::process::id());
+            seen.push(handling::inject(&redis.url(), &prefix, kind).await);
+        }
+        let times = |f: fn(&handling::Outcome) -> Option<f64>| -> Vec<f64> {
+            seen.iter().map(|o| f(o).unwrap_or(f64::INFINITY)).collect()
+        };
+        let recovered = match *kind {
+            "host_loss" => "migrated",
+            _ => "recovered",
+        };
+        println!(
+            "fault {kind} injected={cycles} classified_ok={} detect_p50_ms={:.0} detect_p99_ms={:.0} \
+             {recovered}_p50_ms={:.0} {recovered}_p99_ms={:.0} failed_calls={} failed_calls_before_detect={}",
+            seen.iter().filter(|o| o.classified_ok).count(),
+            percentile(times(|o| o.detect_ms), 0.5),
+            percentile(times(|o| o.detect_ms), 0.99),
+            percentile(times(|o| o.recovered_ms), 0.5),
+            percentile(times(|o| o.recovered_ms), 0.99),
+            seen.iter().map(|o| o.failed_after).sum::<usize>(),
+            seen.iter().map(|o| o.failed - o.failed_after).sum::<usize>(),
+        );
+    }
     for kind in ["kill", "hang"] {
+        if only.as_deref().is_some_and(|o| o != "outlier") {
+            break;
+        }
         let (mut failed, mut last) = ([0, 0], [Vec::new(), Vec::new()]);
         for n in 0..cycles {
-            let (with, without) = cycle(&redis.url(), kind, n).await?;
+            let (with, without) = outlier::cycle(&redis.url(), kind, n).await?;
             for (i, seen) in [with, without].into_iter().enumerate() {
                 failed[i] += seen.failed;
                 last[i].push(seen.last_failure_ms);
@@ -266,9 +207,9 @@ async fn main() -> modkit::Result<()> {
             "fault outlier kind={kind} replicas=2 cycles={cycles} failed_calls_after_fault={} \
              last_failure_p99_ms={:.1} baseline_failed_calls_after_fault={} baseline_last_failure_p99_ms={:.1}",
             failed[0],
-            p99(last_on),
+            percentile(last_on, 0.99),
             failed[1],
-            p99(last_off),
+            percentile(last_off, 0.99),
         );
     }
     Ok(())

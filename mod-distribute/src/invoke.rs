@@ -123,6 +123,11 @@ impl Hosting for RpcHosting {
         instance
             .metadata
             .insert("node".into(), self.node_id.clone());
+        // Where it listens, for observers on its own host (a host agent's
+        // probe) when the advertised address is another one (a proxy, NAT).
+        instance
+            .metadata
+            .insert("listen".into(), server.local_addr().to_string());
         instance.version = env!("CARGO_PKG_VERSION").into();
         let lease = self
             .registry

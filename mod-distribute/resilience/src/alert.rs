@@ -15,7 +15,7 @@ const HOOK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Where a controller's alerts go.
 #[derive(Clone)]
 pub struct Alerts {
-    publisher: Arc<Publisher>,
+    publisher: Option<Arc<Publisher>>,
     local: broadcast::Sender<Alert>,
     command: Option<Arc<str>>,
 }
@@ -24,7 +24,18 @@ impl Alerts {
     /// Alerts for `publisher`'s subscribers and `command` (run by `sh -c`).
     pub fn new(publisher: Arc<Publisher>, command: Option<String>) -> Alerts {
         Alerts {
-            publisher,
+            publisher: Some(publisher),
+            local: broadcast::channel(256).0,
+            command: command.map(Into::into),
+        }
+    }
+
+    /// Alerts with no topology subscribers (a process that serves none, such
+    /// as the fault monitor): the `tracing` event, [`subscribe`](Self::subscribe)
+    /// and the command hook.
+    pub fn without_publisher(command: Option<String>) -> Alerts {
+        Alerts {
+            publisher: None,
             local: broadcast::channel(256).0,
             command: command.map(Into::into),
         }
@@ -39,7 +50,9 @@ impl Alerts {
     pub fn raise(&self, alert: Alert) {
         let json = serde_json::to_string(&alert).unwrap_or_default();
         tracing::warn!(alert = alert.kind(), detail = %json, "resilience alert");
-        self.publisher.alert(alert.clone());
+        if let Some(publisher) = &self.publisher {
+            publisher.alert(alert.clone());
+        }
         let _ = self.local.send(alert);
         if let Some(command) = self.command.clone() {
             tokio::spawn(run_hook(command, json));

@@ -6,6 +6,11 @@
 //! offset, and publish the new [`Topology`](mod_distribute::topology::Topology)
 //! (a higher epoch) to every modkit process and to the stable-endpoint proxy.
 //!
+//! Beside it, fault handling of service instances: [`host`] agents that
+//! supervise each host's replicas and report on them, and the
+//! [`faults`] monitor that classifies what fails (host, network, service)
+//! and reports, cordons, repairs, migrates or escalates by rule.
+//!
 //! Business code does not name this crate: it enables the facade's
 //! `resilience` feature and sets `[redis] controllers`.
 #![warn(missing_docs)]
@@ -16,6 +21,8 @@ pub mod alert;
 pub mod config;
 pub mod consensus;
 pub mod controller;
+pub mod faults;
+pub mod host;
 pub mod probe;
 pub mod proxy;
 #[cfg(feature = "raft")]

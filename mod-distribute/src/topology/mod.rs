@@ -126,6 +126,55 @@ pub enum Alert {
         /// The voter reporting it.
         voter: u64,
     },
+    /// The fault monitor found a service instance faulty (the kinds and the
+    /// decision table: `mod_resilience::faults`).
+    InstanceFault {
+        /// The replica's node id.
+        node: String,
+        /// The host its agent reports it on (`None`: no agent knows it).
+        host: Option<String>,
+        /// `host`, `network` or `service`.
+        kind: String,
+        /// What the evidence was.
+        detail: String,
+        /// What the rules do about it (`report`, `cordon`, `repair:<flow>`, `migrate`).
+        actions: Vec<String>,
+    },
+    /// A faulty instance is not cordoned: that would take more than the
+    /// allowed share of its service's instances out at once.
+    CordonHeldBack {
+        /// The service.
+        service: String,
+        /// The replica's node id.
+        node: String,
+        /// Instances of the service not `Up` already.
+        cordoned: usize,
+        /// Instances of the service.
+        total: usize,
+    },
+    /// A faulty instance answers again and is back in service.
+    InstanceRecovered {
+        /// The replica's node id.
+        node: String,
+        /// How long it was faulty.
+        after_ms: u64,
+    },
+    /// Repairs of a node kept failing: it is marked `Down` and needs a person.
+    Escalated {
+        /// The replica's node id.
+        node: String,
+        /// The repairs tried, oldest first (`flow: outcome`).
+        history: Vec<String>,
+    },
+    /// The migratable services of a faulty node were started on another host.
+    Migrated {
+        /// The faulty replica's node id.
+        from: String,
+        /// The new replica's node id.
+        to: String,
+        /// The host it runs on.
+        host: String,
+    },
 }
 
 impl Alert {
@@ -140,6 +189,11 @@ impl Alert {
             Alert::Divergence { .. } => "divergence",
             Alert::GroupUnhealthy { .. } => "group_unhealthy",
             Alert::QuorumLost { .. } => "quorum_lost",
+            Alert::InstanceFault { .. } => "instance_fault",
+            Alert::CordonHeldBack { .. } => "cordon_held_back",
+            Alert::InstanceRecovered { .. } => "instance_recovered",
+            Alert::Escalated { .. } => "escalated",
+            Alert::Migrated { .. } => "migrated",
         }
     }
 }

@@ -6,6 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod fault_proxy;
+
 use mod_distribute::RedisServer;
 use mod_resilience::{Controller, GroupState, HaConfig, Solo};
 
