@@ -21,6 +21,10 @@ use mod_api::{async_trait, service, Backend, Config, Error, ErrorKind, Status};
 use mod_distribute::deploy::{self, Deployment, DeploymentFile, Event, Launcher};
 use mod_distribute::{Distributed, RedisConfig, RedisServer};
 
+mod common;
+
+use common::gone;
+
 /// What a replica says about itself: node, process, host label, greeting.
 type Hello = (String, String, String, String);
 
@@ -436,11 +440,7 @@ async fn restart_policies_backoff_and_drop() {
     )
     .unwrap();
     // A Redis named by the configuration: used, not replaced.
-    let server = RedisServer::start().expect("redis-server");
-    let mut config = Config::default();
-    config
-        .edit_section(|r: &mut RedisConfig| r.url = server.url())
-        .unwrap();
+    let (server, mut config) = own_redis();
     let logs = Logs::default();
     let deployment = launcher(&file)
         .log_writer(logs.clone())
@@ -558,17 +558,6 @@ async fn bad_files_and_programs_are_errors() {
     assert!(e.to_string().contains("cannot start a-0"), "{e}");
     // Deployment::launch is the launcher with its defaults.
     let _: fn(&mut Config, &DeploymentFile) -> mod_api::Result<Deployment> = Deployment::launch;
-}
-
-/// Whether process `pid` is gone (or a zombie nobody reaped yet: an orphan
-/// in a container whose init does not reap).
-fn gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
-    }
 }
 
 #[cfg(target_os = "linux")]
@@ -704,11 +693,7 @@ async fn one_host_restart_stop_and_start_replicas() {
         "#,
     )
     .unwrap();
-    let server = RedisServer::start().expect("redis-server");
-    let mut config = Config::default();
-    config
-        .edit_section(|r: &mut RedisConfig| r.url = server.url())
-        .unwrap();
+    let (_server, mut config) = own_redis();
     let logs = Logs::default();
     // Only host h1's processes.
     let deployment = launcher(&file)
@@ -852,4 +837,14 @@ async fn one_host_restart_stop_and_start_replicas() {
     for pid in pids {
         assert!(gone(pid), "{pid} outlived stop");
     }
+}
+
+/// A `redis-server` of the test's own, and a configuration naming it.
+fn own_redis() -> (RedisServer, Config) {
+    let server = RedisServer::start().expect("redis-server");
+    let mut config = Config::default();
+    config
+        .edit_section(|r: &mut RedisConfig| r.url = server.url())
+        .unwrap();
+    (server, config)
 }

@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 
 use mod_distribute::RedisServer;
 
+mod common;
+
+use common::gone;
+
 const HELPER_ENV: &str = "MODKIT_LAUNCHER_HELPER";
 
 /// The helper's side: does nothing in a normal test run.
@@ -29,17 +33,6 @@ fn launcher_helper() {
     println!("READY {pid} {}", server.port());
     loop {
         std::thread::sleep(Duration::from_secs(1));
-    }
-}
-
-/// Whether process `pid` is gone (or a zombie nobody reaped yet).
-fn gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        // "pid (comm) S …": the state letter after the command's parenthesis.
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
     }
 }
 

@@ -48,7 +48,18 @@ impl Alerts {
 
     /// Raises `alert` everywhere it goes.
     pub fn raise(&self, alert: Alert) {
+        self.raise_also(alert, &[]);
+    }
+
+    /// Raises `alert` everywhere it goes, and to the commands `extra` (targets
+    /// of their own, such as the client registered for one node).
+    pub fn raise_also(&self, alert: Alert, extra: &[&str]) {
         let json = serde_json::to_string(&alert).unwrap_or_default();
+        for command in extra {
+            if self.command.as_deref() != Some(*command) {
+                tokio::spawn(run_hook((*command).into(), json.clone()));
+            }
+        }
         tracing::warn!(alert = alert.kind(), detail = %json, "resilience alert");
         if let Some(publisher) = &self.publisher {
             publisher.alert(alert.clone());

@@ -320,8 +320,13 @@ async fn a_cut_replica_is_a_network_fault() {
 /// `max_repairs`, with the history, and the replica is marked Down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repairs_that_keep_failing_escalate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (paged, told) = (dir.path().join("paged"), dir.path().join("told"));
     let faults = FaultConfig {
         max_repairs: 2,
+        // The escalation target and the process's own report target.
+        escalate_to: Some(format!("cat > {}", paged.display())),
+        report_to: [("work".to_owned(), format!("cat >> {}", told.display()))].into(),
         rules: vec![Rule {
             kind: FaultKind::Service,
             report: true,
@@ -344,6 +349,25 @@ async fn repairs_that_keep_failing_escalate() {
     let registry = rig.caller.registry();
     assert_eq!(status(&*registry, "work-0").await, Some(Status::Down));
     signal(pid, "-CONT");
+    let read = |path: std::path::PathBuf| async move {
+        let mut text = String::new();
+        for _ in 0..200 {
+            text = std::fs::read_to_string(&path).unwrap_or_default();
+            if text.contains("escalated") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        text
+    };
+    let paged = read(paged).await;
+    assert!(
+        paged.contains(r#""alert":"escalated""#) && paged.contains("work-0"),
+        "{paged}"
+    );
+    let told = read(told).await;
+    assert!(told.contains(r#""alert":"instance_fault""#), "{told}");
+    assert!(told.contains(r#""alert":"escalated""#), "{told}");
 }
 
 /// With two replicas, cordoning one would be 50 % > 49 %: it is held back,

@@ -1,5 +1,6 @@
 //! `[faults]`: how often the monitor looks, what it does about each kind.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mod_api::config::{duration, Section};
@@ -15,6 +16,10 @@ use super::classify::FaultKind;
 /// interval = "250ms"
 /// migratable = ["shop.Orders"]
 /// alert_command = "logger -t modkit"
+/// escalate_to = "/usr/local/bin/page-oncall"
+///
+/// [faults.report_to]
+/// orders = "/usr/local/bin/tell-orders-team"
 ///
 /// [[faults.rule]]
 /// kind = "service"
@@ -52,8 +57,14 @@ pub struct FaultConfig {
     #[serde(rename = "rule")]
     pub rules: Vec<Rule>,
     /// Run with `sh -c` for every alert, the alert as JSON on its stdin:
-    /// the report target of every node (and the escalation target).
+    /// the report target of every node.
     pub alert_command: Option<String>,
+    /// Report targets per process (the deployment file's name): a command
+    /// run, besides `alert_command`, for the alerts about its replicas.
+    pub report_to: BTreeMap<String, String>,
+    /// The escalation target: a command run, besides the others, for
+    /// [`Escalated`](mod_distribute::topology::Alert::Escalated) alerts.
+    pub escalate_to: Option<String>,
 }
 
 impl Default for FaultConfig {
@@ -69,6 +80,8 @@ impl Default for FaultConfig {
             migratable: Vec::new(),
             rules: Rule::defaults(),
             alert_command: None,
+            report_to: BTreeMap::new(),
+            escalate_to: None,
         }
     }
 }

@@ -331,12 +331,15 @@ impl State {
                 .filter(|o| o.status != Status::Up);
             let out = out.count() + cordoned.iter().filter(|(s, _)| s == &i.service).count();
             if out + 1 > self.config.max_cordoned(total) {
-                self.alerts.raise(Alert::CordonHeldBack {
-                    service: i.service.clone(),
-                    node: node.to_owned(),
-                    cordoned: out,
-                    total,
-                });
+                self.raise(
+                    node,
+                    Alert::CordonHeldBack {
+                        service: i.service.clone(),
+                        node: node.to_owned(),
+                        cordoned: out,
+                        total,
+                    },
+                );
                 continue;
             }
             match self
@@ -364,13 +367,16 @@ impl State {
         let host = self.placed.get(node).map(|p| p.host.clone());
         if rule.report {
             actions.insert(0, "report".to_owned());
-            self.alerts.raise(Alert::InstanceFault {
-                node: node.to_owned(),
-                host,
-                kind: kind.as_str().to_owned(),
-                detail: why.to_owned(),
-                actions,
-            });
+            self.raise(
+                node,
+                Alert::InstanceFault {
+                    node: node.to_owned(),
+                    host,
+                    kind: kind.as_str().to_owned(),
+                    detail: why.to_owned(),
+                    actions,
+                },
+            );
         }
         let t = self.tracked.get_mut(node).expect("tracked");
         t.cordoned = cordoned;
@@ -459,10 +465,12 @@ impl State {
                 .set_status(&i.service, &i.id, Status::Down)
                 .await;
         }
-        self.alerts.raise(Alert::Escalated {
+        let escalated = Alert::Escalated {
             node: node.to_owned(),
             history,
-        });
+        };
+        let escalate_to = self.config.escalate_to.clone();
+        self.raise_with(node, escalated, escalate_to.as_deref());
     }
 
     /// Where `node` would migrate: its process and the least loaded healthy
@@ -502,11 +510,14 @@ impl State {
             node: to.clone(),
         };
         self.instruct(&target, &start).await;
-        self.alerts.raise(Alert::Migrated {
-            from: node.to_owned(),
-            to: to.clone(),
-            host: target,
-        });
+        self.raise(
+            node,
+            Alert::Migrated {
+                from: node.to_owned(),
+                to: to.clone(),
+                host: target,
+            },
+        );
         self.tracked.get_mut(node).expect("tracked").migrated_to = Some(to);
     }
 
@@ -515,16 +526,19 @@ impl State {
     /// repaired; reported when the rule says so.
     fn restarted(&self, host: &str, p: &ProcessReport) {
         if self.config.rule(FaultKind::Service).report {
-            self.alerts.raise(Alert::InstanceFault {
-                node: p.node.clone(),
-                host: Some(host.to_owned()),
-                kind: FaultKind::Service.as_str().to_owned(),
-                detail: format!(
-                    "its process exited; its host agent restarted it (restart {})",
-                    p.restarts
-                ),
-                actions: vec!["report".to_owned(), "repair:restart".to_owned()],
-            });
+            self.raise(
+                &p.node,
+                Alert::InstanceFault {
+                    node: p.node.clone(),
+                    host: Some(host.to_owned()),
+                    kind: FaultKind::Service.as_str().to_owned(),
+                    detail: format!(
+                        "its process exited; its host agent restarted it (restart {})",
+                        p.restarts
+                    ),
+                    actions: vec!["report".to_owned(), "repair:restart".to_owned()],
+                },
+            );
         }
     }
 
@@ -535,11 +549,32 @@ impl State {
             }
         }
         if t.acted {
-            self.alerts.raise(Alert::InstanceRecovered {
-                node: node.to_owned(),
-                after_ms: t.since.elapsed().as_millis() as u64,
-            });
+            self.raise(
+                node,
+                Alert::InstanceRecovered {
+                    node: node.to_owned(),
+                    after_ms: t.since.elapsed().as_millis() as u64,
+                },
+            );
         }
+    }
+
+    /// Raises `alert` about replica `node`: also to its process's report
+    /// target, if one is configured.
+    fn raise(&self, node: &str, alert: Alert) {
+        self.raise_with(node, alert, None);
+    }
+
+    /// [`raise`](Self::raise), and to `extra` too.
+    fn raise_with(&self, node: &str, alert: Alert, extra: Option<&str>) {
+        let process = self.placed.get(node).map(|p| p.process.as_str());
+        let target = process.and_then(|p| self.config.report_to.get(p));
+        let targets: Vec<&str> = target
+            .map(String::as_str)
+            .into_iter()
+            .chain(extra)
+            .collect();
+        self.alerts.raise_also(alert, &targets);
     }
 
     async fn instruct(&self, host: &str, instruction: &Instruction) {
