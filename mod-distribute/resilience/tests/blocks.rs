@@ -175,8 +175,17 @@ async fn the_building_blocks_survive_a_failover() {
     .await;
     let at = controller.local_addr().to_string();
     let server = node("server", &at, &["blocks.Echo"]).await;
-    let provided = server.container().provide::<dyn Echo>(Arc::new(Echoer));
-    provided.await.unwrap();
+    // Its registration is a write confirmed by WAIT 1 within 500 ms; on a
+    // loaded machine the first confirmation can miss that (a retryable
+    // Timeout, the write on the primary, the provide rolled back): again.
+    for attempt in 1.. {
+        let provided = server.container().provide::<dyn Echo>(Arc::new(Echoer));
+        match provided.await {
+            Ok(()) => break,
+            Err(e) if e.is_retryable() && attempt < 5 => eprintln!("provide: {e}; again"),
+            Err(e) => panic!("provide: {e}"),
+        }
+    }
     let app = node("app", &at, &[]).await;
     let echo = app.container().get::<dyn Echo>().unwrap();
     let e = echo.clone();
