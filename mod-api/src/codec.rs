@@ -128,26 +128,29 @@ impl Codec for Bincode {
     }
 }
 
-/// Decodes with a byte limit of the smallest tier that holds the input.
+/// Decodes with a byte limit of the smallest tier that holds 16 times the input.
 ///
 /// Why: bincode allocates a string or byte buffer of the length its prefix
 /// claims before it reads the bytes, so 9 bytes claiming 2^40 allocated 1 TiB
 /// and aborted the process. With a limit, bincode counts the bytes every such
-/// buffer claims and fails once the count passes it. In serde mode only
-/// strings and byte buffers claim, and valid ones claim no more than the
-/// bytes they occupy, so a limit of at least the input's length never rejects
-/// a valid value. The limit is a const generic, hence tiers: a decode
-/// allocates at most the input's tier (at most 16 times the input, 4 KiB at
-/// least; 4 GiB at most, so a value with more than 4 GiB of strings and bytes
-/// does not decode). Sequences are preallocated by serde's cautious size hint (at most
-/// 1 MiB each) and grow only as their elements decode.
+/// buffer claims and fails once the count passes it. It also counts every
+/// primitive at its size in memory (8 bytes for a `u64`), which a varint
+/// encodes in as little as 1 byte: a valid value claims at most 16 times the
+/// bytes it occupies (a `u128` of 1 byte), so a limit of 16 times the input
+/// never rejects one (a `Vec<u64>` of small ids claimed 8 times its size,
+/// and was refused while the limit was the input's length). The limit is a
+/// const generic, hence tiers: a decode allocates at most the input's tier
+/// (4 KiB at least; 4 GiB at most, so a value with more than 4 GiB of
+/// strings, bytes and primitives does not decode). Sequences are
+/// preallocated by serde's cautious size hint (at most 1 MiB each) and grow
+/// only as their elements decode.
 fn bounded_decode<T: DeserializeOwned>(
     bytes: &[u8],
 ) -> std::result::Result<(T, usize), bincode::error::DecodeError> {
     use bincode::config::standard;
     use bincode::serde::decode_from_slice as from;
     const K: usize = 1024;
-    match bytes.len() {
+    match bytes.len().saturating_mul(16) {
         n if n <= 4 * K => from(bytes, standard().with_limit::<{ 4 * K }>()),
         n if n <= 64 * K => from(bytes, standard().with_limit::<{ 64 * K }>()),
         n if n <= K * K => from(bytes, standard().with_limit::<{ K * K }>()),

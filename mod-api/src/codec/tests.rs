@@ -77,6 +77,24 @@ fn valid_values_of_every_size_decode() {
     }
 }
 
+/// bincode counts each primitive at its size in memory (8 bytes for a
+/// `u64` that a varint writes in 1): many small integers claim several
+/// times their encoded size, and still decode at every tier.
+#[test]
+fn many_small_integers_decode() {
+    for n in [1usize, 300, 1200, 5_000, 70_000, 400_000] {
+        let ids: Vec<u64> = (0..n as u64).map(|i| i % 200).collect();
+        let wide: Vec<u128> = vec![1; n / 4];
+        let v = (ids, wide);
+        let bytes = Bincode::encode(&v).unwrap();
+        assert_eq!(
+            Bincode::decode::<(Vec<u64>, Vec<u128>)>(&bytes).unwrap(),
+            v,
+            "n = {n}"
+        );
+    }
+}
+
 #[cfg(feature = "postcard")]
 #[test]
 fn postcard_length_bombs_are_codec_errors() {
