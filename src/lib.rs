@@ -213,12 +213,14 @@ impl App {
     }
 
     /// Stops serving: deregisters hosted services and lets in-flight calls finish
-    /// (up to `grace`). A no-op for the monolith.
+    /// (up to `grace`); stateful services write their final checkpoints (the
+    /// distributed package's owners hand their services to a standby).
     pub async fn shutdown(&self, grace: std::time::Duration) {
         match &self.backend {
             #[cfg(feature = "monolith")]
-            AppBackend::Monolith(_) => {
+            AppBackend::Monolith(m) => {
                 let _ = grace;
+                m.shutdown().await;
             }
             #[cfg(feature = "distribute")]
             AppBackend::Distribute(d) => d.shutdown(grace).await,
@@ -261,6 +263,69 @@ impl App {
     /// Provides the implementation of service `S` (see [`Container::provide`]).
     pub async fn provide<S: Service + ?Sized>(&self, service: Arc<S>) -> Result<()> {
         self.container().provide(service).await
+    }
+
+    /// Provides service `S` whose implementation owns in-memory state: the
+    /// same object as the service (`service`) and as [`Stateful`](state::Stateful)
+    /// (`state`). See [`state`] for what each package guarantees.
+    ///
+    /// The monolith restores the last checkpoint from `data_dir` (required)
+    /// and writes one every `config.period` and at [`shutdown`](Self::shutdown).
+    /// The distributed package makes this process the owner (restored from
+    /// Redis) or a standby that takes over when the owner moves or dies.
+    ///
+    /// ```
+    /// # use std::sync::{Arc, Mutex};
+    /// use modkit::prelude::*;
+    /// use modkit::state::{StateConfig, Stateful};
+    ///
+    /// #[service(name = "demo.Counter")]
+    /// pub trait Counter {
+    ///     async fn add(&self, n: u64) -> Result<u64, Error>;
+    /// }
+    ///
+    /// #[derive(Default)]
+    /// struct Total(Mutex<u64>);
+    ///
+    /// #[async_trait]
+    /// impl Counter for Total {
+    ///     async fn add(&self, n: u64) -> Result<u64, Error> {
+    ///         let mut total = self.0.lock().unwrap();
+    ///         *total += n;
+    ///         Ok(*total)
+    ///     }
+    /// }
+    ///
+    /// impl Stateful for Total {
+    ///     type State = u64;
+    ///     async fn checkpoint(&self) -> modkit::Result<u64> { Ok(*self.0.lock().unwrap()) }
+    ///     async fn restore(&self, total: u64) -> modkit::Result<()> {
+    ///         *self.0.lock().unwrap() = total;
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> modkit::Result<()> {
+    /// # let dir = std::env::temp_dir().join(format!("modkit-doc-state-{}", std::process::id()));
+    /// let mut config = Config::default();
+    /// config.data_dir = Some(dir.clone());
+    /// let app = App::start(config).await?;
+    /// let total = Arc::new(Total::default());
+    /// app.provide_stateful::<dyn Counter, _>(total.clone(), total, StateConfig::new()).await?;
+    /// assert_eq!(app.get::<dyn Counter>()?.add(2).await?, 2);
+    /// app.shutdown(std::time::Duration::from_secs(1)).await; // final checkpoint
+    /// # std::fs::remove_dir_all(dir).ok();
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn provide_stateful<S: Service + ?Sized, T: state::Stateful>(
+        &self,
+        service: Arc<S>,
+        state: Arc<T>,
+        config: state::StateConfig,
+    ) -> Result<state::StateHandle> {
+        with_backend!(self, b => b.provide_stateful(service, state, config).await)
     }
 
     /// Whether this process hosts service `S` (see [`Container::hosts`]): in
@@ -403,5 +468,14 @@ impl Backend for App {
 
     fn queue<M: Value>(&self, name: &str, config: QueueConfig) -> Result<Arc<dyn Queue<M>>> {
         with_backend!(self, b => b.queue(name, config))
+    }
+
+    async fn provide_stateful<S: Service + ?Sized, T: state::Stateful>(
+        &self,
+        service: Arc<S>,
+        state: Arc<T>,
+        config: state::StateConfig,
+    ) -> Result<state::StateHandle> {
+        App::provide_stateful(self, service, state, config).await
     }
 }

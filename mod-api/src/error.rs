@@ -52,6 +52,10 @@ pub enum ErrorKind {
     Closed,
     /// A bug or an unexpected state inside modkit.
     Internal,
+    /// The call reached a process that does not own the service's state now
+    /// (it moved or is moving, see [`state`](crate::state)). The call did not
+    /// run: retry it on the current owner (the distributed proxy does).
+    Moved,
 }
 
 impl ErrorKind {
@@ -63,6 +67,7 @@ impl ErrorKind {
                 | ErrorKind::Timeout
                 | ErrorKind::Unavailable
                 | ErrorKind::QueueFull
+                | ErrorKind::Moved
         )
     }
 
@@ -86,6 +91,7 @@ impl ErrorKind {
             ErrorKind::Unauthenticated => "unauthenticated",
             ErrorKind::Closed => "closed",
             ErrorKind::Internal => "internal",
+            ErrorKind::Moved => "moved",
         }
     }
 }

@@ -44,6 +44,7 @@ pub mod name;
 pub mod queue;
 pub mod registry;
 pub mod session;
+pub mod state;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
@@ -66,6 +67,10 @@ pub use queue::{
 };
 pub use registry::{ConsumerInfo, Instance, Lease, Registry, RegistryExt, Snapshot, Status, Watch};
 pub use session::{Session, SessionConfig, SessionId, SessionStore};
+
+/// A boxed, sendable future: what `async_trait` methods return, and what
+/// the seams written out by hand (layers, [`state::StateControl`]) return.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;

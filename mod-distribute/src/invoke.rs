@@ -80,7 +80,7 @@ impl RpcHosting {
     }
 
     /// The RPC server, bound on first use to serve `table`.
-    async fn server(&self, table: &DispatchTable) -> Result<Arc<RpcServer>> {
+    pub(crate) async fn server(&self, table: &DispatchTable) -> Result<Arc<RpcServer>> {
         let mut slot = self.server.lock().await;
         if let Some(server) = slot.as_ref() {
             return Ok(server.clone());
@@ -89,6 +89,44 @@ impl RpcHosting {
         tracing::info!(node = %self.node_id, addr = %server.local_addr(), "rpc server listening");
         *slot = Some(server.clone());
         Ok(server)
+    }
+
+    /// Serves `table` (the server starts on first use) and registers this
+    /// node as an `Up` instance of `service`, with `metadata` besides the
+    /// node and listen address; the caller keeps the lease.
+    pub(crate) async fn register(
+        &self,
+        service: &'static str,
+        table: &DispatchTable,
+        metadata: &[(&str, String)],
+    ) -> Result<Lease> {
+        let server = self.server(table).await?;
+        let mut instance = Instance::new(service, self.node_id.clone(), self.advertised(&server));
+        instance
+            .metadata
+            .insert("node".into(), self.node_id.clone());
+        // Where it listens, for observers on its own host (a host agent's
+        // probe) when the advertised address is another one (a proxy, NAT).
+        instance
+            .metadata
+            .insert("listen".into(), server.local_addr().to_string());
+        for (key, value) in metadata {
+            instance.metadata.insert((*key).into(), value.clone());
+        }
+        instance.version = env!("CARGO_PKG_VERSION").into();
+        self.registry
+            .register_leased(instance, self.lease_ttl)
+            .await
+    }
+
+    /// This node's id.
+    pub(crate) fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The registry instances are registered in.
+    pub(crate) fn registry(&self) -> &Arc<dyn Registry> {
+        &self.registry
     }
 
     /// Deregisters every hosted instance, then drains and closes the RPC server.
@@ -118,21 +156,7 @@ impl Hosting for RpcHosting {
     }
 
     async fn serve(&self, service: &'static str, table: &DispatchTable) -> Result<()> {
-        let server = self.server(table).await?;
-        let mut instance = Instance::new(service, self.node_id.clone(), self.advertised(&server));
-        instance
-            .metadata
-            .insert("node".into(), self.node_id.clone());
-        // Where it listens, for observers on its own host (a host agent's
-        // probe) when the advertised address is another one (a proxy, NAT).
-        instance
-            .metadata
-            .insert("listen".into(), server.local_addr().to_string());
-        instance.version = env!("CARGO_PKG_VERSION").into();
-        let lease = self
-            .registry
-            .register_leased(instance, self.lease_ttl)
-            .await?;
+        let lease = self.register(service, table, &[]).await?;
         self.leases
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -18,15 +18,19 @@ pub mod redis_server;
 pub mod registry;
 pub mod rpc;
 pub mod session;
+pub mod state;
 pub mod topology;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use mod_api::backend::Node;
+use mod_api::state::{
+    Gate, GateLayer, StateConfig, StateControl, StateHandle, Stateful, TypedCell,
+};
 use mod_api::{
     Backend, Cache, CachePolicy, Capabilities, Config, Container, Queue, QueueConfig, Registry,
-    Result, SessionConfig, SessionStore, Value,
+    Result, Service, SessionConfig, SessionStore, Value,
 };
 
 pub use self::redis::Redis;
@@ -61,6 +65,7 @@ struct Inner {
     redis: Redis,
     near: Arc<NearHub>,
     remote: Arc<RpcHosting>,
+    stewards: state::Stewards,
 }
 
 impl std::fmt::Debug for Distributed {
@@ -100,6 +105,7 @@ impl Distributed {
                 redis,
                 near,
                 remote,
+                stewards: Default::default(),
             }),
         })
     }
@@ -127,7 +133,27 @@ impl Distributed {
     /// Graceful shutdown: deregister hosted services, let in-flight calls finish
     /// (up to `grace`), close the RPC server.
     pub async fn shutdown(&self, grace: Duration) {
+        // Owners hand their stateful services over first (their RPC server
+        // still answers `Moved` meanwhile).
+        let stewards = std::mem::take(
+            &mut *self
+                .inner
+                .stewards
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for steward in stewards {
+            if let Err(e) = steward.stop().await {
+                tracing::warn!(service = steward.service(), error = %e, "stateful service not handed over at shutdown");
+            }
+        }
         self.inner.remote.shutdown(grace).await;
+    }
+
+    /// Moves stateful service `service` to node `to`, or to the least loaded
+    /// healthy standby ([`state::request_takeover`]); returns the target.
+    pub async fn request_takeover(&self, service: &str, to: Option<&str>) -> Result<String> {
+        state::request_takeover(&self.inner.redis, &*self.registry(), service, to).await
     }
 }
 
@@ -182,5 +208,36 @@ impl Backend for Distributed {
         node.queue(name, config, |config| {
             RedisQueue::<M>::open(redis.clone(), name, config)
         })
+    }
+
+    async fn provide_stateful<S: Service + ?Sized, T: Stateful>(
+        &self,
+        service: Arc<S>,
+        state: Arc<T>,
+        config: StateConfig,
+    ) -> Result<StateHandle> {
+        let gate = Gate::new(S::NAME);
+        let container = self.container();
+        if !container.provide_layered(service, &GateLayer(gate.clone()))? {
+            return Ok(StateHandle::new(Arc::new(state::Elsewhere(S::NAME))));
+        }
+        let Inner { redis, remote, .. } = &*self.inner;
+        // Listening from now on: a standby answers `Moved` until it owns the service.
+        remote.server(container.dispatch_table()).await?;
+        let steward = state::Steward::start(
+            S::NAME,
+            Arc::new(TypedCell(state)),
+            state::StateStore::new(redis.clone(), S::NAME),
+            gate,
+            config,
+            remote.clone(),
+            container.dispatch_table().clone(),
+        );
+        self.inner
+            .stewards
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(steward.clone());
+        Ok(StateHandle::new(steward))
     }
 }

@@ -17,14 +17,16 @@ pub mod invoke;
 pub mod queue;
 pub mod registry;
 pub mod session;
+pub mod state;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use mod_api::backend::Node;
+use mod_api::state::{StateConfig, StateControl, StateHandle, Stateful, TypedCell};
 use mod_api::{
     Backend, Cache, CachePolicy, Capabilities, Config, Container, Error, ErrorKind, Queue,
-    QueueConfig, Registry, Result, SessionConfig, SessionStore, Value,
+    QueueConfig, Registry, Result, Service, SessionConfig, SessionStore, Value,
 };
 
 pub use cache::MokaCache;
@@ -32,6 +34,7 @@ pub use invoke::LocalHosting;
 pub use queue::MemoryQueue;
 pub use registry::MemoryRegistry;
 pub use session::MemorySessions;
+pub use state::StateKeeper;
 
 /// The monolith backend: one process, everything in memory.
 ///
@@ -40,6 +43,8 @@ pub use session::MemorySessions;
 #[derive(Clone)]
 pub struct Monolith {
     node: Arc<Node>,
+    /// The stateful services' keepers: their final checkpoints at shutdown.
+    keepers: Arc<std::sync::Mutex<Vec<Arc<state::StateKeeper>>>>,
 }
 
 impl std::fmt::Debug for Monolith {
@@ -65,6 +70,7 @@ impl Monolith {
         tracing::info!(node_id = %node.node_id(), "monolith started");
         Ok(Monolith {
             node: Arc::new(node),
+            keepers: Arc::default(),
         })
     }
 
@@ -78,6 +84,22 @@ impl Monolith {
     /// none without a `data_dir` (such a queue then fails to open).
     pub fn spill_dir(&self) -> Option<PathBuf> {
         self.config().data_dir.as_ref().map(|d| d.join("spill"))
+    }
+
+    /// Where stateful services keep their checkpoints: `<data_dir>/state`.
+    pub fn state_dir(&self) -> Option<PathBuf> {
+        self.config().data_dir.as_ref().map(|d| d.join("state"))
+    }
+
+    /// Stops the stateful services: each writes its final checkpoint (a
+    /// failure is logged at WARN and the others still write theirs).
+    pub async fn shutdown(&self) {
+        let keepers = std::mem::take(&mut *self.keepers.lock().unwrap_or_else(|e| e.into_inner()));
+        for keeper in keepers {
+            if let Err(e) = keeper.stop().await {
+                tracing::warn!(service = keeper.service(), error = %e, "final checkpoint failed");
+            }
+        }
     }
 }
 
@@ -141,5 +163,27 @@ impl Backend for Monolith {
         node.queue(name, config, |config| {
             MemoryQueue::<M>::open_with_spill_dir(name, config, Some(dlq), spill_dir.as_deref())
         })
+    }
+
+    async fn provide_stateful<S: Service + ?Sized, T: Stateful>(
+        &self,
+        service: Arc<S>,
+        state: Arc<T>,
+        config: StateConfig,
+    ) -> Result<StateHandle> {
+        let Some(dir) = self.state_dir() else {
+            return Err(Error::config(format!(
+                "stateful service {} needs data_dir (MODKIT_DATA_DIR) in the monolith: its checkpoints are kept there",
+                S::NAME
+            )));
+        };
+        // Restored before the service takes its first call.
+        let keeper = StateKeeper::start(S::NAME, Arc::new(TypedCell(state)), &dir, &config).await?;
+        self.container().provide(service).await?;
+        self.keepers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(keeper.clone());
+        Ok(StateHandle::new(keeper))
     }
 }

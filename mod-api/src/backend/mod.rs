@@ -14,11 +14,14 @@ use crate::cache::{Cache, CachePolicy};
 use crate::capabilities::Capabilities;
 use crate::error::Result;
 use crate::invoke::Container;
+use crate::invoke::Service;
 pub use crate::name::check_name;
 use crate::queue::{Queue, QueueConfig};
 use crate::registry::Registry;
 use crate::session::{SessionConfig, SessionStore};
+use crate::state::{StateConfig, StateHandle, Stateful};
 use crate::Value;
+use std::future::Future;
 
 /// A deployment package's implementation of the five building blocks.
 ///
@@ -61,4 +64,19 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Opens the queue `name` of `M` messages.
     fn queue<M: Value>(&self, name: &str, config: QueueConfig) -> Result<Arc<dyn Queue<M>>>;
+
+    /// Provides service `S` whose implementation `state` owns in-memory
+    /// state ([`crate::state`]): `service` and `state` are the same object,
+    /// once as the service trait and once as [`Stateful`].
+    ///
+    /// The monolith restores the last checkpoint from `data_dir` and then
+    /// checkpoints every [`StateConfig::period`]; the distributed package
+    /// makes this process the service's owner or a standby, and moves the
+    /// state between them (see its `state` module).
+    fn provide_stateful<S: Service + ?Sized, T: Stateful>(
+        &self,
+        service: Arc<S>,
+        state: Arc<T>,
+        config: StateConfig,
+    ) -> impl Future<Output = Result<StateHandle>> + Send;
 }

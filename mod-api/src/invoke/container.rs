@@ -165,6 +165,35 @@ impl Container {
         Ok(())
     }
 
+    /// Provides a service whose calls go through `layer` and that the
+    /// backend registers itself (a stateful service: only its current owner
+    /// registers). Unlike [`provide`](Self::provide), the object is not
+    /// handed out by [`get`](Self::get) in this process: callers here go
+    /// through the transport too, so they reach the owner wherever it is.
+    ///
+    /// `Ok(false)` when the [`Hosting`] does not host `S` here (nothing is
+    /// served; callers reach another process).
+    pub fn provide_layered<S: Service + ?Sized>(
+        &self,
+        service: Arc<S>,
+        layer: &dyn Layer<dyn super::Dispatch>,
+    ) -> Result<bool> {
+        self.offered
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(S::NAME);
+        if !self.hosts::<S>() {
+            return Ok(false);
+        }
+        if !self.table.insert_new(layer.layer(S::dispatcher(service))) {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("service {} is already provided", S::NAME),
+            ));
+        }
+        Ok(true)
+    }
+
     /// Whether this process hosts service `S`, so that providing it serves it
     /// here: always without a [`Hosting`] and in the monolith; in the
     /// distributed package, when the configured host list names it (or there

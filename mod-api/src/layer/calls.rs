@@ -202,6 +202,12 @@ impl Measure<'_> {
                 Some("application")
             }
             Ok(_) => None,
+            // A non-owner's refusal of a stateful service's call: it did
+            // not run, and the caller's proxy sends it to the owner.
+            Err(e) if e.kind() == crate::ErrorKind::Moved => {
+                tracing::debug!(service, method, side, error = %e, "call refused: not the owner");
+                Some(e.kind().as_str())
+            }
             Err(e) => {
                 let kind = e.kind().as_str();
                 tracing::warn!(service, method, side, kind, error = %e, "call failed");

@@ -214,6 +214,18 @@ impl ServiceProxy {
         }
     }
 
+    /// The first snapshot after `seen` (before `deadline`): what a call
+    /// refused with [`ErrorKind::Moved`] waits for.
+    async fn next_targets(&self, seen: &Arc<Targets>, deadline: Instant) -> Option<Arc<Targets>> {
+        let mut rx = self.targets.clone();
+        let newer = rx.wait_for(|t| t.as_ref().is_some_and(|t| !Arc::ptr_eq(t, seen)));
+        let got = match tokio::time::timeout_at(deadline.into(), newer).await {
+            Ok(Ok(targets)) => targets.clone(),
+            _ => None,
+        };
+        got
+    }
+
     /// One attempt on `target`, counted in its in-flight calls.
     async fn attempt(
         &self,
@@ -250,25 +262,39 @@ impl Transport for ServiceProxy {
             e.with_context("service", call.service)
                 .with_context("method", call.method)
         };
-        let targets = self.targets(deadline).await.map_err(in_call)?;
-        let candidates = self.candidates(&targets);
+        let mut targets = self.targets(deadline).await.map_err(in_call)?;
         let mut tried: Vec<Arc<Target>> = Vec::new();
-        let mut last_error = None;
-        let attempts = 1 + self.config.retries as usize;
-        for attempt in 0..attempts {
-            let Some(target) = self.pick(&candidates, &tried) else {
+        let mut last_error: Option<Error> = None;
+        let mut attempts = 1 + self.config.retries as usize;
+        let mut first = true;
+        while attempts > 0 {
+            let picked = self.pick(&self.candidates(&targets), &tried).cloned();
+            let Some(target) = picked else {
+                // Refused by an instance that no longer owns the service (a
+                // stateful service moving): the registry shows the new owner
+                // soon; the call did not run, so it waits for that.
+                if last_error
+                    .as_ref()
+                    .is_some_and(|e| e.kind() == ErrorKind::Moved)
+                {
+                    if let Some(next) = self.next_targets(&targets, deadline).await {
+                        targets = next;
+                        continue;
+                    }
+                }
                 break;
             };
             // The first attempt starts now: it has the whole timeout.
-            let budget = if attempt == 0 {
+            let budget = if first {
                 timeout
             } else {
                 deadline.saturating_duration_since(Instant::now())
             };
+            first = false;
             if budget.is_zero() {
                 return Err(in_call(Error::timeout("deadline passed")));
             }
-            let e = match self.attempt(target, &call, deadline, budget).await {
+            let e = match self.attempt(&target, &call, deadline, budget).await {
                 Ok(reply) => {
                     target.health.succeeded();
                     return Ok(reply);
@@ -276,16 +302,26 @@ impl Transport for ServiceProxy {
                 Err(e) => e,
             };
             let address = &target.address;
-            self.on_failure(target, &e, &targets);
+            // A refusal by a non-owner is no fault of the instance, and the
+            // call did not run there: always safe to send elsewhere.
+            let moved = e.kind() == ErrorKind::Moved;
+            if !moved {
+                self.on_failure(&target, &e, &targets);
+                attempts -= 1;
+            }
             let transport_failure = matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Closed);
-            let may_retry = transport_failure && (call.idempotent || not_sent(&e));
+            let may_retry = moved || (transport_failure && (call.idempotent || not_sent(&e)));
             let e = in_call(e).with_context("address", address);
-            tracing::warn!(error = %e, may_retry, "remote call failed");
+            if moved {
+                tracing::debug!(error = %e, "instance does not own the service now; trying the owner");
+            } else {
+                tracing::warn!(error = %e, may_retry, "remote call failed");
+            }
             if !may_retry {
                 return Err(e);
             }
             last_error = Some(e);
-            tried.push(target.clone());
+            tried.push(target);
         }
         Err(last_error
             .unwrap_or_else(|| in_call(Error::unavailable("no Up instance of the service"))))

@@ -1,7 +1,5 @@
 //! [`Probe`]: what the observe layer does around one operation of one block.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,8 +9,7 @@ use tracing::{Instrument, Level};
 use super::sharded::Sharded;
 use crate::error::{ErrorKind, Result};
 
-/// A boxed, sendable future: what `async_trait` methods return.
-pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) use crate::BoxFuture;
 
 /// One operation in this many has its latency measured (per thread): two
 /// clock reads and a histogram record per operation would cost more than an
