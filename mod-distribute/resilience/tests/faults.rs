@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mod_api::{async_trait, service, Backend, Config, Error, Registry, Status};
+use mod_api::state::{Role, StateConfig, StateHandle, Stateful};
+use mod_api::{async_trait, service, Backend, Config, Error, Registry, ServiceExt, Status};
 use mod_distribute::deploy::{self, DeploymentFile, Launcher};
 use mod_distribute::topology::Alert;
 use mod_distribute::{Distributed, Redis, RedisServer, RpcConfig};
@@ -30,6 +31,43 @@ pub trait Work {
 }
 
 struct Replica(String);
+
+/// A stateful service: a running total, owned by one replica at a time.
+#[service(crate = mod_api, name = "test.Tally")]
+pub trait Tally {
+    /// Adds one; the answering node, its owner epoch and the new total.
+    async fn add(&self) -> Result<(String, u64, u64), Error>;
+}
+
+struct Total {
+    node: String,
+    total: std::sync::Mutex<u64>,
+    handle: std::sync::OnceLock<StateHandle>,
+}
+
+#[async_trait]
+impl Tally for Total {
+    async fn add(&self) -> Result<(String, u64, u64), Error> {
+        let epoch = match self.handle.get().map(StateHandle::role) {
+            Some(Role::Owner { epoch }) => epoch,
+            _ => 0,
+        };
+        let mut total = self.total.lock().unwrap();
+        *total += 1;
+        Ok((self.node.clone(), epoch, *total))
+    }
+}
+
+impl Stateful for Total {
+    type State = u64;
+    async fn checkpoint(&self) -> mod_api::Result<u64> {
+        Ok(*self.total.lock().unwrap())
+    }
+    async fn restore(&self, total: u64) -> mod_api::Result<()> {
+        *self.total.lock().unwrap() = total;
+        Ok(())
+    }
+}
 
 #[async_trait]
 impl Work for Replica {
@@ -54,6 +92,20 @@ fn faults_child() {
             .provide::<dyn Work>(Arc::new(Replica(role.node.clone())))
             .await
             .expect("provide");
+        // Hosted only where the deployment file names it.
+        let total = Arc::new(Total {
+            node: role.node.clone(),
+            total: std::sync::Mutex::new(0),
+            handle: std::sync::OnceLock::new(),
+        });
+        let state = StateConfig::new()
+            .period(Duration::from_millis(100))
+            .lease(Duration::from_secs(1));
+        let handle = app
+            .provide_stateful::<dyn Tally, _>(total.clone(), total.clone(), state)
+            .await
+            .expect("provide the tally");
+        total.handle.set(handle).ok();
         deploy::shutdown_signal().await.expect("signal");
         app.shutdown(Duration::from_secs(1)).await;
     });
@@ -474,4 +526,63 @@ async fn a_killed_replica_is_reported_and_serves_again() {
     stop.store(true, Ordering::Relaxed);
     let (_, failures) = load.await.unwrap();
     none_after(&failures, killed, 0);
+}
+
+/// The owner of a stateful service freezes: the monitor does not cordon
+/// it but moves the service (or finds it moved: the standby claims it by
+/// itself once the frozen owner's lease runs out); the other replica
+/// restores the last checkpoint under epoch 2 and the total goes on from
+/// where it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_faulty_owner_of_a_stateful_service_is_taken_over() {
+    let file = "[[process]]\nname = \"work\"\nservices = [\"test.Work\", \"test.Tally\"]\nreplicas = 2\nhost = \"h1\"\n";
+    let mut rig = Rig::start(file, &["h1"], FaultConfig::default(), no_env).await;
+    let registry = rig.caller.registry();
+    let owners = || {
+        let registry = registry.clone();
+        async move { registry.lookup("test.Tally").await.unwrap_or_default() }
+    };
+    eventually("an owner registered", Duration::from_secs(10), || async {
+        owners().await.len() == 1
+    })
+    .await;
+    let owner = owners().await[0].id.clone();
+    let tally = rig.caller.container().get::<dyn Tally>().expect("client");
+    for n in 1..=20 {
+        let (node, epoch, total) = tally.add().await.expect("add");
+        assert_eq!((node.as_str(), epoch, total), (owner.as_str(), 1, n));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await; // checkpointed
+    signal(rig.pid(&owner), "-STOP");
+
+    let fault = rig.alert("instance_fault", Duration::from_secs(5)).await;
+    let Alert::InstanceFault { node, actions, .. } = &fault else {
+        unreachable!()
+    };
+    assert_eq!(node, &owner);
+    let other = if owner == "work-0" {
+        "work-1"
+    } else {
+        "work-0"
+    };
+    assert!(
+        actions.contains(&format!("takeover:test.Tally:{other}")),
+        "{actions:?}"
+    );
+    // Calls that reach the frozen owner time out (and never ran); then the
+    // new owner answers, from the checkpointed total.
+    let tally = tally.with_timeout(Duration::from_millis(300));
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let answer = loop {
+        assert!(Instant::now() < deadline, "no new owner answered");
+        match tally.add().await {
+            Ok(answer) => break answer,
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    assert_eq!(
+        answer,
+        (other.to_owned(), 2, 21),
+        "taken over with the state"
+    );
 }

@@ -35,7 +35,7 @@ use mod_api::{BoxFuture, Error, ErrorKind, Result};
 
 pub use steward::{Steward, POLL};
 pub use store::StateStore;
-pub use takeover::{choose_target, request_takeover, TAKEOVER_HOLD};
+pub use takeover::{choose_target, move_away, request_takeover, TAKEOVER_HOLD};
 
 /// The control of a stateful service this process does not host.
 pub(crate) struct Elsewhere(pub(crate) &'static str);

@@ -77,3 +77,20 @@ pub async fn request_takeover(
     tracing::info!(service, to = %target, "takeover requested");
     Ok(target)
 }
+
+/// Moves stateful service `service` away from `node` (at risk, or found
+/// faulty), unless it has moved already — a standby takes over by itself
+/// once a dead owner's lease runs out. Returns the owner, or the owner to be.
+pub async fn move_away(
+    redis: &Redis,
+    registry: &dyn Registry,
+    service: &str,
+    node: &str,
+) -> Result<String> {
+    let seen = StateStore::new(redis.clone(), service).ownership().await?;
+    let owner = seen.owner.as_deref().and_then(parse_token).map(|(_, n)| n);
+    match owner {
+        Some(owner) if owner != node => Ok(owner.to_owned()),
+        _ => request_takeover(redis, registry, service, None).await,
+    }
+}

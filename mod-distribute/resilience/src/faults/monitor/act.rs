@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use mod_api::{Instance, Status};
+use mod_distribute::state;
 use mod_distribute::topology::Alert;
 
 use super::{State, Tracked, View};
@@ -18,8 +19,21 @@ impl State {
         let rule = self.config.rule(kind);
         let mut actions = Vec::new();
         let mut cordoned = Vec::new();
+        // A stateful service's owner is not cordoned but moved: a standby
+        // takes it over (the owner, if it still can, hands it over cleanly).
+        let (owners, plain): (Vec<&&Instance>, Vec<&&Instance>) = insts
+            .iter()
+            .partition(|i| i.metadata.contains_key("state_epoch"));
+        for i in owners {
+            match state::move_away(&self.redis, &*self.registry, &i.service, node).await {
+                Ok(to) => actions.push(format!("takeover:{}:{to}", i.service)),
+                Err(e) => {
+                    tracing::warn!(node, service = %i.service, error = %e, "no takeover of the stateful service")
+                }
+            }
+        }
         // Every fault here failed the monitor's probe: impact high, cordon.
-        for i in insts.iter().filter(|i| i.status == Status::Up) {
+        for i in plain.into_iter().filter(|i| i.status == Status::Up) {
             let total = view.of_service(&i.service).count();
             let out = view
                 .of_service(&i.service)
