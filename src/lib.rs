@@ -310,11 +310,17 @@ impl App {
     /// # let dir = std::env::temp_dir().join(format!("modkit-doc-state-{}", std::process::id()));
     /// let mut config = Config::default();
     /// config.data_dir = Some(dir.clone());
-    /// let app = App::start(config).await?;
+    /// let app = App::start(config.clone()).await?;
     /// let total = Arc::new(Total::default());
     /// app.provide_stateful::<dyn Counter, _>(total.clone(), total, StateConfig::new()).await?;
     /// assert_eq!(app.get::<dyn Counter>()?.add(2).await?, 2);
     /// app.shutdown(std::time::Duration::from_secs(1)).await; // final checkpoint
+    ///
+    /// // A warm restart (after an upgrade, say): the state is back.
+    /// let app = App::start(config).await?;
+    /// let total = Arc::new(Total::default());
+    /// app.provide_stateful::<dyn Counter, _>(total.clone(), total, StateConfig::new()).await?;
+    /// assert_eq!(app.get::<dyn Counter>()?.add(1).await?, 3);
     /// # std::fs::remove_dir_all(dir).ok();
     /// # Ok(())
     /// # }

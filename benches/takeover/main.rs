@@ -31,8 +31,8 @@
 //!   between cycles.
 //! - **crash**: the same two nodes; each cycle `kill -9` of the owner. Time:
 //!   from the kill to the first call answered by the standby (which waits
-//!   for the owner's lease to run out, then one more lease with no owner
-//!   before it claims, then restores the last periodic checkpoint).
+//!   for the owner's lease to run out, claims the service, and restores the
+//!   last periodic checkpoint).
 //!   `lost_updates`: update ids acknowledged (to the client, before the
 //!   state was read back) missing from the new owner's state, summed over
 //!   the cycles. **`rpo_ms`** of a cycle: how much acknowledged history the

@@ -156,6 +156,11 @@ impl Deployment {
     /// its node by its `node` metadata or id). Replicas stopped with
     /// [`stop_replica`](Deployment::stop_replica) are not waited for.
     ///
+    /// A stateful service (`provide_stateful`) is registered by its owner
+    /// only, never by its standbys: list it in a process of one replica, or
+    /// wait for its owner yourself (`registry.lookup`), else this times out
+    /// naming the standbys.
+    ///
     /// Fails with [`Timeout`](mod_api::ErrorKind::Timeout) after `timeout`,
     /// or with [`Unavailable`](mod_api::ErrorKind::Unavailable) at once when
     /// a replica it waits for exited for good; the error names every
