@@ -111,15 +111,21 @@ impl Probe {
             return fut;
         }
         Box::pin(async move {
-            let span = tracing::debug_span!(
-                "modkit.block",
-                block = self.block,
-                name = &*self.name,
-                op = self.ops[op],
-                key
-            );
             let start = (self.metered() && sampled()).then(Instant::now);
-            let outcome = fut.instrument(span).await;
+            // No span (nor its enter and exit at every poll) when nothing
+            // takes DEBUG: metrics alone need only the outcome.
+            let outcome = if tracing::enabled!(Level::DEBUG) {
+                let span = tracing::debug_span!(
+                    "modkit.block",
+                    block = self.block,
+                    name = &*self.name,
+                    op = self.ops[op],
+                    key
+                );
+                fut.instrument(span).await
+            } else {
+                fut.await
+            };
             self.record(op, start, &outcome);
             if self.metered() {
                 then(&outcome);
