@@ -13,8 +13,10 @@ pub(crate) use crate::BoxFuture;
 
 /// One operation in this many has its latency measured (per thread): two
 /// clock reads and a histogram record per operation would cost more than an
-/// in-memory block operation itself; counts and errors are exact.
-pub const LATENCY_SAMPLE: u32 = 8;
+/// in-memory block operation itself; counts and errors are exact. 64, not
+/// 8: with the Prometheus recorder, recording 1 in 8 cut the monolith
+/// cache's reads to 0.65 of moka's, 1 in 64 to 0.81 (`compare --metrics`).
+pub const LATENCY_SAMPLE: u32 = 64;
 
 thread_local! {
     /// Operations observed on this thread, for [`LATENCY_SAMPLE`].
