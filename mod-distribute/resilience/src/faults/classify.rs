@@ -39,17 +39,6 @@ impl fmt::Display for FaultKind {
     }
 }
 
-/// How badly a replica's callers are hurt, from the monitor's own probe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Impact {
-    /// It answers in time.
-    Low,
-    /// It answers, slowly (slower than `slow_probe`).
-    Medium,
-    /// It does not answer.
-    High,
-}
-
 /// The monitor's own health probe of a replica's advertised address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Probed {
@@ -59,17 +48,6 @@ pub enum Probed {
     Timeout,
     /// Not reachable (refused, reset).
     Failed(String),
-}
-
-impl Probed {
-    /// The impact this probe shows, `slow` being the threshold of "slow".
-    pub fn impact(&self, slow: Duration) -> Impact {
-        match self {
-            Probed::Ok(took) if *took > slow => Impact::Medium,
-            Probed::Ok(_) => Impact::Low,
-            Probed::Timeout | Probed::Failed(_) => Impact::High,
-        }
-    }
 }
 
 /// What the replica's host agent says, if anything.
@@ -239,20 +217,5 @@ mod tests {
         for agent in [AgentView::Unmanaged, AgentView::Stale] {
             assert!(matches!(classify(&down, agent), Verdict::Unexplained(_)));
         }
-    }
-
-    #[test]
-    fn impact_from_the_probe() {
-        let slow = Duration::from_millis(100);
-        assert_eq!(
-            Probed::Ok(Duration::from_millis(5)).impact(slow),
-            Impact::Low
-        );
-        assert_eq!(
-            Probed::Ok(Duration::from_millis(150)).impact(slow),
-            Impact::Medium
-        );
-        assert_eq!(Probed::Timeout.impact(slow), Impact::High);
-        assert!(Impact::High > Impact::Medium && Impact::Medium > Impact::Low);
     }
 }

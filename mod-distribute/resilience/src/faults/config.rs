@@ -35,9 +35,6 @@ pub struct FaultConfig {
     /// Deadline of the monitor's probe of one replica.
     #[serde(with = "duration")]
     pub probe_timeout: Duration,
-    /// A probe slower than this makes the impact medium (cordon).
-    #[serde(with = "duration")]
-    pub slow_probe: Duration,
     /// Rounds in a row with the same verdict before the monitor acts on a
     /// fault or on a recovery, so one lost probe does nothing.
     pub confirm_rounds: u32,
@@ -72,7 +69,6 @@ impl Default for FaultConfig {
         FaultConfig {
             interval: Duration::from_millis(250),
             probe_timeout: Duration::from_millis(200),
-            slow_probe: Duration::from_millis(100),
             confirm_rounds: 2,
             max_cordoned_percent: 49,
             max_repairs: 3,

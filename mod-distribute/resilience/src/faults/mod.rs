@@ -44,6 +44,6 @@ pub mod config;
 mod monitor;
 pub mod report;
 
-pub use classify::{classify, AgentView, FaultKind, Impact, Probed, Verdict};
+pub use classify::{classify, AgentView, FaultKind, Probed, Verdict};
 pub use config::{FaultConfig, Repair, Rule, Step};
 pub use monitor::FaultMonitor;
