@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use mod_distribute::Distributed;
-use modkit::config::{InvokeConfig, RegistryConfig};
-use modkit::distribute::{RedisConfig, RpcConfig};
-use modkit::{async_trait, Backend, Config, Error};
+use modkit::distribute::RpcConfig;
+use modkit::{async_trait, Backend, Error};
 use tarpc::server::{BaseChannel, Channel};
 use tarpc::tokio_serde::formats::Bincode;
 use tarpc::tokio_util::codec::{Framed, LengthDelimitedCodec};
@@ -53,26 +52,9 @@ impl TarpcEcho for EchoImpl {
     }
 }
 
-/// A distributed node's configuration: `prefix` isolates a run's keys; `host`
-/// lists the services it serves (empty: it must call every service remotely).
-pub fn node_config(url: &str, prefix: &str, node: &str, host: &[&str]) -> Config {
-    Config {
-        node_id: Some(node.into()),
-        registry: RegistryConfig::default(),
-        invoke: InvokeConfig {
-            host: Some(host.iter().map(|s| s.to_string()).collect()),
-            // Never short-cut to a local object: the remote benches measure the network path.
-            colocate: false,
-            ..InvokeConfig::default()
-        },
-        ..Config::default()
-    }
-    .with_section(&RedisConfig {
-        url: url.into(),
-        prefix: prefix.into(),
-        ..RedisConfig::default()
-    })
-}
+#[path = "../node_config.rs"]
+mod node;
+pub use node::node_config;
 
 /// Two nodes on one Redis: `server` serves [`Echo`], `client` only calls it.
 pub struct EchoPair {

@@ -52,13 +52,14 @@
 //! `--only service_kill|service_hang|network_cut|host_loss|outlier`.
 
 mod handling;
+#[path = "../node_config.rs"]
+mod node_config;
 mod outlier;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use modkit::config::InvokeConfig;
-use modkit::distribute::{Distributed, RedisConfig, RedisServer};
+use modkit::distribute::{Distributed, RedisServer};
 use modkit::{async_trait, Backend, Config, Error};
 
 const ROLE: &str = "MODKIT_BENCH_FAULTS_REPLICA";
@@ -90,21 +91,9 @@ impl Work for Worker {
 }
 
 fn config(url: &str, prefix: &str, node: &str, host: &[&str]) -> Config {
-    Config {
-        node_id: Some(node.into()),
-        invoke: InvokeConfig {
-            timeout: DEADLINE,
-            host: Some(host.iter().map(|s| s.to_string()).collect()),
-            colocate: false,
-            ..InvokeConfig::default()
-        },
-        ..Config::default()
-    }
-    .with_section(&RedisConfig {
-        url: url.into(),
-        prefix: prefix.into(),
-        ..RedisConfig::default()
-    })
+    let mut config = node_config::node_config(url, prefix, node, host);
+    config.invoke.timeout = DEADLINE;
+    config
 }
 
 /// The replica role: serves [`Work`] until killed or its stdin closes.

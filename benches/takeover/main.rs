@@ -61,13 +61,14 @@
 //! shows the steward logs of every node (on stderr).
 
 mod cluster;
+#[path = "../node_config.rs"]
+mod node_config;
 mod scenarios;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use modkit::config::InvokeConfig;
-use modkit::distribute::{Distributed, RedisConfig, RedisServer};
+use modkit::distribute::{Distributed, RedisServer};
 use modkit::state::{StateConfig, Stateful};
 use modkit::{async_trait, Backend, Config, Error};
 use serde::{Deserialize, Serialize};
@@ -183,21 +184,9 @@ fn state_config() -> StateConfig {
 
 /// A node's (or, with `host` empty, the client's) configuration.
 fn config(url: &str, prefix: &str, node: &str, host: &[&str]) -> Config {
-    Config {
-        node_id: Some(node.into()),
-        invoke: InvokeConfig {
-            timeout: DEADLINE,
-            host: Some(host.iter().map(|s| s.to_string()).collect()),
-            colocate: false,
-            ..InvokeConfig::default()
-        },
-        ..Config::default()
-    }
-    .with_section(&RedisConfig {
-        url: url.into(),
-        prefix: prefix.into(),
-        ..RedisConfig::default()
-    })
+    let mut config = node_config::node_config(url, prefix, node, host);
+    config.invoke.timeout = DEADLINE;
+    config
 }
 
 /// The node role: hosts [`Ledger`] as a stateful service (owner or

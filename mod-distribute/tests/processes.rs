@@ -2,8 +2,6 @@
 //! test binary, re-executed in "replica" role), share a real `redis-server`, and
 //! are called over RPC; one replica is killed (SIGKILL) mid-stream.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +9,9 @@ use mod_api::config::{InvokeConfig, RegistryConfig};
 use mod_api::{async_trait, service, Backend, Config, Error};
 use mod_distribute::RedisConfig;
 use mod_distribute::{Distributed, RedisServer};
+
+mod common;
+use common::RoleProcess;
 
 /// A service whose replies say which replica answered.
 #[service(crate = mod_api, name = "test.Whoami")]
@@ -83,53 +84,10 @@ fn replica_main() {
     });
 }
 
-/// A replica process; killed and reaped when dropped, whatever the test did.
-struct ReplicaProcess(Child);
-
-impl ReplicaProcess {
-    /// Kills it for real (SIGKILL) and reaps it.
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-
-    /// Closes its stdin (its signal to shut down gracefully) and waits for it.
-    fn stop(&mut self) -> std::process::ExitStatus {
-        drop(self.0.stdin.take());
-        self.0.wait().expect("replica exit")
-    }
-}
-
-impl Drop for ReplicaProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn spawn_replica(url: &str, node: &str) -> ReplicaProcess {
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            "replica_main",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(ROLE, node)
-        .env("MODKIT_REDIS_URL", url)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn replica");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let ready = lines.any(|l| l.map(|l| l.contains("READY")).unwrap_or(false));
-    // Keep draining its stdout: a closed pipe would fail the replica's last prints.
-    std::thread::spawn(move || lines.for_each(drop));
-    let replica = ReplicaProcess(child);
-    assert!(ready, "replica {node} did not become ready");
-    replica
+/// A replica process (the `replica_main` role); killed when dropped.
+fn spawn_replica(url: &str, node: &str) -> RoleProcess {
+    let env = [(ROLE, node), ("MODKIT_REDIS_URL", url)];
+    RoleProcess::spawn("replica_main", &env, drop).0
 }
 
 #[test]
@@ -242,13 +200,7 @@ fn a_frozen_replica_is_ejected_after_a_few_timeouts() {
     let redis = RedisServer::start().expect("redis-server");
     let a = spawn_replica(&redis.url(), "replica-a");
     let mut b = spawn_replica(&redis.url(), "replica-b");
-    let signal = |sig: &str| {
-        let status = Command::new("kill")
-            .args([sig, &a.0.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    };
+    let signal = |sig: &str| a.signal(sig);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let caller = |outlier: mod_api::config::OutlierConfig| {

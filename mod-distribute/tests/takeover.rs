@@ -9,8 +9,6 @@
 //! what the last period did), nothing ran twice, and the epochs never go
 //! back.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -20,6 +18,9 @@ use mod_api::{async_trait, service, Backend, Config, Error, ErrorKind, Service, 
 use mod_distribute::rpc::{RpcConnections, RpcTransport};
 use mod_distribute::state::store::{Claim, StateStore};
 use mod_distribute::{Distributed, Redis, RedisConfig, RedisServer, RpcConfig};
+
+mod common;
+use common::RoleProcess;
 
 const SERVICE: &str = "test.Ledger";
 const ROLE: &str = "MODKIT_TEST_ROLE";
@@ -173,63 +174,37 @@ fn node_main() {
     });
 }
 
-/// A node process; killed and reaped when dropped, whatever the test did.
+/// A node process (the `node_main` role): its address and the roles it
+/// reported; killed when dropped.
 struct NodeProcess {
-    child: Child,
+    process: RoleProcess,
     addr: String,
     roles: Arc<Mutex<Vec<String>>>,
 }
 
 impl NodeProcess {
     fn spawn(url: &str, node: &str) -> NodeProcess {
-        let mut child = Command::new(std::env::current_exe().expect("test binary"))
-            .args(["--exact", "node_main", "--nocapture", "--test-threads", "1"])
-            .env(ROLE, node)
-            .env("MODKIT_REDIS_URL", url)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn node");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let addr = lines
-            .by_ref()
-            .map_while(|l| l.ok())
-            .find_map(|l| l.split_once("READY ").map(|(_, addr)| addr.to_owned()));
         let roles = Arc::new(Mutex::new(Vec::new()));
         let seen = roles.clone();
-        std::thread::spawn(move || {
-            for line in lines.map_while(|l| l.ok()) {
-                if let Some(role) = line.strip_prefix("ROLE ") {
-                    seen.lock().unwrap().push(role.to_owned());
-                }
+        let env = [(ROLE, node), ("MODKIT_REDIS_URL", url)];
+        let (process, addr) = RoleProcess::spawn("node_main", &env, move |line| {
+            if let Some(role) = line.strip_prefix("ROLE ") {
+                seen.lock().unwrap().push(role.to_owned());
             }
         });
-        let mut process = NodeProcess {
-            child,
-            addr: String::new(),
+        NodeProcess {
+            process,
+            addr,
             roles,
-        };
-        process.addr = addr.unwrap_or_else(|| panic!("node {node} did not become ready"));
-        process
-    }
-
-    fn pid(&self) -> String {
-        self.child.id().to_string()
+        }
     }
 
     fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.pid()])
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill {signal} failed");
+        self.process.signal(signal);
     }
 
     fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 
     fn last_role(&self) -> Option<String> {
@@ -246,12 +221,6 @@ impl NodeProcess {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -317,6 +286,26 @@ async fn client(url: &str) -> (Distributed, Arc<dyn Ledger>) {
     (caller, ledger)
 }
 
+/// A redis-server, node-a owning the ledger (epoch 1), node-b its standby,
+/// and a caller with its client of the ledger.
+async fn owner_and_standby() -> (
+    RedisServer,
+    NodeProcess,
+    NodeProcess,
+    Distributed,
+    Arc<dyn Ledger>,
+) {
+    let redis = RedisServer::start().expect("redis-server");
+    let a = NodeProcess::spawn(&redis.url(), "node-a");
+    a.wait_role("first owner", "Owner { epoch: 1 }", Duration::from_secs(10))
+        .await;
+    let b = NodeProcess::spawn(&redis.url(), "node-b");
+    b.wait_role("standby", "Standby", Duration::from_secs(5))
+        .await;
+    let (caller, ledger) = client(&redis.url()).await;
+    (redis, a, b, caller, ledger)
+}
+
 fn is_test_run() -> bool {
     std::env::var(ROLE).is_err()
 }
@@ -326,14 +315,7 @@ async fn a_planned_takeover_under_load_fails_no_call_and_loses_no_update() {
     if !is_test_run() {
         return;
     }
-    let redis = RedisServer::start().expect("redis-server");
-    let a = NodeProcess::spawn(&redis.url(), "node-a");
-    a.wait_role("first owner", "Owner { epoch: 1 }", Duration::from_secs(10))
-        .await;
-    let b = NodeProcess::spawn(&redis.url(), "node-b");
-    b.wait_role("standby", "Standby", Duration::from_secs(5))
-        .await;
-    let (caller, ledger) = client(&redis.url()).await;
+    let (_redis, a, b, caller, ledger) = owner_and_standby().await;
 
     let (mut acks, mut failed) = send(&ledger, 0..200).await;
     // The takeover runs while the updates keep coming.
@@ -392,14 +374,7 @@ async fn after_kill_9_the_standby_restores_the_last_periodic_checkpoint() {
     if !is_test_run() {
         return;
     }
-    let redis = RedisServer::start().expect("redis-server");
-    let mut a = NodeProcess::spawn(&redis.url(), "node-a");
-    a.wait_role("first owner", "Owner { epoch: 1 }", Duration::from_secs(10))
-        .await;
-    let b = NodeProcess::spawn(&redis.url(), "node-b");
-    b.wait_role("standby", "Standby", Duration::from_secs(5))
-        .await;
-    let (_caller, ledger) = client(&redis.url()).await;
+    let (_redis, mut a, _b, _caller, ledger) = owner_and_standby().await;
 
     // Updates over about 1.5 s (several periods), so that most were
     // checkpointed before the kill and the bound below means something.
@@ -461,14 +436,7 @@ async fn a_stale_owner_woken_from_sigstop_neither_serves_nor_writes() {
     if !is_test_run() {
         return;
     }
-    let redis = RedisServer::start().expect("redis-server");
-    let a = NodeProcess::spawn(&redis.url(), "node-a");
-    a.wait_role("first owner", "Owner { epoch: 1 }", Duration::from_secs(10))
-        .await;
-    let b = NodeProcess::spawn(&redis.url(), "node-b");
-    b.wait_role("standby", "Standby", Duration::from_secs(5))
-        .await;
-    let (caller, ledger) = client(&redis.url()).await;
+    let (redis, a, b, caller, ledger) = owner_and_standby().await;
     let (acks, _) = send(&ledger, 0..50).await;
     assert!(acks.iter().all(|a| a.node == "node-a"));
     let to_a = direct(&a.addr).await;

@@ -94,43 +94,22 @@ impl Steward {
             seq: AtomicU64::new(0),
             tasks: Mutex::new(Vec::new()),
         });
-        let weak = Arc::downgrade(&steward);
-        let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(POLL);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(steward) = weak.upgrade() else {
-                    return;
-                };
-                if steward.stopped.load(Ordering::SeqCst) {
-                    return;
-                }
-                if let Err(e) = steward.step().await {
-                    tracing::debug!(service, error = %e, "state steward: poll failed");
-                }
+        let poll = every(&steward, POLL, move |steward| async move {
+            if let Err(e) = steward.step().await {
+                tracing::debug!(service, error = %e, "state steward: poll failed");
             }
         });
         // Checkpoints start every period (not a period after the last one
         // ended), so a crash loses at most a period and one write.
-        let weak = Arc::downgrade(&steward);
         let period = steward.config.period;
-        let checkpoints = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(period);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            loop {
-                tick.tick().await;
-                let Some(steward) = weak.upgrade() else {
-                    return;
-                };
-                steward.periodic().await;
-            }
+        let checkpoints = every(&steward, period, |steward| async move {
+            steward.periodic().await;
         });
         steward
             .tasks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .extend([task, checkpoints]);
+            .extend([poll, checkpoints]);
         steward
     }
 
@@ -382,6 +361,30 @@ impl Steward {
             bytes: state.len(),
         })
     }
+}
+
+/// Runs `f` on the steward every `period` (a late tick is skipped, not
+/// made up) until it is stopped or dropped.
+fn every<F, Fut>(steward: &Arc<Steward>, period: Duration, f: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(Arc<Steward>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let weak = Arc::downgrade(steward);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            let Some(steward) = weak.upgrade() else {
+                return;
+            };
+            if steward.stopped.load(Ordering::SeqCst) {
+                return;
+            }
+            f(steward).await;
+        }
+    })
 }
 
 fn not_owner(service: &str) -> Error {
