@@ -144,8 +144,28 @@ impl Steward {
                 self.fence(&mut own, None).await;
                 return Ok(());
             }
+            if own.registration.is_none() {
+                let epoch = own.token.as_ref().map_or(0, |(e, _)| *e);
+                self.register(&mut own, epoch).await;
+            }
         }
         Ok(())
+    }
+
+    /// Registers this owner `Up` (metadata `state_epoch`); a failure is
+    /// retried at the next renewal.
+    async fn register(&self, own: &mut Own, epoch: u64) {
+        let metadata = [("state_epoch", epoch.to_string())];
+        match self
+            .hosting
+            .register(self.service, &self.table, &metadata)
+            .await
+        {
+            Ok(registration) => own.registration = Some(registration),
+            Err(e) => {
+                tracing::warn!(service = self.service, error = %e, "owner not registered; retried at the next renewal")
+            }
+        }
     }
 
     /// One periodic checkpoint, when this process owns the service.
@@ -216,13 +236,7 @@ impl Steward {
             Err(e) => return self.abandon(own, &mine, e).await,
         };
         self.gate.open_until(sent + lease * 3 / 4);
-        let metadata = [("state_epoch", epoch.to_string())];
-        match self.hosting.register(service, &self.table, &metadata).await {
-            Ok(registration) => own.registration = Some(registration),
-            Err(e) => {
-                tracing::warn!(service, error = %e, "owner not registered; retried at the next renewal")
-            }
-        }
+        self.register(own, epoch).await;
         self.set_role(Role::Owner { epoch });
         count("modkit_state_owned_total", service);
         match restored {
