@@ -130,6 +130,16 @@ pub trait Cache<V: Value>: Send + Sync {
     /// Signature: `async fn get(&self, key: &str) -> Result<Option<V>>`
     async fn get(&self, key: &str) -> Result<Option<V>>;
 
+    /// The outcome of [`get`](Self::get) when the backend has it without
+    /// waiting (an in-process cache), `None` when the read must wait (a
+    /// network round trip). Call `get`: this is the hook a layer uses to
+    /// finish an observed read in one allocation instead of two. The default
+    /// is `None`; a layer forwards it to the cache it wraps.
+    fn get_now(&self, key: &str) -> Option<Result<Option<V>>> {
+        let _ = key;
+        None
+    }
+
     /// Stores `value` under `key` with the policy's expiry.
     ///
     /// Signature: `async fn set(&self, key: &str, value: V) -> Result<()>`

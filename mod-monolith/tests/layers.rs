@@ -159,6 +159,19 @@ async fn cache_operations_errors_and_hits_are_counted() {
         rounds as u64
     );
     assert_eq!(samples(&all, "modkit_block_op_seconds", "contains"), 8);
+    // A read the backend answers at once (`Cache::get_now`) is observed the same way.
+    for _ in 0..rounds {
+        assert!(cache.get("a").await.unwrap().is_some());
+    }
+    let all = metrics_of(&name);
+    let get = [("block", "cache"), ("op", "get")];
+    assert_eq!(counter(&all, "modkit_block_ops_total", &get), rounds as u64);
+    assert_eq!(samples(&all, "modkit_block_op_seconds", "get"), 8);
+    let hits = [("result", "hit")];
+    assert_eq!(
+        counter(&all, "modkit_cache_requests_total", &hits),
+        rounds as u64
+    );
 }
 
 #[tokio::test]

@@ -116,6 +116,10 @@ impl<V: Value> Cache<V> for Checked<dyn Cache<V>> {
         self.inner.get(key)
     }
 
+    fn get_now(&self, key: &str) -> Option<Result<Option<V>>> {
+        self.inner.get_now(key)
+    }
+
     fn set<'a, 'b, 'f>(&'a self, key: &'b str, value: V) -> BoxFuture<'f, Result<()>>
     where
         'a: 'f,

@@ -156,6 +156,10 @@ impl<V: Value> Cache<V> for MokaCache<V> {
         Ok(self.inner.get(key).map(|e| e.value))
     }
 
+    fn get_now(&self, key: &str) -> Option<Result<Option<V>>> {
+        Some(Ok(self.inner.get(key).map(|e| e.value)))
+    }
+
     async fn set(&self, key: &str, value: V) -> Result<()> {
         let entry = self.entry(value, None);
         self.insert(key, entry);

@@ -28,6 +28,14 @@ pub(super) struct ObservedCache<V> {
 }
 
 impl<V: Value> ObservedCache<V> {
+    /// Counts a read's hit or miss (nothing while metrics are off).
+    #[inline(always)]
+    fn count(&self, got: &Result<Option<V>>) {
+        if let Ok(value) = got {
+            self.requests.count(value.is_some());
+        }
+    }
+
     pub(super) fn new(inner: Arc<dyn Cache<V>>) -> Self {
         let probe = Probe::new("cache", inner.name(), OPS);
         let requests = HitMiss::new("modkit_cache_requests_total", inner.name());
@@ -51,13 +59,24 @@ impl<V: Value> Cache<V> for ObservedCache<V> {
         'a: 'f,
         'b: 'f,
     {
-        let count = |got: &Result<Option<V>>| {
-            if let Ok(value) = got {
-                self.requests.count(value.is_some());
-            }
-        };
+        // A read the backend answers at once is observed without a future
+        // of the layer's own (one allocation, not two: a tenth of an
+        // in-memory read).
+        if let Some(got) = self.get_now(key) {
+            return Box::pin(std::future::ready(got));
+        }
+        let count = |got: &Result<Option<V>>| self.count(got);
         self.probe
             .observe_then(0, Some(key), self.inner.get(key), count)
+    }
+
+    #[inline(always)]
+    fn get_now(&self, key: &str) -> Option<Result<Option<V>>> {
+        let start = self.probe.start_now()?;
+        let got = self.inner.get_now(key)?;
+        self.probe.record(0, start, &got);
+        self.count(&got);
+        Some(got)
     }
 
     fn set<'a, 'b, 'f>(&'a self, key: &'b str, value: V) -> BoxFuture<'f, Result<()>>

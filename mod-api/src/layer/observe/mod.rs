@@ -1,6 +1,7 @@
 //! The observe layer: see [`ObserveLayer`].
 
 mod cache;
+mod histogram;
 mod probe;
 mod queue;
 mod registry;
@@ -16,9 +17,11 @@ use crate::registry::Registry;
 use crate::session::SessionStore;
 use crate::Value;
 
+pub(crate) use histogram::ShardedHistogram;
 pub(crate) use probe::BoxFuture;
 pub use probe::{HitMiss, LATENCY_SAMPLE};
 pub use sharded::flush_counts;
+pub(crate) use sharded::Sharded;
 
 /// Brings modkit's metrics up to date — what a metrics endpoint calls
 /// before it renders: moves the sharded counts into the recorder
