@@ -11,6 +11,7 @@
 //! colocate = true              # call services hosted here without the network
 //! balance = "round_robin"      # or "least_in_flight"
 //! retries = 2                  # other instances tried by idempotent calls
+//! site = "a"                   # calls prefer instances of the same site (default: none)
 //!
 //! [registry]
 //! ttl = "10s"                  # lease of a registered instance
@@ -35,6 +36,7 @@
 //! | `MODKIT_INVOKE_TIMEOUT` | `invoke.timeout` |
 //! | `MODKIT_HOST` | `invoke.host` (comma-separated; empty: host nothing; `*`: host all) |
 //! | `MODKIT_COLOCATE` | `invoke.colocate` (`true`/`false`) |
+//! | `MODKIT_SITE` | `invoke.site` (empty: none) |
 //! | `MODKIT_REGISTRY_TTL`, `MODKIT_REGISTRY_SWEEP` | `registry.ttl`, `registry.sweep` |
 //! | `MODKIT_METRICS_LISTEN` | `metrics.listen` (empty: off) |
 //! | `MODKIT_<SECTION>_*` | a backend's section, applied by that backend ([`Section::apply_env`]) |
@@ -186,6 +188,9 @@ impl Config {
                 ))
             })?;
         }
+        if let Some(v) = var("MODKIT_SITE") {
+            self.invoke.site = Some(v.trim().to_owned()).filter(|v| !v.is_empty());
+        }
         if let Some(v) = var("MODKIT_REGISTRY_TTL") {
             self.registry.ttl = dur("MODKIT_REGISTRY_TTL", v)?;
         }
@@ -300,6 +305,16 @@ mod tests {
         c.mode = Some("distribute".into());
         c.apply_env([("MODKIT_NODE_ID", "n1")]).unwrap();
         assert_eq!(c.mode.as_deref(), Some("distribute"));
+    }
+
+    #[test]
+    fn site_from_file_and_env() {
+        let mut c = Config::from_toml("[invoke]\nsite = \"a\"\n").unwrap();
+        assert_eq!(c.invoke.site.as_deref(), Some("a"));
+        c.apply_env([("MODKIT_SITE", " b ")]).unwrap();
+        assert_eq!(c.invoke.site.as_deref(), Some("b"));
+        c.apply_env([("MODKIT_SITE", "")]).unwrap();
+        assert_eq!(c.invoke.site, None, "empty: no site");
     }
 
     #[test]

@@ -110,6 +110,9 @@ impl RpcHosting {
         instance
             .metadata
             .insert("listen".into(), server.local_addr().to_string());
+        if let Some(site) = &self.invoke.site {
+            instance.metadata.insert("site".into(), site.clone());
+        }
         for (key, value) in metadata {
             instance.metadata.insert((*key).into(), value.clone());
         }

@@ -31,6 +31,8 @@ impl Whoami for Replica {
 }
 
 const ROLE: &str = "MODKIT_TEST_ROLE";
+/// The site of a replica (`invoke.site`), when it has one.
+const SITE: &str = "MODKIT_TEST_SITE";
 
 fn config(redis_url: &str, node: &str, host: &[&str]) -> Config {
     Config {
@@ -62,9 +64,9 @@ fn replica_main() {
     let url = std::env::var("MODKIT_REDIS_URL").expect("MODKIT_REDIS_URL");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let app = Distributed::start(config(&url, &node, &["test.Whoami"]))
-            .await
-            .expect("replica start");
+        let mut config = config(&url, &node, &["test.Whoami"]);
+        config.invoke.site = std::env::var(SITE).ok();
+        let app = Distributed::start(config).await.expect("replica start");
         app.container()
             .provide::<dyn Whoami>(Arc::new(Replica(node.clone())))
             .await
@@ -88,6 +90,82 @@ fn replica_main() {
 fn spawn_replica(url: &str, node: &str) -> RoleProcess {
     let env = [(ROLE, node), ("MODKIT_REDIS_URL", url)];
     RoleProcess::spawn("replica_main", &env, drop).0
+}
+
+/// A replica process in `site`.
+fn spawn_in_site(url: &str, node: &str, site: &str) -> RoleProcess {
+    let env = [(ROLE, node), ("MODKIT_REDIS_URL", url), (SITE, site)];
+    RoleProcess::spawn("replica_main", &env, drop).0
+}
+
+/// Site a has two replicas, site b one; a caller in site a calls only site
+/// a's while they live, and keeps answering from site b's when both of
+/// site a's are killed (SIGKILL: still registered until their leases end).
+#[test]
+fn calls_stay_in_their_site_and_cross_over_when_it_is_lost() {
+    if std::env::var(ROLE).is_ok() {
+        return;
+    }
+    let redis = RedisServer::start().expect("redis-server");
+    let mut a1 = spawn_in_site(&redis.url(), "a1", "a");
+    let mut a2 = spawn_in_site(&redis.url(), "a2", "a");
+    let mut b1 = spawn_in_site(&redis.url(), "b1", "b");
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut config = config(&redis.url(), "caller", &[]);
+        config.invoke.site = Some("a".into());
+        let caller = Distributed::start(config).await.expect("caller");
+        let registry = caller.registry();
+        mod_api::testkit::eventually("three replicas registered", Duration::from_secs(10), || {
+            let registry = registry.clone();
+            async move {
+                registry
+                    .lookup("test.Whoami")
+                    .await
+                    .map(|l| l.len() == 3)
+                    .unwrap_or(false)
+            }
+        })
+        .await;
+        let sites: Vec<_> = registry.lookup("test.Whoami").await.expect("lookup");
+        for i in &sites {
+            let expected = &i.id[..1];
+            assert_eq!(
+                i.metadata.get("site").map(String::as_str),
+                Some(expected),
+                "{i:?}"
+            );
+        }
+
+        let client = caller.container().get::<dyn Whoami>().expect("proxy");
+        // (seq, who answered, when), for the checks below.
+        let mut history = Vec::new();
+        let start = std::time::Instant::now();
+        for seq in 0..400u64 {
+            if seq == 100 {
+                a1.kill();
+                a2.kill();
+            }
+            let (node, echoed) = client
+                .whoami(seq)
+                .await
+                .unwrap_or_else(|e| panic!("call {seq} failed after site a was lost: {e}"));
+            assert_eq!(echoed, seq);
+            history.push((seq, node, start.elapsed()));
+        }
+        let before: Vec<&str> = history[..100].iter().map(|(_, n, _)| n.as_str()).collect();
+        assert!(
+            before.contains(&"a1") && before.contains(&"a2") && !before.contains(&"b1"),
+            "while site a lived, its replicas (and only they) answered: {before:?}"
+        );
+        let after: Vec<&str> = history[100..].iter().map(|(_, n, _)| n.as_str()).collect();
+        assert!(
+            after.iter().all(|n| *n == "b1"),
+            "after site a was killed only site b answered: {after:?}"
+        );
+    });
+    assert!(b1.stop().success());
 }
 
 #[test]

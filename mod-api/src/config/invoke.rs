@@ -34,6 +34,12 @@ pub struct InvokeConfig {
     /// When a client stops sending calls to an instance that keeps failing
     /// (`[invoke.outlier]`).
     pub outlier: OutlierConfig,
+    /// The site (data centre, zone) this process runs in. Its instances carry
+    /// it (metadata `site`), and its calls go to instances of the same site,
+    /// to another site's only when none of its own is `Up` and answering; a
+    /// call that failed on every instance of its own site is retried there
+    /// too. Unset: no preference (every instance alike).
+    pub site: Option<String>,
 }
 
 /// Outlier ejection (`[invoke.outlier]`), Envoy-style: an instance whose
@@ -121,6 +127,7 @@ impl Default for InvokeConfig {
             balance: Balance::RoundRobin,
             retries: 2,
             outlier: OutlierConfig::default(),
+            site: None,
         }
     }
 }

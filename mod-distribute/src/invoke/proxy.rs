@@ -59,16 +59,37 @@ impl Target {
 struct Targets {
     /// One per address in the snapshot, whatever its status (kept for the next one).
     all: Vec<Arc<Target>>,
-    /// The addresses with an `Up` instance, in snapshot order.
+    /// The addresses with an `Up` instance: those of the caller's own site
+    /// first (the first `local`), then the others, each in snapshot order.
     up: Vec<Arc<Target>>,
+    /// How many of `up` are in the caller's site (all of them when the
+    /// caller names no site).
+    local: usize,
 }
 
 impl Targets {
-    /// The targets of `instances`, reusing those of `prev` by address.
-    fn build(instances: &[Instance], prev: &Targets, ejections: &Ejections) -> Targets {
+    /// The targets of `instances`, reusing those of `prev` by address; `site`
+    /// is the caller's (instances of other sites go last).
+    fn build(
+        instances: &[Instance],
+        site: Option<&str>,
+        prev: &Targets,
+        ejections: &Ejections,
+    ) -> Targets {
         let mut next = Targets::default();
+        let (local, remote): (Vec<&Instance>, Vec<&Instance>) = instances
+            .iter()
+            .partition(|i| site.is_none_or(|s| i.metadata.get("site").is_some_and(|i| i == s)));
+        next.add(&local, prev, ejections);
+        next.local = next.up.len();
+        next.add(&remote, prev, ejections);
+        next
+    }
+
+    /// Adds the targets of `instances` (reusing those of `prev` by address).
+    fn add(&mut self, instances: &[&Instance], prev: &Targets, ejections: &Ejections) {
         for i in instances {
-            let known = next.all.iter().find(|t| t.address == i.address).cloned();
+            let known = self.all.iter().find(|t| t.address == i.address).cloned();
             let target = match known {
                 Some(t) => t,
                 None => {
@@ -78,15 +99,19 @@ impl Targets {
                         .find(|t| t.address == i.address)
                         .cloned()
                         .unwrap_or_else(|| Arc::new(Target::new(&i.address, ejections)));
-                    next.all.push(t.clone());
+                    self.all.push(t.clone());
                     t
                 }
             };
-            if i.status == Status::Up && !next.up.iter().any(|t| Arc::ptr_eq(t, &target)) {
-                next.up.push(target);
+            if i.status == Status::Up && !self.up.iter().any(|t| Arc::ptr_eq(t, &target)) {
+                self.up.push(target);
             }
         }
-        next
+    }
+
+    /// The caller's site's `Up` targets.
+    fn local(&self) -> &[Arc<Target>] {
+        &self.up[..self.local]
     }
 }
 
@@ -110,6 +135,7 @@ impl ServiceProxy {
     ) -> Arc<ServiceProxy> {
         let (tx, rx) = watch::channel(None);
         let ejections = Arc::new(Ejections::new());
+        let site = config.site.clone();
         let proxy = Arc::new(ServiceProxy {
             service,
             config,
@@ -118,12 +144,35 @@ impl ServiceProxy {
             next: AtomicUsize::new(0),
             ejections: ejections.clone(),
         });
-        tokio::spawn(follow(service, registry, tx, ejections));
+        tokio::spawn(follow(service, site, registry, tx, ejections));
         proxy
     }
 
-    /// The `Up` targets that admit a call (all `Up` ones if none does).
-    fn candidates<'a>(&self, targets: &'a Targets) -> Cow<'a, [Arc<Target>]> {
+    /// Where the next attempt of a call may go: the caller's site's `Up`
+    /// targets that admit a call and were not `tried` by it; when there is
+    /// none, any site's that admit one; when none does, all `Up` ones.
+    fn candidates<'a>(
+        &self,
+        targets: &'a Targets,
+        tried: &[Arc<Target>],
+    ) -> Cow<'a, [Arc<Target>]> {
+        let local = targets.local();
+        if local.len() < targets.up.len() {
+            let untried = |t: &&Arc<Target>| !tried.iter().any(|d| Arc::ptr_eq(d, t));
+            if !self.ejections.any() {
+                if local.iter().any(|t| untried(&t)) {
+                    return Cow::Borrowed(local);
+                }
+            } else if local.iter().any(|t| t.health.admits() && untried(&t)) {
+                return Cow::Owned(
+                    local
+                        .iter()
+                        .filter(|t| t.health.admits())
+                        .cloned()
+                        .collect(),
+                );
+            }
+        }
         if !self.ejections.any() {
             return Cow::Borrowed(&targets.up);
         }
@@ -268,7 +317,9 @@ impl Transport for ServiceProxy {
         let mut attempts = 1 + self.config.retries as usize;
         let mut first = true;
         while attempts > 0 {
-            let picked = self.pick(&self.candidates(&targets), &tried).cloned();
+            let picked = self
+                .pick(&self.candidates(&targets, &tried), &tried)
+                .cloned();
             let Some(target) = picked else {
                 // Refused by an instance that no longer owns the service (a
                 // stateful service moving): the registry shows the new owner
@@ -381,6 +432,7 @@ async fn readmit(
 /// receiver) is dropped.
 async fn follow(
     service: &'static str,
+    site: Option<String>,
     registry: Arc<dyn Registry>,
     tx: watch::Sender<Option<Arc<Targets>>>,
     ejections: Arc<Ejections>,
@@ -394,7 +446,7 @@ async fn follow(
                     next = watch.next() => match next {
                         Some(snapshot) => {
                             tracing::debug!(service, version = snapshot.version, n = snapshot.instances.len(), "instances changed");
-                            current = Arc::new(Targets::build(&snapshot.instances, &current, &ejections));
+                            current = Arc::new(Targets::build(&snapshot.instances, site.as_deref(), &current, &ejections));
                             tx.send_replace(Some(current.clone()));
                         }
                         None => break,
@@ -407,5 +459,53 @@ async fn follow(
             _ = tx.closed() => return,
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(id: &str, site: Option<&str>, status: Status) -> Instance {
+        let mut i = Instance::new("svc", id, format!("{id}:1"));
+        if let Some(site) = site {
+            i.metadata.insert("site".into(), site.into());
+        }
+        i.status = status;
+        i
+    }
+
+    fn addresses(targets: &[Arc<Target>]) -> Vec<&str> {
+        targets.iter().map(|t| t.address.as_str()).collect()
+    }
+
+    #[test]
+    fn own_site_targets_come_first_and_are_counted() {
+        let instances = [
+            instance("b1", Some("b"), Status::Up),
+            instance("a1", Some("a"), Status::Up),
+            instance("x", None, Status::Up),
+            instance("a2", Some("a"), Status::Draining),
+            instance("a3", Some("a"), Status::Up),
+        ];
+        let ejections = Ejections::new();
+        let none = Targets::default();
+        let in_a = Targets::build(&instances, Some("a"), &none, &ejections);
+        assert_eq!(addresses(&in_a.up), ["a1:1", "a3:1", "b1:1", "x:1"]);
+        assert_eq!(addresses(in_a.local()), ["a1:1", "a3:1"]);
+        assert_eq!(
+            in_a.all.len(),
+            5,
+            "a draining instance is kept for the next snapshot"
+        );
+        // Without a site every instance is local; with an unknown one none is.
+        let anywhere = Targets::build(&instances, None, &in_a, &ejections);
+        assert_eq!(anywhere.local, anywhere.up.len());
+        assert!(
+            Arc::ptr_eq(&anywhere.up[0], &in_a.up[2]),
+            "targets are reused by address"
+        );
+        let elsewhere = Targets::build(&instances, Some("c"), &none, &ejections);
+        assert_eq!((elsewhere.local, elsewhere.up.len()), (0, 4));
     }
 }
