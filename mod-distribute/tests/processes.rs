@@ -92,6 +92,22 @@ fn spawn_replica(url: &str, node: &str) -> RoleProcess {
     RoleProcess::spawn("replica_main", &env, drop).0
 }
 
+/// Waits until `n` replicas of `test.Whoami` are registered.
+async fn registered(registry: &Arc<dyn mod_api::Registry>, n: usize) {
+    let what = format!("{n} replicas registered");
+    mod_api::testkit::eventually(&what, Duration::from_secs(10), || {
+        let registry = registry.clone();
+        async move {
+            registry
+                .lookup("test.Whoami")
+                .await
+                .map(|l| l.len() == n)
+                .unwrap_or(false)
+        }
+    })
+    .await;
+}
+
 /// A replica process in `site`.
 fn spawn_in_site(url: &str, node: &str, site: &str) -> RoleProcess {
     let env = [(ROLE, node), ("MODKIT_REDIS_URL", url), (SITE, site)];
@@ -117,17 +133,7 @@ fn calls_stay_in_their_site_and_cross_over_when_it_is_lost() {
         config.invoke.site = Some("a".into());
         let caller = Distributed::start(config).await.expect("caller");
         let registry = caller.registry();
-        mod_api::testkit::eventually("three replicas registered", Duration::from_secs(10), || {
-            let registry = registry.clone();
-            async move {
-                registry
-                    .lookup("test.Whoami")
-                    .await
-                    .map(|l| l.len() == 3)
-                    .unwrap_or(false)
-            }
-        })
-        .await;
+        registered(&registry, 3).await;
         let sites: Vec<_> = registry.lookup("test.Whoami").await.expect("lookup");
         for i in &sites {
             let expected = &i.id[..1];
@@ -183,17 +189,7 @@ fn killing_one_of_two_replicas_loses_no_idempotent_call() {
             .await
             .expect("caller");
         let registry = caller.registry();
-        mod_api::testkit::eventually("both replicas registered", Duration::from_secs(10), || {
-            let registry = registry.clone();
-            async move {
-                registry
-                    .lookup("test.Whoami")
-                    .await
-                    .map(|l| l.len() == 2)
-                    .unwrap_or(false)
-            }
-        })
-        .await;
+        registered(&registry, 2).await;
 
         let client = caller.container().get::<dyn Whoami>().expect("proxy");
         let mut answered_by = Vec::new();
