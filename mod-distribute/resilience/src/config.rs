@@ -17,6 +17,12 @@
 //! wait_replicas = 0                    # the k of writers' WAIT k
 //! alert_command = "/usr/local/bin/page-oncall"   # gets each alert as JSON on stdin
 //! admin = "127.0.0.1:7071"             # operator commands (modkit-ha switchover); off if unset
+//! site_ratio = 0.5                     # a site is down when available/total ≤ this …
+//! site_rounds = 3                      # … for this many probe rounds in a row
+//!
+//! [ha.sites]                           # optional: where each node runs (alerts site_down / site_up)
+//! a = ["10.0.0.1:6379", "10.0.0.2:6379"]
+//! b = ["10.0.0.3:6379"]
 //! ```
 //!
 //! One voter (`voters` empty or naming only this one) decides alone: for
@@ -72,6 +78,15 @@ pub struct HaConfig {
     /// Where operator commands (`modkit-ha switchover`) are taken; none when
     /// unset. Not authenticated: bind it to loopback or a private network.
     pub admin: Option<String>,
+    /// The sites the nodes run in, by name (`[ha.sites]`; empty: none). A
+    /// site's health is watched by seed 000's ratio rule and alerted
+    /// (`site_down`, `site_up`); each node is in one site at most.
+    pub sites: BTreeMap<String, Vec<String>>,
+    /// A site is down when available/total of its nodes ≤ this …
+    pub site_ratio: f64,
+    /// … for this many probe rounds in a row (and up again after as many
+    /// above it), so that one flapping node never moves a site.
+    pub site_rounds: u32,
 }
 
 impl Default for HaConfig {
@@ -91,6 +106,9 @@ impl Default for HaConfig {
             wait_replicas: 0,
             alert_command: None,
             admin: None,
+            sites: BTreeMap::new(),
+            site_ratio: 0.5,
+            site_rounds: 3,
         }
     }
 }
@@ -113,6 +131,26 @@ impl HaConfig {
         }
         if self.min_replicas_max_lag.as_secs() == 0 {
             return bad("min_replicas_max_lag is whole seconds, at least 1s".into());
+        }
+        if !(0.0..1.0).contains(&self.site_ratio) || self.site_rounds == 0 {
+            return bad(format!(
+                "site_ratio {} must be in [0, 1) and site_rounds ({}) at least 1",
+                self.site_ratio, self.site_rounds
+            ));
+        }
+        let mut placed = BTreeMap::new();
+        for (site, nodes) in &self.sites {
+            if nodes.is_empty() {
+                return bad(format!("sites.{site}: no node"));
+            }
+            for node in nodes {
+                if !self.nodes.contains(node) {
+                    return bad(format!("sites.{site}: {node} is not one of nodes"));
+                }
+                if let Some(other) = placed.insert(node, site) {
+                    return bad(format!("{node} is in both sites {other} and {site}"));
+                }
+            }
         }
         if !self.voters.is_empty() && !(1..=self.voters.len() as u64).contains(&self.voter) {
             return bad(format!("voter {} is not a position in voters", self.voter));
@@ -169,6 +207,8 @@ mod tests {
         assert_eq!(ha.voters.len(), 3);
         assert_eq!(ha.majority(), 2);
         assert_eq!(ha.down_after, Duration::from_secs(1));
+        assert_eq!(ha.sites["a"].len(), 2);
+        assert_eq!((ha.site_ratio, ha.site_rounds), (0.5, 3));
     }
 
     #[test]
@@ -184,5 +224,20 @@ mod tests {
             .to_string()
             .contains("down_after"));
         assert!(HaConfig::default().validate().is_err(), "no nodes");
+        let sites = |sites: &[(&str, &[&str])]| HaConfig {
+            nodes: vec!["a:1".into(), "b:1".into()],
+            sites: sites
+                .iter()
+                .map(|(s, n)| (s.to_string(), n.iter().map(|n| n.to_string()).collect()))
+                .collect(),
+            ..HaConfig::default()
+        };
+        assert!(sites(&[("x", &["a:1"]), ("y", &["b:1"])])
+            .validate()
+            .is_ok());
+        let error = |c: HaConfig| c.validate().unwrap_err().to_string();
+        assert!(error(sites(&[("x", &["c:1"])])).contains("not one of nodes"));
+        assert!(error(sites(&[("x", &["a:1"]), ("y", &["a:1"])])).contains("both sites"));
+        assert!(error(sites(&[("x", &[])])).contains("no node"));
     }
 }

@@ -19,6 +19,46 @@ pub fn unhealthy(available: usize, total: usize, ratio: f64) -> bool {
     (available as f64) <= ratio * total as f64
 }
 
+/// Seed 000's site rule over probe rounds: a site is down once it was
+/// [`unhealthy`] for `rounds` rounds in a row, and up again once it was
+/// healthy for `rounds` rounds in a row, so one flapping node never moves it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SiteHealth {
+    down: bool,
+    /// Rounds in a row against the current state.
+    against: u32,
+}
+
+impl SiteHealth {
+    /// One probe round: `available` of `total` nodes answered. `Some(down)`
+    /// when the site changes state with this round (`true`: now down).
+    pub fn round(
+        &mut self,
+        available: usize,
+        total: usize,
+        ratio: f64,
+        rounds: u32,
+    ) -> Option<bool> {
+        let unhealthy = unhealthy(available, total, ratio);
+        if unhealthy == self.down {
+            self.against = 0;
+            return None;
+        }
+        self.against += 1;
+        if self.against < rounds.max(1) {
+            return None;
+        }
+        self.down = unhealthy;
+        self.against = 0;
+        Some(unhealthy)
+    }
+
+    /// Whether the site counts as down.
+    pub fn is_down(&self) -> bool {
+        self.down
+    }
+}
+
 /// How many of `replicas` must answer before one may be promoted, when
 /// writers use `WAIT wait_replicas`: a write acknowledged by k replicas is
 /// on at least one of any R−k+1 of them (k = 0: any one will do).
@@ -140,5 +180,37 @@ mod tests {
         assert!(on_history(None, "x", ""));
         assert!(on_history(Some("a"), "b", "a"));
         assert!(!on_history(Some("a"), "b", "c"));
+    }
+
+    #[test]
+    fn a_site_moves_only_after_rounds_in_a_row() {
+        let mut site = SiteHealth::default();
+        // One node of four flapping: 3/4 > 1/2, never down.
+        for r in 0..100 {
+            assert_eq!(site.round(if r % 2 == 0 { 3 } else { 4 }, 4, 0.5, 3), None);
+        }
+        // Two of four down for two rounds, then back: not three in a row.
+        for available in [2, 2, 4, 2, 2, 3] {
+            assert_eq!(site.round(available, 4, 0.5, 3), None);
+        }
+        assert!(!site.is_down());
+        assert_eq!(site.round(2, 4, 0.5, 3), None);
+        assert_eq!(site.round(1, 4, 0.5, 3), None);
+        assert_eq!(
+            site.round(0, 4, 0.5, 3),
+            Some(true),
+            "the third round in a row"
+        );
+        assert!(site.is_down());
+        assert_eq!(site.round(0, 4, 0.5, 3), None, "told once");
+        assert_eq!(site.round(4, 4, 0.5, 3), None);
+        assert_eq!(
+            site.round(2, 4, 0.5, 3),
+            None,
+            "a bad round resets the count"
+        );
+        assert_eq!(site.round(3, 4, 0.5, 3), None);
+        assert_eq!(site.round(4, 4, 0.5, 3), None);
+        assert_eq!(site.round(4, 4, 0.5, 3), Some(false));
     }
 }

@@ -119,6 +119,35 @@ pub enum Alert {
         /// Nodes in the group.
         total: usize,
     },
+    /// A site's available/total nodes stayed at or below its threshold for
+    /// `rounds` probe rounds in a row (seed 000's first alert, when it holds
+    /// the primary).
+    SiteDown {
+        /// The group.
+        group: String,
+        /// The site (`[ha.sites]`).
+        site: String,
+        /// Its nodes answering.
+        available: usize,
+        /// Its nodes.
+        total: usize,
+        /// The rounds in a row it was at or below the threshold.
+        rounds: u32,
+        /// Whether it holds the group's primary.
+        primary: bool,
+    },
+    /// A site that was down stayed above its threshold for `rounds` probe
+    /// rounds in a row.
+    SiteUp {
+        /// The group.
+        group: String,
+        /// The site.
+        site: String,
+        /// Its nodes answering.
+        available: usize,
+        /// Its nodes.
+        total: usize,
+    },
     /// This voter cannot reach a majority: no decision can be committed.
     QuorumLost {
         /// The group.
@@ -188,6 +217,8 @@ impl Alert {
             Alert::NoPromotableReplica { .. } => "no_promotable_replica",
             Alert::Divergence { .. } => "divergence",
             Alert::GroupUnhealthy { .. } => "group_unhealthy",
+            Alert::SiteDown { .. } => "site_down",
+            Alert::SiteUp { .. } => "site_up",
             Alert::QuorumLost { .. } => "quorum_lost",
             Alert::InstanceFault { .. } => "instance_fault",
             Alert::CordonHeldBack { .. } => "cordon_held_back",
@@ -249,5 +280,17 @@ mod tests {
         assert_eq!(alert.kind(), "group_unhealthy");
         let back: Update = serde_json::from_str(&json).unwrap();
         assert_eq!(back, Update::Alert(alert));
+        let site = Alert::SiteDown {
+            group: "g".into(),
+            site: "a".into(),
+            available: 1,
+            total: 3,
+            rounds: 3,
+            primary: true,
+        };
+        let json = serde_json::to_string(&site).unwrap();
+        assert!(json.contains(r#""alert":"site_down""#), "{json}");
+        assert!(json.contains(r#""available":1,"total":3"#), "{json}");
+        assert_eq!(serde_json::from_str::<Alert>(&json).unwrap(), site);
     }
 }

@@ -10,7 +10,7 @@
 mod failover;
 mod switchover;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -24,7 +24,7 @@ use crate::alert::Alerts;
 use crate::config::HaConfig;
 use crate::consensus::{Command, Consensus, GroupState};
 use crate::probe::{Node, Probe, Replication};
-use crate::rules;
+use crate::rules::{self, SiteHealth};
 
 /// A running voter; dropping it stops it.
 pub struct Controller {
@@ -88,6 +88,11 @@ impl Controller {
             consensus,
             alerts: alerts.clone(),
             unhealthy: false,
+            sites: config
+                .sites
+                .keys()
+                .map(|s| (s.clone(), SiteHealth::default()))
+                .collect(),
             quorum_lost: false,
             step_failed: false,
             min_replicas_set: None,
@@ -207,6 +212,8 @@ struct Voter {
     nodes: Vec<Node>,
     seen: HashMap<String, Seen>,
     unhealthy: bool,
+    /// Each configured site's health over the probe rounds.
+    sites: BTreeMap<String, SiteHealth>,
     quorum_lost: bool,
     /// The last step failed: wait for the next probe to retry.
     step_failed: bool,
@@ -366,6 +373,46 @@ impl Voter {
             });
         }
         self.unhealthy = unhealthy;
+        self.check_sites();
+    }
+
+    /// One probe round of every configured site (seed 000's ratio rule, over
+    /// `site_rounds` rounds in a row): `site_down` and `site_up` alerts.
+    fn check_sites(&mut self) {
+        let primary = self.consensus.state().borrow().topology.primary.clone();
+        let (ratio, rounds) = (self.config.site_ratio, self.config.site_rounds);
+        for (site, nodes) in &self.config.sites {
+            let Some(health) = self.sites.get_mut(site) else {
+                continue;
+            };
+            let total = nodes.len();
+            let available = nodes
+                .iter()
+                .filter(|n| {
+                    self.seen
+                        .get(*n)
+                        .is_some_and(|s| s.unreachable_since.is_none())
+                })
+                .count();
+            let (group, site) = (self.config.group.clone(), site.clone());
+            match health.round(available, total, ratio, rounds) {
+                Some(true) => self.alerts.raise(Alert::SiteDown {
+                    group,
+                    site,
+                    available,
+                    total,
+                    rounds,
+                    primary: primary.as_ref().is_some_and(|p| nodes.contains(p)),
+                }),
+                Some(false) => self.alerts.raise(Alert::SiteUp {
+                    group,
+                    site,
+                    available,
+                    total,
+                }),
+                None => {}
+            }
+        }
     }
 
     /// The node `addr`, if configured.
