@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mod_distribute::{Redis, RedisServer};
+use mod_distribute::RedisServer;
 use mod_resilience::consensus::Command;
 use mod_resilience::HaConfig;
 
@@ -21,32 +21,6 @@ struct Write {
     acked: bool,
     url: String,
     at: Instant,
-}
-
-/// `SET w:<key>` then `WAIT 1 500` on one connection.
-async fn write(redis: &Redis, key: u64) -> bool {
-    let mut conn = redis.conn();
-    let reply: redis::RedisResult<((), i64)> = redis::pipe()
-        .cmd("SET")
-        .arg(format!("w:{key}"))
-        .arg(key)
-        .cmd("WAIT")
-        .arg(1)
-        .arg(500)
-        .query_async(&mut conn)
-        .await;
-    matches!(reply, Ok(((), n)) if n >= 1)
-}
-
-async fn keys_on(server_addr: &str) -> Vec<u64> {
-    let client = redis::Client::open(format!("redis://{server_addr}")).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("w:*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    keys.iter().filter_map(|k| k[2..].parse().ok()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,7 +40,7 @@ async fn kill9_of_the_primary_fails_over_without_losing_acknowledged_writes() {
         tokio::spawn(async move {
             for key in 0.. {
                 let url = redis.url();
-                let acked = write(&redis, key).await;
+                let acked = common::write_acked(&redis, key).await;
                 history.lock().unwrap().push(Write {
                     key,
                     acked,
@@ -123,7 +97,7 @@ async fn kill9_of_the_primary_fails_over_without_losing_acknowledged_writes() {
 
     // No acknowledged write lost: every key WAIT confirmed is on the new primary.
     let history = history.lock().unwrap().clone();
-    let on_new = keys_on(&new_primary).await;
+    let on_new = common::keys_on(&new_primary).await;
     let lost: Vec<u64> = history
         .iter()
         .filter(|w| w.acked && !on_new.contains(&w.key))
@@ -228,7 +202,7 @@ async fn a_switchover_loses_no_write_and_the_old_primary_follows() {
 
     let done = done.lock().unwrap().clone();
     let primary = back.primary.clone().unwrap();
-    let on_primary = keys_on(&primary).await;
+    let on_primary = common::keys_on(&primary).await;
     let lost: Vec<u64> = done
         .iter()
         .filter(|(k, ok)| *ok && !on_primary.contains(k))

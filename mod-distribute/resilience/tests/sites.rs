@@ -3,8 +3,12 @@
 //! voter. A flapping node of site a moves no site; site b frozen (SIGSTOP)
 //! is `site_down` within its rounds and `site_up` once it answers again;
 //! site a with two of its three nodes frozen is `site_down` with
-//! `primary: true`. Checked on the recorded alerts (kind, site, counts, when).
+//! `primary: true`, and the primary moves to site b without losing a
+//! `WAIT`-acknowledged write; with site b down too, `no_backup_site` and
+//! nothing moves. Checked on the recorded alerts (kind, site, counts, when),
+//! the committed topology and the writes.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mod_distribute::topology::Alert;
@@ -46,7 +50,7 @@ fn pid(node: &RedisServer) -> u32 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sites_go_down_by_ratio_over_rounds_and_a_flapping_node_moves_none() {
+async fn sites_go_down_by_ratio_over_rounds_and_the_primary_leaves_a_site_that_is_down() {
     let nodes = common::group(3);
     let addrs: Vec<String> = nodes.iter().map(RedisServer::addr).collect();
     let mut config = common::ha(addrs.clone());
@@ -115,12 +119,38 @@ async fn sites_go_down_by_ratio_over_rounds_and_a_flapping_node_moves_none() {
         "{alert:?}"
     );
 
-    // Site a loses two of its three nodes: down, and it holds the primary.
+    // Site a loses two of its three nodes under a writer: down, it holds the
+    // primary, and the primary moves to site b's replica with no
+    // acknowledged write lost.
+    let redis = common::following(&controller, "sites").await;
+    let history = Arc::new(Mutex::new(Vec::<(u64, bool)>::new()));
+    let writer = {
+        let (redis, history) = (redis.clone(), history.clone());
+        tokio::spawn(async move {
+            for key in 0.. {
+                let acked = common::write_acked(&redis, key).await;
+                history.lock().unwrap().push((key, acked));
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let frozen = Instant::now();
     signal(pid(&nodes[1]), "-STOP");
     signal(pid(&nodes[2]), "-STOP");
     let down = alerts.next(Duration::from_secs(10)).await;
+    let switched = common::wait_state(&controller, "the primary in site b", |s| {
+        s.topology.primary.as_deref() == Some(addrs[3].as_str())
+    })
+    .await;
+    eprintln!(
+        "site switch: primary in site b {} ms after site a lost two of three",
+        frozen.elapsed().as_millis()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
     signal(pid(&nodes[1]), "-CONT");
     signal(pid(&nodes[2]), "-CONT");
+    assert_eq!(switched.topology.epoch, 2, "{:?}", switched.topology);
     let (_, alert) = down.expect("site_down a");
     assert!(
         matches!(&alert, Alert::SiteDown { site, available: 1, total: 3, primary: true, .. } if site == "a"),
@@ -149,5 +179,92 @@ async fn sites_go_down_by_ratio_over_rounds_and_a_flapping_node_moves_none() {
         ["down b", "up b", "down a", "up a"],
         "{:?}",
         alerts.got
+    );
+
+    // Every write `WAIT` acknowledged, before and after the switch, is on
+    // the new primary in site b.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    writer.abort();
+    let history = history.lock().unwrap().clone();
+    let on_b = common::keys_on(&addrs[3]).await;
+    let acked: Vec<u64> = history
+        .iter()
+        .filter(|(_, a)| *a)
+        .map(|(k, _)| *k)
+        .collect();
+    let lost: Vec<u64> = acked
+        .iter()
+        .filter(|k| !on_b.contains(k))
+        .copied()
+        .collect();
+    assert!(acked.len() > 50, "too few writes to judge: {}", acked.len());
+    assert_eq!(
+        lost,
+        Vec::<u64>::new(),
+        "acknowledged writes lost in the site switch"
+    );
+    eprintln!(
+        "site switch: {} acknowledged writes, all on site b's new primary",
+        acked.len()
+    );
+}
+
+/// The primary's site goes down while the only other site is down too:
+/// seed 000's second alert, and nothing switches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_other_site_down_too_nothing_switches() {
+    let nodes = common::group(3);
+    let addrs: Vec<String> = nodes.iter().map(RedisServer::addr).collect();
+    let mut config = common::ha(addrs.clone());
+    config.sites = [("a", &addrs[..3]), ("b", &addrs[3..])]
+        .into_iter()
+        .map(|(site, nodes)| (site.to_string(), nodes.to_vec()))
+        .collect();
+    let controller = common::solo(config).await;
+    let mut raw = controller.alerts();
+    let mut alerts = SiteAlerts {
+        alerts: controller.alerts(),
+        start: Instant::now(),
+        got: Vec::new(),
+    };
+    signal(pid(&nodes[3]), "-STOP");
+    let (_, alert) = alerts
+        .next(Duration::from_secs(10))
+        .await
+        .expect("site_down b");
+    assert!(
+        matches!(&alert, Alert::SiteDown { site, primary: false, .. } if site == "b"),
+        "{alert:?}"
+    );
+    signal(pid(&nodes[1]), "-STOP");
+    signal(pid(&nodes[2]), "-STOP");
+    let down_a = alerts.next(Duration::from_secs(10)).await;
+    let no_backup = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(alert @ Alert::NoBackupSite { .. }) = raw.recv().await {
+                return alert;
+            }
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let topology = controller.state().borrow().topology.clone();
+    for node in &nodes[1..] {
+        signal(pid(node), "-CONT");
+    }
+    let (_, alert) = down_a.expect("site_down a");
+    assert!(
+        matches!(&alert, Alert::SiteDown { site, primary: true, .. } if site == "a"),
+        "{alert:?}"
+    );
+    let no_backup = no_backup.expect("no_backup_site");
+    assert!(
+        matches!(&no_backup, Alert::NoBackupSite { site, reason, .. } if site == "a" && reason.contains("every other site is down")),
+        "{no_backup:?}"
+    );
+    assert_eq!(
+        (topology.epoch, topology.primary.as_deref()),
+        (1, Some(addrs[0].as_str())),
+        "nothing switched"
     );
 }

@@ -148,6 +148,16 @@ pub enum Alert {
         /// Its nodes.
         total: usize,
     },
+    /// The site holding the primary went down and no other site can take
+    /// it (seed 000's second alert): nothing was switched.
+    NoBackupSite {
+        /// The group.
+        group: String,
+        /// The site that went down.
+        site: String,
+        /// Why no other site can take the primary.
+        reason: String,
+    },
     /// This voter cannot reach a majority: no decision can be committed.
     QuorumLost {
         /// The group.
@@ -219,6 +229,7 @@ impl Alert {
             Alert::GroupUnhealthy { .. } => "group_unhealthy",
             Alert::SiteDown { .. } => "site_down",
             Alert::SiteUp { .. } => "site_up",
+            Alert::NoBackupSite { .. } => "no_backup_site",
             Alert::QuorumLost { .. } => "quorum_lost",
             Alert::InstanceFault { .. } => "instance_fault",
             Alert::CordonHeldBack { .. } => "cordon_held_back",

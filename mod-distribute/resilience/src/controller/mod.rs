@@ -8,6 +8,7 @@
 //! after the intent is committed (the order and its reasons: `failover.rs`).
 
 mod failover;
+mod sites;
 mod switchover;
 
 use std::collections::{BTreeMap, HashMap};
@@ -93,6 +94,7 @@ impl Controller {
                 .keys()
                 .map(|s| (s.clone(), SiteHealth::default()))
                 .collect(),
+            site_switch: None,
             quorum_lost: false,
             step_failed: false,
             min_replicas_set: None,
@@ -214,6 +216,9 @@ struct Voter {
     unhealthy: bool,
     /// Each configured site's health over the probe rounds.
     sites: BTreeMap<String, SiteHealth>,
+    /// A site that went down holding the primary: the leader moves the
+    /// primary to another site's replica (`sites.rs`).
+    site_switch: Option<String>,
     quorum_lost: bool,
     /// The last step failed: wait for the next probe to retry.
     step_failed: bool,
@@ -249,6 +254,9 @@ impl Voter {
                 self.check_health();
             }
             if !self.consensus.is_leader() {
+                continue;
+            }
+            if probed && self.switch_site().await {
                 continue;
             }
             let state = changes.borrow_and_update().clone();
@@ -374,45 +382,6 @@ impl Voter {
         }
         self.unhealthy = unhealthy;
         self.check_sites();
-    }
-
-    /// One probe round of every configured site (seed 000's ratio rule, over
-    /// `site_rounds` rounds in a row): `site_down` and `site_up` alerts.
-    fn check_sites(&mut self) {
-        let primary = self.consensus.state().borrow().topology.primary.clone();
-        let (ratio, rounds) = (self.config.site_ratio, self.config.site_rounds);
-        for (site, nodes) in &self.config.sites {
-            let Some(health) = self.sites.get_mut(site) else {
-                continue;
-            };
-            let total = nodes.len();
-            let available = nodes
-                .iter()
-                .filter(|n| {
-                    self.seen
-                        .get(*n)
-                        .is_some_and(|s| s.unreachable_since.is_none())
-                })
-                .count();
-            let (group, site) = (self.config.group.clone(), site.clone());
-            match health.round(available, total, ratio, rounds) {
-                Some(true) => self.alerts.raise(Alert::SiteDown {
-                    group,
-                    site,
-                    available,
-                    total,
-                    rounds,
-                    primary: primary.as_ref().is_some_and(|p| nodes.contains(p)),
-                }),
-                Some(false) => self.alerts.raise(Alert::SiteUp {
-                    group,
-                    site,
-                    available,
-                    total,
-                }),
-                None => {}
-            }
-        }
     }
 
     /// The node `addr`, if configured.

@@ -61,14 +61,10 @@ impl Voter {
         Ok(committed)
     }
 
-    /// `to` if it is a replica in sync with `old`, else the best such one.
-    fn switchover_target(
-        &self,
-        topology: &Topology,
-        old: &str,
-        to: Option<String>,
-    ) -> Result<String> {
-        let in_sync: Vec<Candidate> = topology
+    /// The replicas of `topology` that answer and follow `old` with their
+    /// link up.
+    pub(super) fn in_sync(&self, topology: &Topology, old: &str) -> Vec<Candidate> {
+        topology
             .replicas
             .iter()
             .enumerate()
@@ -81,7 +77,17 @@ impl Voter {
                     position,
                 })
             })
-            .collect();
+            .collect()
+    }
+
+    /// `to` if it is a replica in sync with `old`, else the best such one.
+    fn switchover_target(
+        &self,
+        topology: &Topology,
+        old: &str,
+        to: Option<String>,
+    ) -> Result<String> {
+        let in_sync = self.in_sync(topology, old);
         match to {
             Some(to) if in_sync.iter().any(|c| c.addr == to) => Ok(to),
             Some(to) => Err(Error::invalid_input(format!(

@@ -118,3 +118,29 @@ pub async fn following(controller: &Controller, prefix: &str) -> mod_distribute:
     .await
     .unwrap()
 }
+
+/// `SET w:<key>` then `WAIT 1 500` on one connection.
+pub async fn write_acked(redis: &mod_distribute::Redis, key: u64) -> bool {
+    let mut conn = redis.conn();
+    let reply: redis::RedisResult<((), i64)> = redis::pipe()
+        .cmd("SET")
+        .arg(format!("w:{key}"))
+        .arg(key)
+        .cmd("WAIT")
+        .arg(1)
+        .arg(500)
+        .query_async(&mut conn)
+        .await;
+    matches!(reply, Ok(((), n)) if n >= 1)
+}
+
+pub async fn keys_on(server_addr: &str) -> Vec<u64> {
+    let client = redis::Client::open(format!("redis://{server_addr}")).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("w:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    keys.iter().filter_map(|k| k[2..].parse().ok()).collect()
+}
