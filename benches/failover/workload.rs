@@ -207,15 +207,7 @@ pub fn node(port: Option<u16>, replica_of: Option<u16>) -> RedisServer {
     .expect("redis-server")
 }
 
-/// The p-th percentile (0..=100) of `values` (sorted here).
-pub fn percentile(values: &mut [f64], p: f64) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let rank = ((p / 100.0) * (values.len() - 1) as f64).round() as usize;
-    values[rank]
-}
+pub use modkit_benches::percentile;
 
 /// The role, link and offset lines of a node's `INFO replication`.
 pub async fn info(addr: &str) -> String {
