@@ -26,6 +26,15 @@ struct SiteAlerts {
 }
 
 impl SiteAlerts {
+    /// The site alerts `controller` raises from now on.
+    fn of(controller: &mod_resilience::Controller) -> SiteAlerts {
+        SiteAlerts {
+            alerts: controller.alerts(),
+            start: Instant::now(),
+            got: Vec::new(),
+        }
+    }
+
     /// Waits up to `within` for the next `site_down`/`site_up` alert (others
     /// skipped), records it and returns it with how long it took.
     async fn next(&mut self, within: Duration) -> Option<(Duration, Alert)> {
@@ -45,12 +54,9 @@ impl SiteAlerts {
     }
 }
 
-fn pid(node: &RedisServer) -> u32 {
-    node.pid().expect("a running redis-server")
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sites_go_down_by_ratio_over_rounds_and_the_primary_leaves_a_site_that_is_down() {
+/// A primary and three replicas, `[ha]` over them with site a = the
+/// primary and two replicas, site b = the last replica.
+fn two_sites() -> (Vec<RedisServer>, Vec<String>, mod_resilience::HaConfig) {
     let nodes = common::group(3);
     let addrs: Vec<String> = nodes.iter().map(RedisServer::addr).collect();
     let mut config = common::ha(addrs.clone());
@@ -58,13 +64,19 @@ async fn sites_go_down_by_ratio_over_rounds_and_the_primary_leaves_a_site_that_i
         .into_iter()
         .map(|(site, nodes)| (site.to_string(), nodes.to_vec()))
         .collect();
+    (nodes, addrs, config)
+}
+
+fn pid(node: &RedisServer) -> u32 {
+    node.pid().expect("a running redis-server")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sites_go_down_by_ratio_over_rounds_and_the_primary_leaves_a_site_that_is_down() {
+    let (nodes, addrs, config) = two_sites();
     let (every, rounds) = (config.probe_every, config.site_rounds);
     let controller = common::solo(config).await;
-    let mut alerts = SiteAlerts {
-        alerts: controller.alerts(),
-        start: Instant::now(),
-        got: Vec::new(),
-    };
+    let mut alerts = SiteAlerts::of(&controller);
 
     // One node of site a flaps for 5 s: frozen for one round, answering for
     // two. 2/3 of site a stays above 1/2: no site moves.
@@ -213,20 +225,10 @@ async fn sites_go_down_by_ratio_over_rounds_and_the_primary_leaves_a_site_that_i
 /// seed 000's second alert, and nothing switches.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_every_other_site_down_too_nothing_switches() {
-    let nodes = common::group(3);
-    let addrs: Vec<String> = nodes.iter().map(RedisServer::addr).collect();
-    let mut config = common::ha(addrs.clone());
-    config.sites = [("a", &addrs[..3]), ("b", &addrs[3..])]
-        .into_iter()
-        .map(|(site, nodes)| (site.to_string(), nodes.to_vec()))
-        .collect();
+    let (nodes, addrs, config) = two_sites();
     let controller = common::solo(config).await;
     let mut raw = controller.alerts();
-    let mut alerts = SiteAlerts {
-        alerts: controller.alerts(),
-        start: Instant::now(),
-        got: Vec::new(),
-    };
+    let mut alerts = SiteAlerts::of(&controller);
     signal(pid(&nodes[3]), "-STOP");
     let (_, alert) = alerts
         .next(Duration::from_secs(10))
