@@ -4,8 +4,8 @@
 //!
 //! `WAIT 3`, not 1: a write is safe from the loss of a whole site only once
 //! a replica of the other site has it, and the primary's own site holds two
-//! replicas. With `WAIT 1` a quick run lost one acknowledged write: a
-//! replica in the frozen site had acknowledged it, none in the other.
+//! replicas: `WAIT 1` may be answered by one of those alone (10 cycles with
+//! `WAIT 1` lost nothing, the window being short, but nothing rules it out).
 //! `wait_replicas = 3` tells the controller (it then promotes once 5 − 3 + 1
 //! = 3 replicas answer: the other site's). While one site is lost, no write
 //! can have three replicas: the new primary takes writes (what `rto`
@@ -258,6 +258,16 @@ impl Cluster {
     /// `WAIT`-acknowledged writes missing on the primary now.
     pub async fn lost_acked(&self) -> usize {
         let (_, primary) = self.primary();
+        // The acknowledged ones first: a write acknowledged after the KEYS
+        // below would look lost.
+        let acked: Vec<(u64, String)> = {
+            let writes = self.writes.lock().unwrap();
+            writes
+                .iter()
+                .filter(|w| w.acked)
+                .map(|w| (w.key, w.url.clone()))
+                .collect()
+        };
         let client = redis::Client::open(format!("redis://{primary}")).expect("url");
         let mut conn = client
             .get_multiplexed_async_connection()
@@ -270,11 +280,14 @@ impl Cluster {
             .expect("KEYS");
         let present: std::collections::HashSet<u64> =
             keys.iter().filter_map(|k| k[3..].parse().ok()).collect();
-        let writes = self.writes.lock().unwrap();
-        writes
+        let lost: Vec<_> = acked
             .iter()
-            .filter(|w| w.acked && !present.contains(&w.key))
-            .count()
+            .filter(|(key, _)| !present.contains(key))
+            .collect();
+        for (key, url) in &lost {
+            eprintln!("lost: dr:{key}, acknowledged through {url} (primary now {primary})");
+        }
+        lost.len()
     }
 
     /// Flaps one replica of the primary's site for `soak`: site alerts and
