@@ -158,6 +158,14 @@ impl HaConfig {
         Ok(())
     }
 
+    /// The site `node` is in (`[ha.sites]`), if any.
+    pub fn site_of(&self, node: &str) -> Option<&str> {
+        self.sites
+            .iter()
+            .find(|(_, nodes)| nodes.iter().any(|n| n == node))
+            .map(|(site, _)| site.as_str())
+    }
+
     /// How many voters a decision needs.
     pub fn majority(&self) -> usize {
         crate::rules::majority(self.voters.len())

@@ -149,8 +149,8 @@ impl ServiceProxy {
     }
 
     /// Where the next attempt of a call may go: the caller's site's `Up`
-    /// targets that admit a call and were not `tried` by it; when there is
-    /// none, any site's that admit one; when none does, all `Up` ones.
+    /// targets that admit a call, while one of them was not `tried` by it;
+    /// then any site's that admit one; when none does, all `Up` ones.
     fn candidates<'a>(
         &self,
         targets: &'a Targets,
@@ -158,35 +158,29 @@ impl ServiceProxy {
     ) -> Cow<'a, [Arc<Target>]> {
         let local = targets.local();
         if local.len() < targets.up.len() {
-            let untried = |t: &&Arc<Target>| !tried.iter().any(|d| Arc::ptr_eq(d, t));
-            if !self.ejections.any() {
-                if local.iter().any(|t| untried(&t)) {
-                    return Cow::Borrowed(local);
-                }
-            } else if local.iter().any(|t| t.health.admits() && untried(&t)) {
-                return Cow::Owned(
-                    local
-                        .iter()
-                        .filter(|t| t.health.admits())
-                        .cloned()
-                        .collect(),
-                );
+            let open = self.admitting(local);
+            if open
+                .iter()
+                .any(|t| !tried.iter().any(|d| Arc::ptr_eq(d, t)))
+            {
+                return open;
             }
         }
-        if !self.ejections.any() {
-            return Cow::Borrowed(&targets.up);
-        }
-        let healthy: Vec<_> = targets
-            .up
-            .iter()
-            .filter(|t| t.health.admits())
-            .cloned()
-            .collect();
-        if healthy.is_empty() {
+        let open = self.admitting(&targets.up);
+        if open.is_empty() {
             Cow::Borrowed(&targets.up)
         } else {
-            Cow::Owned(healthy)
+            open
         }
+    }
+
+    /// Those of `tier` that admit a call (outlier ejection); all of them
+    /// when nothing is ejected.
+    fn admitting<'a>(&self, tier: &'a [Arc<Target>]) -> Cow<'a, [Arc<Target>]> {
+        if !self.ejections.any() {
+            return Cow::Borrowed(tier);
+        }
+        Cow::Owned(tier.iter().filter(|t| t.health.admits()).cloned().collect())
     }
 
     /// Records a failed attempt on `target` (one of `targets.up`), and ejects

@@ -6,7 +6,7 @@ use std::time::Instant;
 use metrics::Histogram;
 use tracing::{Instrument, Level};
 
-use super::sharded::{self, Sharded};
+use super::sharded::Sharded;
 use crate::error::{ErrorKind, Result};
 
 pub(crate) use crate::BoxFuture;
@@ -23,6 +23,16 @@ pub const LATENCY_SAMPLE: u32 = 64;
 thread_local! {
     /// Block operations observed on this thread, for [`LATENCY_SAMPLE`].
     static TICKS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether this operation is one whose latency is measured.
+#[inline(always)]
+fn sampled() -> bool {
+    TICKS.with(|t| {
+        let n = t.get().wrapping_add(1);
+        t.set(n);
+        n % LATENCY_SAMPLE == 0
+    })
 }
 
 /// The metric handles of one operation, registered once when the block opens.
@@ -108,8 +118,7 @@ impl Probe {
             return fut;
         }
         Box::pin(async move {
-            let start =
-                (self.metered() && sharded::tick(&TICKS, LATENCY_SAMPLE)).then(Instant::now);
+            let start = (self.metered() && sampled()).then(Instant::now);
             // No span (nor its enter and exit at every poll) when nothing
             // takes DEBUG: metrics alone need only the outcome.
             let outcome = if tracing::enabled!(Level::DEBUG) {
@@ -136,7 +145,7 @@ impl Probe {
         if !self.active() || tracing::enabled!(Level::DEBUG) {
             return None;
         }
-        Some((self.metered() && sharded::tick(&TICKS, LATENCY_SAMPLE)).then(Instant::now))
+        Some((self.metered() && sampled()).then(Instant::now))
     }
 
     /// The DEBUG span of one operation.

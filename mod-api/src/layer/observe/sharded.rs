@@ -6,10 +6,8 @@
 //! counter is one atomic that every thread writes, which costs more than an
 //! in-memory block operation when two cores take turns with its cache line.
 
-use std::cell::Cell;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::LocalKey;
 
 use super::Registered;
 
@@ -86,19 +84,6 @@ impl Drop for Slot {
 
 thread_local! {
     static SLOT: Slot = Slot::claim();
-}
-
-/// Counts one more on this thread's `ticks`; `true` for every `every`th
-/// (each sampled kind keeps its own ticks, so that one cannot alias another).
-#[inline(always)]
-pub(crate) fn tick(ticks: &'static LocalKey<Cell<u32>>, every: u32) -> bool {
-    ticks
-        .try_with(|t| {
-            let n = t.get().wrapping_add(1);
-            t.set(n);
-            n % every == 0
-        })
-        .unwrap_or(false)
 }
 
 /// This thread's shard index: its own (`< OWNED`), or [`SHARED`].

@@ -75,13 +75,7 @@ impl Voter {
         let Some(primary) = topology.primary.clone() else {
             return false;
         };
-        let in_site = |node: &str| {
-            self.config
-                .sites
-                .get(&site)
-                .is_some_and(|n| n.iter().any(|n| n == node))
-        };
-        if !in_site(&primary) {
+        if self.config.site_of(&primary) != Some(site.as_str()) {
             self.site_switch = None; // moved already (a failover)
             return false;
         }
@@ -91,15 +85,14 @@ impl Voter {
             .filter(|(name, health)| **name != site && !health.is_down())
             .map(|(name, _)| name)
             .collect();
-        let backup = |node: &str| {
-            up_sites
-                .iter()
-                .any(|s| self.config.sites[*s].iter().any(|n| n == node))
-        };
         let candidates: Vec<_> = self
             .in_sync(&topology, &primary)
             .into_iter()
-            .filter(|c| backup(&c.addr))
+            .filter(|c| {
+                self.config
+                    .site_of(&c.addr)
+                    .is_some_and(|s| up_sites.iter().any(|u| *u == s))
+            })
             .collect();
         let target = match rules::choose(candidates, topology.replicas.len(), 0) {
             Ok(target) => target.addr,
